@@ -1,0 +1,58 @@
+# llama-mapper — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+BUF_VERSION := 1.75.0
+BUF := $(VENV)/buf/node_modules/.bin/buf
+# The stamp changes whenever the dependency spec does, so `make setup` is a no-op when nothing changed.
+STAMP := $(VENV)/.setup-$(shell cat pyproject.toml scripts/setup.sh 2>/dev/null | sha256sum | cut -c1-16)
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: setup
+setup: $(STAMP) ## Create .venv at the repo root with every extra and dev tool (idempotent)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	@PYTHON=$(PYTHON) VENV=$(VENV) BUF_VERSION=$(BUF_VERSION) bash scripts/setup.sh
+	@rm -f $(VENV)/.setup-* && touch $@
+
+.PHONY: proto
+proto: setup ## Regenerate the gRPC code in services/_proto from proto/
+	@$(PY) scripts/gen_proto.py
+
+.PHONY: lint
+lint: setup ## ruff, ruff format --check, buf lint, generated-code freshness
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BUF) lint proto
+	@$(PY) scripts/gen_proto.py --check
+	@$(BIN)/mapperctl taxonomy validate >/dev/null
+
+.PHONY: format
+format: setup ## Apply ruff's fixes and formatting
+	@$(BIN)/ruff check --fix .
+	@$(BIN)/ruff format .
+
+.PHONY: test
+test: lint ## Lint, then run every test (unit and integration)
+	@$(BIN)/pytest -q
+
+.PHONY: unit
+unit: setup ## Run the fast unit tests only
+	@$(BIN)/pytest -q -m "not integration and not slow"
+
+.PHONY: demo
+demo: setup ## Run the main job end to end on embedded defaults
+	@$(BIN)/mapperctl demo
+
+.PHONY: clean
+clean: ## Remove caches (keeps .venv)
+	@rm -rf .pytest_cache .ruff_cache build dist *.egg-info

@@ -1,0 +1,1 @@
+"""llama-mapper: map any detector output to one canonical compliance taxonomy."""

@@ -1,0 +1,1 @@
+"""Shared domain code: taxonomy, detector readers, mapping tables, rules mapper, frameworks."""

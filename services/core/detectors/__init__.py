@@ -1,0 +1,1 @@
+"""Detector readers: one module per vendor, each parsing its documented native output."""

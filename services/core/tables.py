@@ -1,0 +1,108 @@
+"""Mapping tables: per detector, raw label -> canonical label(s), with score and severity thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llama_mapper.core.errors import InvalidArgument
+from llama_mapper.core.taxonomy import Taxonomy, default_taxonomy
+
+# A rule's prior that its label is right, before any model is involved. An exact table entry is
+# written by a person from the vendor's documentation; an alias match is a normalization guess.
+EXACT_CONFIDENCE = 0.99
+ALIAS_CONFIDENCE = 0.85
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    raw_label: str
+    labels: tuple[str, ...]
+    min_score: float | None = None
+    min_severity: int | None = None
+    confidence: float = EXACT_CONFIDENCE
+
+
+@dataclass(frozen=True)
+class MappingTable:
+    """One detector's table. Thresholds on an entry override the table's defaults."""
+
+    detector: str
+    version: str
+    entries: dict[str, TableEntry]
+    min_score: float | None = None
+    min_severity: int | None = None
+    case_sensitive: bool = True
+
+    def lookup(self, raw_label: str) -> TableEntry | None:
+        if self.case_sensitive:
+            return self.entries.get(raw_label)
+        return self._folded().get(raw_label.casefold())
+
+    @cache  # noqa: B019 - tables are immutable and live for the process
+    def _folded(self) -> dict[str, TableEntry]:
+        return {key.casefold(): entry for key, entry in self.entries.items()}
+
+    def passes(self, entry: TableEntry | None, score: float | None, severity: int | None) -> bool:
+        """Whether a finding clears the threshold that applies to it."""
+        min_score = entry.min_score if entry and entry.min_score is not None else self.min_score
+        min_sev = entry.min_severity if entry and entry.min_severity is not None else self.min_severity
+        if min_score is not None and score is not None and score < min_score:
+            return False
+        return not (min_sev is not None and severity is not None and severity < min_sev)
+
+    @property
+    def version_tag(self) -> str:
+        return f"{self.detector}@{self.version}"
+
+
+def parse_table(doc: dict[str, Any], taxonomy: Taxonomy) -> MappingTable:
+    detector = doc.get("detector")
+    if not detector:
+        raise InvalidArgument("mapping table has no `detector`")
+    entries: dict[str, TableEntry] = {}
+    for raw, spec in (doc.get("labels") or {}).items():
+        spec = {"labels": spec} if isinstance(spec, str | list) else spec
+        labels = spec["labels"]
+        labels = (labels,) if isinstance(labels, str) else tuple(labels)
+        for label in labels:
+            if label not in taxonomy:
+                raise InvalidArgument(
+                    f"mapping table {detector}: {raw!r} maps to {label!r}, "
+                    f"which is not in taxonomy v{taxonomy.version}"
+                )
+        entries[str(raw)] = TableEntry(
+            raw_label=str(raw),
+            labels=labels,
+            min_score=spec.get("min_score"),
+            min_severity=spec.get("min_severity"),
+            confidence=float(spec.get("confidence", EXACT_CONFIDENCE)),
+        )
+    return MappingTable(
+        detector=str(detector),
+        version=str(doc.get("version", "1.0.0")),
+        entries=entries,
+        min_score=doc.get("min_score"),
+        min_severity=doc.get("min_severity"),
+        case_sensitive=bool(doc.get("case_sensitive", True)),
+    )
+
+
+def _tables_dir() -> Path:
+    return Path(str(resources.files("llama_mapper.core") / "data" / "mappings"))
+
+
+@cache
+def default_tables() -> dict[str, MappingTable]:
+    """Every shipped table, validated against the default taxonomy once per process."""
+    taxonomy = default_taxonomy()
+    tables = {}
+    for path in sorted(_tables_dir().glob("*.yaml")):
+        table = parse_table(yaml.safe_load(path.read_text(encoding="utf-8")), taxonomy)
+        tables[table.detector] = table
+    return tables
