@@ -9,7 +9,7 @@ PY := $(BIN)/python
 BUF_VERSION := 1.75.0
 BUF := $(VENV)/buf/node_modules/.bin/buf
 # The stamp changes whenever the dependency spec does, so `make setup` is a no-op when nothing changed.
-STAMP := $(VENV)/.setup-$(shell cat pyproject.toml scripts/setup.sh 2>/dev/null | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.setup-$(shell cat pyproject.toml setup.py scripts/setup.sh 2>/dev/null | sha256sum | cut -c1-16)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -20,7 +20,7 @@ help: ## Show this help
 .PHONY: setup
 setup: $(STAMP) ## Create .venv at the repo root with every extra and dev tool (idempotent)
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml setup.py scripts/setup.sh
 	@PYTHON=$(PYTHON) VENV=$(VENV) BUF_VERSION=$(BUF_VERSION) bash scripts/setup.sh
 	@rm -f $(VENV)/.setup-* && touch $@
 
