@@ -5,6 +5,10 @@ from setuptools import find_namespace_packages, setup
 
 subpackages = find_namespace_packages("services", exclude=["*__pycache__*"])
 setup(
-    packages=["llama_mapper", *(f"llama_mapper.{name}" for name in subpackages), "llama_mapper.schemas"],
+    packages=[
+        "llama_mapper",
+        *(f"llama_mapper.{name}" for name in subpackages),
+        "llama_mapper.schemas",
+    ],
     package_dir={"llama_mapper": "services", "llama_mapper.schemas": "schemas"},
 )

@@ -92,7 +92,9 @@ def parse_frameworks(doc: dict[str, Any], taxonomy: Taxonomy) -> FrameworkMappin
         mappings[label] = ()
     missing = sorted(set(taxonomy.labels) - set(mappings))
     if missing:
-        raise InvalidArgument(f"labels with no framework mapping and no no_control entry: {missing}")
+        raise InvalidArgument(
+            f"labels with no framework mapping and no no_control entry: {missing}"
+        )
     return FrameworkMappings(frameworks, mappings)
 
 

@@ -51,7 +51,9 @@ class MappingTable:
     def passes(self, entry: TableEntry | None, score: float | None, severity: int | None) -> bool:
         """Whether a finding clears the threshold that applies to it."""
         min_score = entry.min_score if entry and entry.min_score is not None else self.min_score
-        min_sev = entry.min_severity if entry and entry.min_severity is not None else self.min_severity
+        min_sev = (
+            entry.min_severity if entry and entry.min_severity is not None else self.min_severity
+        )
         if min_score is not None and score is not None and score < min_score:
             return False
         return not (min_sev is not None and severity is not None and severity < min_sev)

@@ -100,7 +100,9 @@ class Taxonomy:
                 label = migration.apply(label)
                 current = migration.to_version
         if current != self.version:
-            raise InvalidArgument(f"no migration path from taxonomy v{from_version} to v{self.version}")
+            raise InvalidArgument(
+                f"no migration path from taxonomy v{from_version} to v{self.version}"
+            )
         return label
 
 
