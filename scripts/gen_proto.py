@@ -103,7 +103,7 @@ def generate(root: Path) -> dict[str, bytes]:
             files[dest.as_posix()] = (header(source_proto(rel)) + text).encode()
             # Every directory up to the generated root becomes a package.
             for parent in dest.parents:
-                if parent != Path("."):
+                if parent.parts:
                     package = ".".join((GENERATED_PACKAGE, *parent.parts))
                     files[(parent / "__init__.py").as_posix()] = init_file(package).encode()
     return dict(sorted(files.items()))
@@ -133,14 +133,15 @@ def diff(expected: dict[str, bytes], actual: dict[str, bytes]) -> list[str]:
 
 def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        tmp.chmod(0o644)
+        tmp.replace(path)  # atomic on POSIX: readers see the old file or the new, never half
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
