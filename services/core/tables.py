@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -38,15 +38,16 @@ class MappingTable:
     min_score: float | None = None
     min_severity: int | None = None
     case_sensitive: bool = True
+    _folded: dict[str, TableEntry] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        folded = {key.casefold(): entry for key, entry in self.entries.items()}
+        object.__setattr__(self, "_folded", folded)
 
     def lookup(self, raw_label: str) -> TableEntry | None:
         if self.case_sensitive:
             return self.entries.get(raw_label)
-        return self._folded().get(raw_label.casefold())
-
-    @cache  # noqa: B019 - tables are immutable and live for the process
-    def _folded(self) -> dict[str, TableEntry]:
-        return {key.casefold(): entry for key, entry in self.entries.items()}
+        return self._folded.get(raw_label.casefold())
 
     def passes(self, entry: TableEntry | None, score: float | None, severity: int | None) -> bool:
         """Whether a finding clears the threshold that applies to it."""

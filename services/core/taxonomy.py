@@ -170,17 +170,18 @@ def default_taxonomy() -> Taxonomy:
     return load_taxonomy()
 
 
-def _lock_path() -> Path:
+def lock_path() -> Path:
     return Path(str(resources.files("llama_mapper.core") / "data" / "taxonomy.lock.json"))
 
 
-def check_version_lock(taxonomy: Taxonomy, lock_path: Path | None = None) -> None:
+def check_version_lock(taxonomy: Taxonomy, lock_file: Path | None = None) -> None:
     """Refuses a label-set change that kept the version: the lock records each version's digest."""
-    lock = json.loads((lock_path or _lock_path()).read_text(encoding="utf-8"))
+    lock_file = lock_file or lock_path()
+    lock = json.loads(lock_file.read_text(encoding="utf-8"))
     recorded = lock.get(taxonomy.version)
     if recorded is None:
         raise TaxonomyError(
-            f"taxonomy v{taxonomy.version} is not in {lock_path or _lock_path()}; "
+            f"taxonomy v{taxonomy.version} is not in {lock_file}; "
             "run `mapperctl taxonomy lock` after bumping the version and adding a migration"
         )
     if recorded["digest"] != taxonomy.digest():
