@@ -1,0 +1,111 @@
+"""`mapperctl map` as users run it: the console script, JSON Lines on stdin, one line out per line in."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MAPPERCTL = str(Path(sys.executable).with_name("mapperctl"))
+EMAIL_LINE = {
+    "detector": "presidio",
+    "output": [{"entity_type": "EMAIL_ADDRESS", "start": 0, "end": 9, "score": 1.0}],
+}
+
+
+def run(stdin: bytes, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [MAPPERCTL, *args], input=stdin, capture_output=True, timeout=120, check=False
+    )
+
+
+def lines_of(proc: subprocess.CompletedProcess) -> list[dict]:
+    return [json.loads(line) for line in proc.stdout.decode().splitlines()]
+
+
+def test_acceptance_email_maps_with_gdpr_and_soc2_controls():
+    proc = run(json.dumps(EMAIL_LINE).encode() + b"\n", "map", "--rules-only")
+    assert proc.returncode == 0, proc.stderr
+    [result] = lines_of(proc)
+    assert result["taxonomy"] == ["pii.email_address"]
+    frameworks = {ref["framework"] for ref in result["frameworks"]}
+    assert {"GDPR", "SOC2"} <= frameworks
+    assert result["findings"][0]["method"] == "rule"
+    assert result["provenance"]["taxonomy_version"] == "1.0.0"
+
+
+def test_bad_lines_get_their_own_errors_and_nothing_else_is_lost():
+    good = json.dumps(EMAIL_LINE).encode()
+    huge = json.dumps({"detector": "presidio", "output": "x" * (10 * 1024 * 1024)}).encode()
+    stdin = (
+        b"\n".join(
+            [
+                good,
+                b'{"detector": "presidio", "output": [',  # malformed JSON
+                json.dumps({"detector": "nobody-knows", "output": []}).encode(),  # unknown detector
+                json.dumps(
+                    {"detector": "presidio", "output": {"entity_type": 1}}
+                ).encode(),  # shape
+                huge,  # 10 MB line
+                b"[1, 2, 3]",  # not an object
+                json.dumps({"output": []}).encode(),  # no detector
+                good,
+            ]
+        )
+        + b"\n"
+    )
+    proc = run(stdin, "map", "--rules-only")
+    assert proc.returncode == 1
+    out = lines_of(proc)
+    assert len(out) == 8
+    assert out[0]["taxonomy"] == ["pii.email_address"]
+    assert out[7]["taxonomy"] == ["pii.email_address"]
+    errors = {item["error"]["line"]: item["error"] for item in out[1:7]}
+    assert sorted(errors) == [2, 3, 4, 5, 6, 7]
+    assert errors[2]["code"] == "INVALID_ARGUMENT" and "malformed JSON" in errors[2]["message"]
+    assert errors[3]["code"] == "NOT_FOUND" and "nobody-knows" in errors[3]["message"]
+    assert errors[4]["code"] == "INVALID_ARGUMENT" and "presidio" in errors[4]["message"]
+    assert errors[5]["code"] == "INVALID_ARGUMENT" and "limit" in errors[5]["message"]
+    assert "expected a JSON object" in errors[6]["message"]
+    assert "detector" in errors[7]["message"]
+    assert b"6 of 8 lines failed" in proc.stderr
+
+
+def test_raw_content_never_reaches_stdout_or_stderr():
+    secret = "alice@example.com"
+    line = {
+        "detector": "presidio",
+        "output": [
+            {"entity_type": "EMAIL_ADDRESS", "start": 0, "end": 17, "score": 0.9, "text": secret}
+        ],
+    }
+    proc = run(json.dumps(line).encode() + b"\n", "-v", "map", "--rules-only")
+    assert secret.encode() not in proc.stdout
+    assert secret.encode() not in proc.stderr
+
+
+def test_model_path_without_endpoint_says_how_to_proceed():
+    proc = run(json.dumps(EMAIL_LINE).encode() + b"\n", "map")
+    assert proc.returncode == 2
+    assert b"--rules-only" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("taxonomy", "show"), b"pii.email_address"),
+        (("taxonomy", "validate"), b"67 labels"),
+        (("frameworks", "show", "financial.credit_card"), b"PCI_DSS"),
+    ],
+)
+def test_taxonomy_and_frameworks_commands(args, needle):
+    proc = run(b"", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert needle in proc.stdout
+
+
+def test_frameworks_show_unknown_label():
+    proc = run(b"", "frameworks", "show", "pii.nope")
+    assert proc.returncode == 2
+    assert b"INVALID_ARGUMENT" in proc.stderr
