@@ -56,3 +56,15 @@ demo: setup ## Run the main job end to end on embedded defaults
 .PHONY: clean
 clean: ## Remove caches (keeps .venv)
 	@rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+
+.PHONY: up
+up: setup ## Start the local stack: validation, registry, evaluation gRPC services and a Ray head
+	@$(BIN)/mapperctl stack up
+
+.PHONY: down
+down: ## Stop everything `make up` started
+	@[ -x $(BIN)/mapperctl ] && $(BIN)/mapperctl stack down || true
+
+.PHONY: status
+status: ## Show what the local stack is running
+	@$(BIN)/mapperctl stack status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -121,6 +122,13 @@ def _cmd_frameworks_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# Each service contributes its own subcommands through `add_parser(subparsers)`.
+_SUBCOMMAND_MODULES = (
+    "llama_mapper.cli.stack",
+    "llama_mapper.training.cli",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mapperctl",
@@ -168,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     fshow.add_argument("label", help="canonical label, e.g. pii.email_address")
     fshow.add_argument("--json", action="store_true", help="machine-readable output")
     fshow.set_defaults(func=_cmd_frameworks_show)
+
+    for module in _SUBCOMMAND_MODULES:
+        importlib.import_module(module).add_parser(commands)
     return parser
 
 

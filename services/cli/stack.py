@@ -1,0 +1,219 @@
+"""`make up` / `make down`: the local stack (three gRPC services and a Ray head) as background processes.
+
+Every process runs in its own session with its log under var/log/ and its pid under var/run/, so
+`down` stops exactly what `up` started and nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from llama_mapper.cli.table import print_table
+from llama_mapper.core.errors import FailedPrecondition, Unavailable
+
+VAR = Path(os.environ.get("MAPPER_VAR_DIR", "var"))
+RAY_GCS_PORT = int(os.environ.get("MAPPER_RAY_PORT", "6380"))  # 6379 is Redis on these machines
+RAY_DASHBOARD_PORT = int(os.environ.get("MAPPER_RAY_DASHBOARD_PORT", "8265"))
+START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    module: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+SERVICES = (
+    Service("validation", "llama_mapper.validation.server", 50051),
+    Service("registry", "llama_mapper.registry.server", 50052),
+    Service("evaluation", "llama_mapper.evaluation.server", 50053),
+)
+
+
+def registry_token() -> str:
+    """The local stack's registry token: MAPPER_REGISTRY_TOKEN, else one generated once under var/."""
+    if token := os.environ.get("MAPPER_REGISTRY_TOKEN"):
+        return token
+    path = VAR / "registry-token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def _pid_path(name: str) -> Path:
+    return VAR / "run" / f"{name}.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _running_pid(name: str) -> int | None:
+    path = _pid_path(name)
+    if not path.exists():
+        return None
+    pid = int(path.read_text().strip() or 0)
+    return pid if pid and _alive(pid) else None
+
+
+def healthy(address: str, timeout: float = 1.0) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _start_service(service: Service, env: dict[str, str]) -> None:
+    if _running_pid(service.name):
+        print(f"{service.name}: already running")
+        return
+    log = VAR / "log" / f"{service.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _pid_path(service.name).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", service.module, "--port", str(service.port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    _pid_path(service.name).write_text(str(proc.pid))
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Unavailable(f"{service.name} exited with {proc.returncode}; see {log}")
+        if healthy(service.address):
+            print(f"{service.name}: serving on {service.address} (log {log})")
+            return
+        time.sleep(0.5)
+    raise Unavailable(f"{service.name} not healthy on {service.address} after {START_TIMEOUT_S}s")
+
+
+def _ray() -> str:
+    ray = Path(sys.executable).with_name("ray")
+    if not ray.exists():
+        raise FailedPrecondition("ray is not installed in this environment: run `make setup`")
+    return str(ray)
+
+
+def _start_ray() -> None:
+    status = subprocess.run(
+        [_ray(), "status", f"--address=127.0.0.1:{RAY_GCS_PORT}"],
+        capture_output=True,
+        check=False,
+        env={**os.environ, "RAY_AUTH_MODE": "token"},
+    )
+    if status.returncode == 0:
+        print(f"ray: already running (dashboard http://127.0.0.1:{RAY_DASHBOARD_PORT})")
+        return
+    subprocess.run(
+        [
+            _ray(),
+            "start",
+            "--head",
+            f"--port={RAY_GCS_PORT}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={RAY_DASHBOARD_PORT}",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "RAY_AUTH_MODE": "token"},
+    )
+    print(f"ray: head on 127.0.0.1:{RAY_GCS_PORT}, dashboard http://127.0.0.1:{RAY_DASHBOARD_PORT}")
+
+
+def up(args: argparse.Namespace) -> int:
+    env = {
+        **os.environ,
+        "MAPPER_REGISTRY_TOKEN": registry_token(),
+        "MAPPER_REGISTRY_ADDRESS": SERVICES[1].address,
+        "PYTHONUNBUFFERED": "1",
+    }
+    for service in SERVICES:
+        if args.only and service.name not in args.only:
+            continue
+        _start_service(service, env)
+    if not args.no_ray and (not args.only or "ray" in args.only):
+        _start_ray()
+    print(f"registry token: {VAR / 'registry-token'} (or MAPPER_REGISTRY_TOKEN)")
+    return 0
+
+
+def _stop_pid(name: str, timeout: float = 15.0) -> bool:
+    pid = _running_pid(name)
+    _pid_path(name).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def down(args: argparse.Namespace) -> int:
+    for service in SERVICES:
+        print(f"{service.name}: {'stopped' if _stop_pid(service.name) else 'not running'}")
+    if shutil.which("ray") or Path(sys.executable).with_name("ray").exists():
+        subprocess.run([_ray(), "stop", "--force"], capture_output=True, check=False)
+        print("ray: stopped")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    rows = []
+    for service in SERVICES:
+        pid = _running_pid(service.name)
+        state = "serving" if pid and healthy(service.address) else ("starting" if pid else "down")
+        rows.append((service.name, service.address, pid or "-", state))
+    print_table(("service", "address", "pid", "state"), rows)
+    return 0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    stack = commands.add_parser("stack", help="start, stop or inspect the local stack")
+    sub = stack.add_subparsers(dest="stack_command", required=True)
+    start = sub.add_parser("up", help="start the gRPC services and a Ray head (idempotent)")
+    start.add_argument(
+        "--only", nargs="*", help="start only these (validation registry evaluation ray)"
+    )
+    start.add_argument("--no-ray", action="store_true", help="do not start the Ray head")
+    start.set_defaults(func=up)
+    sub.add_parser("down", help="stop everything `up` started").set_defaults(func=down)
+    sub.add_parser("status", help="what is running").set_defaults(func=status)
