@@ -1,0 +1,93 @@
+"""The evaluation runner on the rules mapper over a small eval set built from the mapping tables."""
+
+import json
+
+import pytest
+from eval_cases import build_eval_set
+
+from llama_mapper.core.taxonomy import default_taxonomy
+from llama_mapper.evaluation.evalset import load_eval_set
+from llama_mapper.evaluation.report import PLOTS, load_cases, load_report
+from llama_mapper.evaluation.runner import EvaluationRunner, RunInputs, RunOptions, run_to_directory
+from llama_mapper.evaluation.subjects import RulesSubject
+
+
+@pytest.fixture(scope="module")
+def rules_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    eval_set = load_eval_set(build_eval_set(root / "set"))
+    events = []
+    runner = EvaluationRunner(progress=lambda *event: events.append(event))
+    options = RunOptions(show_progress=False, robustness_per_perturbation=20)
+    result = run_to_directory(runner, RunInputs(RulesSubject(), eval_set), options, root / "report")
+    return eval_set, result, root / "report", events
+
+
+def test_rules_only_quality_on_table_entries(rules_run):
+    eval_set, result, _, _ = rules_run
+    quality = result.report["quality"]
+    assert quality["case_count"] == len(eval_set.measured)
+    # Exact table entries and gibberish: the rules get every one.
+    assert quality["exact_set_accuracy"] == 1.0
+    assert quality["schema_valid_rate"] == 1.0
+    assert 0 < quality["fallback_rate"] < 0.5  # the gibberish rows are the fallbacks
+    taxonomy = default_taxonomy()
+    labels = [x["label"] for x in quality["per_label"]]
+    assert labels == sorted(labels, key=taxonomy.names.index)
+
+
+def test_held_out_slice_is_reported_separately(rules_run):
+    _, result, _, _ = rules_run
+    (held,) = result.report["held_out"]
+    assert held["name"] == "held_out_pairs"
+    # Misspelt labels are beyond exact tables: the rules answer other.unknown, never an invented label.
+    assert held["metrics"]["exact_set_accuracy"] < 0.5
+    assert held["metrics"]["schema_valid_rate"] == 1.0
+
+
+def test_robustness_never_leaves_the_taxonomy(rules_run):
+    _, result, _, _ = rules_run
+    robustness = result.report["robustness"]
+    names = {p["name"] for p in robustness["perturbations"]}
+    assert names == {
+        "label_case",
+        "label_separators",
+        "label_typos",
+        "prompt_injection",
+        "reordered_findings",
+        "duplicated_findings",
+        "empty_output",
+        "huge_output",
+    }
+    for p in robustness["perturbations"]:
+        assert p["out_of_taxonomy_count"] == 0, p
+        assert p["schema_valid_rate"] == 1.0, p
+    by_name = {p["name"]: p for p in robustness["perturbations"]}
+    # Order, duplication, injected text and huge fields change nothing for exact tables.
+    for name in ("reordered_findings", "duplicated_findings", "prompt_injection", "huge_output"):
+        assert by_name[name]["accuracy_delta"] == 0.0, name
+    assert by_name["label_typos"]["accuracy_delta"] < 0
+    assert robustness["category_f1_spread"] >= 0 and robustness["per_detector_f1"]
+
+
+def test_report_directory_is_complete(rules_run):
+    _, result, report_dir, events = rules_run
+    assert load_report(report_dir)["quality"] == json.loads(json.dumps(result.report["quality"]))
+    cases = load_cases(report_dir)
+    assert len(cases) == len(result.records)
+    for plot in PLOTS:
+        assert (report_dir / plot).read_bytes()[:4] == b"\x89PNG"
+    summary = (report_dir / "summary.md").read_text()
+    assert "exact-set accuracy" in summary and "Robustness" in summary
+    phases = {e[0] for e in events}
+    assert {"golden", "held_out_pairs", "robustness:label_case"} <= phases
+    assert "temperature" not in result.report["calibration"]  # no model: nothing to fit
+
+
+def test_truncated_run(tmp_path):
+    eval_set = load_eval_set(build_eval_set(tmp_path / "set"))
+    result = EvaluationRunner().run(
+        RunInputs(RulesSubject(), eval_set),
+        RunOptions(max_cases=5, robustness=False, show_progress=False),
+    )
+    assert result.report["truncated"] and result.report["quality"]["case_count"] <= 5
