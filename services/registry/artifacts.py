@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -156,6 +157,18 @@ class StagedUpload:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def sweep_staging(staging_root: Path, older_than_s: float) -> int:
+    """Delete uploads a crashed process left half-received; returns how many.
+
+    Only old ones: another server sharing the directory may be receiving an upload right now.
+    """
+    cutoff = time.time() - older_than_s
+    stale = [p for p in staging_root.iterdir() if p.is_dir() and p.stat().st_mtime <= cutoff]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
+
+
 class ArtifactStore(Protocol):
     """Where verified artifacts are published and read back from."""
 
@@ -163,7 +176,7 @@ class ArtifactStore(Protocol):
     def publish(self, staged: StagedUpload, model: str) -> str: ...
     def open(self, key: str, name: str) -> BinaryIO: ...
     def remove(self, key: str) -> None: ...
-    def sweep_staging(self) -> int: ...
+    def sweep_staging(self, *, older_than_s: float) -> int: ...
 
 
 def _manifest_bytes(files: list[FileEntry]) -> bytes:
@@ -203,12 +216,8 @@ class LocalArtifactStore:
     def remove(self, key: str) -> None:
         shutil.rmtree(self.root / key, ignore_errors=True)
 
-    def sweep_staging(self) -> int:
-        """Delete uploads a crashed server left half-received; returns how many."""
-        stale = [p for p in self.staging_root.iterdir() if p.is_dir()]
-        for path in stale:
-            shutil.rmtree(path, ignore_errors=True)
-        return len(stale)
+    def sweep_staging(self, *, older_than_s: float) -> int:
+        return sweep_staging(self.staging_root, older_than_s)
 
 
 class S3ArtifactStore:
@@ -278,11 +287,8 @@ class S3ArtifactStore:
             if objects:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})
 
-    def sweep_staging(self) -> int:
-        stale = [p for p in self.staging_root.iterdir() if p.is_dir()]
-        for path in stale:
-            shutil.rmtree(path, ignore_errors=True)
-        return len(stale)
+    def sweep_staging(self, *, older_than_s: float) -> int:
+        return sweep_staging(self.staging_root, older_than_s)
 
 
 def open_artifact_store(

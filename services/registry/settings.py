@@ -57,6 +57,16 @@ class RegistrySettings(BaseSettings):
     max_upload_bytes: int = Field(
         4 * 1024**3, ge=1, description="Largest total upload of one registration, in bytes."
     )
+    staging_dir: Path | None = Field(
+        None,
+        description="Where uploads are received and verified before publishing; default "
+        "<artifact dir>/.staging (local store, same filesystem) or var/registry/staging (S3).",
+    )
+    staging_sweep_age_s: float = Field(
+        3600.0,
+        ge=0,
+        description="At start-up, staged uploads older than this are removed (left by a crash).",
+    )
     max_workers: int = Field(16, ge=1, description="gRPC server worker threads.")
     grace_seconds: float = Field(10.0, ge=0, description="Time in-flight RPCs get on shutdown.")
     db_pool_size: int = Field(8, ge=1, description="Database connections kept open (PostgreSQL).")

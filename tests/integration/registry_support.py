@@ -1,0 +1,113 @@
+"""Real backends for the registry tests: a throwaway PostgreSQL database, moto's S3 server, adapters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+PG_ADMIN = os.environ.get("MAPPER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+LLAMA_BASE = "meta-llama/Llama-3-8b-instruct"
+LLAMA_SHA = hashlib.sha256(b"llama-3-8b-instruct weights").hexdigest()
+PHI3_BASE = "microsoft/Phi-3-mini-4k-instruct"
+PHI3_SHA = hashlib.sha256(b"phi-3-mini weights").hexdigest()
+TOKEN = "test-token-" + "x" * 20
+BUCKET = "registry-test"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A uniquely named database for this test session, dropped afterwards; yields its URL."""
+    name = f"registry_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(PG_ADMIN).set(drivername="postgresql+psycopg", database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def moto_s3() -> Iterator[str]:
+    """moto's standalone S3 server on a free port, with the test bucket; yields its endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def safetensors_bytes(rank: int = 8, hidden: int = 16) -> bytes:
+    """A small but well-formed safetensors file holding one LoRA pair."""
+    n = rank * hidden * 4
+    header = {
+        "base_model.model.layers.0.self_attn.q_proj.lora_A.weight": {
+            "dtype": "F32",
+            "shape": [rank, hidden],
+            "data_offsets": [0, n],
+        },
+        "base_model.model.layers.0.self_attn.q_proj.lora_B.weight": {
+            "dtype": "F32",
+            "shape": [hidden, rank],
+            "data_offsets": [n, 2 * n],
+        },
+    }
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + os.urandom(2 * n)
+
+
+def make_adapter(
+    directory: Path,
+    *,
+    rank: int = 8,
+    target_modules: list[str] | None = None,
+    base: str = LLAMA_BASE,
+    extra_config: dict | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write an adapter directory the serving engine would load (unless told otherwise)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "lora_dropout": 0.1,
+        "bias": "none",
+        "target_modules": target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "base_model_name_or_path": base,
+        "modules_to_save": None,
+        "use_dora": False,
+        **(extra_config or {}),
+    }
+    (directory / "adapter_config.json").write_text(json.dumps(config))
+    (directory / "adapter_model.safetensors").write_bytes(safetensors_bytes(rank))
+    (directory / "README.md").write_text("test adapter\n")
+    for name, data in (extra_files or {}).items():
+        (directory / name).write_bytes(data)
+    return directory
+
+
+def lineage(base: str = LLAMA_BASE, sha: str = LLAMA_SHA, **extra: str) -> dict[str, str]:
+    return {"base_model_id": base, "base_model_sha256": sha, **extra}
