@@ -1,0 +1,103 @@
+"""`mapperctl registry ...` against a real registry server (SQLite + local files)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from registry_support import TOKEN, lineage, make_adapter
+
+from llama_mapper.core.errors import FailedPrecondition, InvalidArgument
+from llama_mapper.registry import cli
+from llama_mapper.registry.client import RegistryClient
+from llama_mapper.registry.server import create_server
+from llama_mapper.registry.settings import RegistrySettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def address(tmp_path):
+    settings = RegistrySettings(
+        token=TOKEN,
+        port=0,
+        database_url=f"sqlite:///{tmp_path}/r.db",
+        artifact_uri=str(tmp_path / "a"),
+    )
+    server, port = create_server(settings)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(None).wait()
+
+
+def mapperctl(address: str, *argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="mapperctl")
+    cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["registry", "--address", address, "--token", TOKEN, *argv])
+    return args.func(args)
+
+
+def test_list_show_promote_rollback_history_targets(address, tmp_path, capsys):
+    with RegistryClient(address, token=TOKEN, actor="trainer") as client:
+        for i in range(2):
+            client.register_directory(
+                "mapper",
+                make_adapter(tmp_path / f"a{i}"),
+                lineage=lineage(),
+                display_name=f"mapper-v{i + 1}",
+            )
+        client.record_metrics(
+            "mapper", 2, {"accuracy": 0.94, "f1_score": 0.92, "latency_p95_ms": 45}
+        )
+    capsys.readouterr()
+
+    assert mapperctl(address, "list") == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["model", "latest", "versions", "aliases"]
+    assert "mapper" in out
+
+    assert mapperctl(address, "promote", "mapper", "1", "--reason", "first champion") == 0
+    assert mapperctl(address, "promote", "mapper", "2", "--reason", "better f1") == 0
+    assert "champion: 1 -> 2" in capsys.readouterr().out
+
+    assert mapperctl(address, "list", "mapper") == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert "champion" in rows[3] and rows[3].split()[0] == "2"
+
+    assert mapperctl(address, "show", "mapper", "champion") == 0
+    out = capsys.readouterr().out
+    assert (
+        "mapper v2  mapper-v2" in out
+        and "accuracy=0.94" in out
+        and "adapter_model.safetensors" in out
+    )
+
+    assert mapperctl(address, "rollback", "mapper", "--reason", "p95 regression") == 0
+    assert "champion: 2 -> 1 (rollback)" in capsys.readouterr().out
+
+    assert mapperctl(address, "history", "mapper", "--subject", "champion") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[6:8] for line in lines[2:]] == [["-", "1"], ["1", "2"], ["2", "1"]]
+    assert "p95 regression" in lines[-1]
+
+    assert (
+        mapperctl(
+            address,
+            "targets",
+            "mapper",
+            "--profile",
+            "cpu-2core",
+            "--set",
+            "p95_latency_ms=250",
+            "--set",
+            "min_accuracy=0.9",
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "cpu-2core" in out and "250" in out and "0.9" in out
+
+    with pytest.raises(InvalidArgument):
+        mapperctl(address, "targets", "mapper", "--profile", "cpu-2core", "--set", "speed=3")
+    with pytest.raises(FailedPrecondition):
+        mapperctl(address, "rollback", "mapper", "--alias", "challenger", "--reason", "x")
