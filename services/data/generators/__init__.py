@@ -1,0 +1,1 @@
+"""Candidate generators, one per source kind: real detectors, vendor shapes, generalization variants."""
