@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_mapper.cli.mapfile import DEFAULT_MAX_LINE_BYTES, map_stream
+from llama_mapper.cli.stack import use_local_token
 from llama_mapper.cli.table import print_table
 from llama_mapper.core.errors import MapperError, Unavailable
 
@@ -126,6 +127,7 @@ def _cmd_frameworks_show(args: argparse.Namespace) -> int:
 _SUBCOMMAND_MODULES = (
     "llama_mapper.cli.stack",
     "llama_mapper.training.cli",
+    "llama_mapper.registry.cli",
 )
 
 
@@ -184,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_local_token()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +59,13 @@ def registry_token() -> str:
     return path.read_text().strip()
 
 
+def use_local_token() -> None:
+    """Lets mapperctl talk to the stack `make up` started without exporting its token by hand."""
+    path = VAR / "registry-token"
+    if "MAPPER_REGISTRY_TOKEN" not in os.environ and path.exists():
+        os.environ["MAPPER_REGISTRY_TOKEN"] = path.read_text().strip()
+
+
 def _pid_path(name: str) -> Path:
     return VAR / "run" / f"{name}.pid"
 
@@ -102,7 +108,7 @@ def _start_service(service: Service, env: dict[str, str]) -> None:
     _pid_path(service.name).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", service.module, "--port", str(service.port)],
+            [sys.executable, "-m", service.module],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -153,6 +159,8 @@ def _start_ray() -> None:
         stdout=subprocess.DEVNULL,
         env={**os.environ, "RAY_AUTH_MODE": "token"},
     )
+    _pid_path("ray").parent.mkdir(parents=True, exist_ok=True)
+    _pid_path("ray").write_text("started by mapperctl stack up\n")
     print(f"ray: head on 127.0.0.1:{RAY_GCS_PORT}, dashboard http://127.0.0.1:{RAY_DASHBOARD_PORT}")
 
 
@@ -166,7 +174,8 @@ def up(args: argparse.Namespace) -> int:
     for service in SERVICES:
         if args.only and service.name not in args.only:
             continue
-        _start_service(service, env)
+        # Each service reads its settings from MAPPER_<SERVICE>_* variables.
+        _start_service(service, {**env, f"MAPPER_{service.name.upper()}_PORT": str(service.port)})
     if not args.no_ray and (not args.only or "ray" in args.only):
         _start_ray()
     print(f"registry token: {VAR / 'registry-token'} (or MAPPER_REGISTRY_TOKEN)")
@@ -190,9 +199,13 @@ def _stop_pid(name: str, timeout: float = 15.0) -> bool:
 def down(args: argparse.Namespace) -> int:
     for service in SERVICES:
         print(f"{service.name}: {'stopped' if _stop_pid(service.name) else 'not running'}")
-    if shutil.which("ray") or Path(sys.executable).with_name("ray").exists():
+    # `ray stop` ends every Ray process of this user, so only when `up` started the head.
+    if _pid_path("ray").exists():
         subprocess.run([_ray(), "stop", "--force"], capture_output=True, check=False)
+        _pid_path("ray").unlink()
         print("ray: stopped")
+    else:
+        print("ray: not started by `make up`")
     return 0
 
 
