@@ -123,7 +123,7 @@ def build_suite(
         )
         suite["prompt_injection"].append(PerturbedOutput((injected,), c.labels, (c,)))
 
-    groups = _groups(sample, 3, rng)[:per_perturbation]
+    groups = _groups(labelled, 3, rng)[:per_perturbation]
     suite["reordered_findings"] = [
         PerturbedOutput(tuple(rng.sample(g, len(g))[::-1]), _expected(g), tuple(g)) for g in groups
     ]
