@@ -85,8 +85,14 @@ class RegistryStore:
     # -- lookups ------------------------------------------------------------------------------
 
     @staticmethod
-    def _model(session: Session, name: str) -> ModelRow:
-        row = session.scalar(select(ModelRow).where(ModelRow.name == d.check_model_name(name)))
+    def _model(session: Session, name: str, *, lock: bool = False) -> ModelRow:
+        """The model row; `lock` for audited writes, which it orders per model.
+
+        Holding the model row from the start of the transaction to its commit makes history ids
+        and times of one model increase together, and gives every writer the same lock order.
+        """
+        query = select(ModelRow).where(ModelRow.name == d.check_model_name(name))
+        row = session.scalar(query.with_for_update() if lock else query)
         if row is None:
             raise NotFound(f"unknown model {name!r}")
         return row
@@ -218,7 +224,7 @@ class RegistryStore:
             raise InvalidArgument("idempotency_key is longer than 256 characters")
 
     def _model_for_write(self, session: Session, name: str) -> ModelRow:
-        row = session.scalar(select(ModelRow).where(ModelRow.name == name))
+        row = session.scalar(select(ModelRow).where(ModelRow.name == name).with_for_update())
         if row is not None:
             return row
         try:
@@ -226,7 +232,7 @@ class RegistryStore:
                 row = ModelRow(name=name, last_version=0, created_at=_now())
                 session.add(row)
         except IntegrityError:  # created concurrently by another registration
-            row = session.scalar(select(ModelRow).where(ModelRow.name == name))
+            row = session.scalar(select(ModelRow).where(ModelRow.name == name).with_for_update())
         return row
 
     @staticmethod
@@ -473,7 +479,7 @@ class RegistryStore:
             raise InvalidArgument("a forced promotion needs a reason")
 
         def work(session: Session) -> tuple[d.Alias, int]:
-            m = self._model(session, model)
+            m = self._model(session, model, lock=True)
             target = self._version(session, m, version, lock=True)
             if alias in self.gated_aliases:
                 latest = session.scalar(
@@ -630,7 +636,7 @@ class RegistryStore:
         d.check_profile_name(result.hardware_profile)
 
         def work(session: Session) -> d.GateResult:
-            m = self._model(session, model)
+            m = self._model(session, model, lock=True)
             row = self._version(session, m, version)
             gate = GateRow(
                 version_id=row.id,
@@ -673,7 +679,7 @@ class RegistryStore:
         targets.validate()
 
         def work(session: Session) -> d.PerformanceTargets:
-            m = self._model(session, model)
+            m = self._model(session, model, lock=True)
             row = session.scalar(
                 select(TargetsRow)
                 .where(
@@ -773,7 +779,7 @@ class RegistryStore:
         spec.validate()
 
         def work(session: Session) -> d.Rollout:
-            m = self._model(session, model)
+            m = self._model(session, model, lock=True)
             self._version(session, m, spec.control_version, lock=True)
             self._version(session, m, spec.treatment_version, lock=True)
             current = session.scalar(
@@ -844,7 +850,7 @@ class RegistryStore:
             raise InvalidArgument("deleting a version needs a reason")
 
         def work(session: Session) -> d.ModelVersion:
-            m = self._model(session, model)
+            m = self._model(session, model, lock=True)
             row = self._version(session, m, version, lock=True)
             aliases = self._aliases_of(session, m.id).get(version, [])
             if aliases:

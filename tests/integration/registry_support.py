@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
+import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,3 +115,41 @@ def make_adapter(
 
 def lineage(base: str = LLAMA_BASE, sha: str = LLAMA_SHA, **extra: str) -> dict[str, str]:
     return {"base_model_id": base, "base_model_sha256": sha, **extra}
+
+
+@contextmanager
+def server_process(
+    env: dict[str, str], *, timeout_s: float = 60.0
+) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`python -m llama_mapper.registry.server` on a free port; yields (process, port)."""
+    full_env = {**os.environ, "MAPPER_REGISTRY_PORT": "0", "MAPPER_REGISTRY_TOKEN": TOKEN, **env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_mapper.registry.server"],
+        env=full_env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    port_found: list[int] = []
+    ready = threading.Event()
+
+    def watch() -> None:
+        for line in proc.stderr:
+            match = re.search(r"registry listening on [^ ]+:(\d+)", line)
+            if match and not port_found:
+                port_found.append(int(match.group(1)))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        if not ready.wait(timeout_s) or not port_found:
+            raise RuntimeError(f"registry server did not start (exit code {proc.poll()})")
+        yield proc, port_found[0]
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
