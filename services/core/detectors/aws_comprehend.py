@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_mapper.core.detectors.base import as_json, expect, reader
+from llama_mapper.core.detectors.base import as_json, expect, json_kind, reader
 from llama_mapper.core.findings import DetectorReport, NormalizedFinding, Span
 
 DETECTOR = "aws-comprehend"
@@ -16,7 +16,7 @@ def read_aws_comprehend(output: Any) -> DetectorReport:
     also one line of a PII detection job's output) or `{"Labels": [{"Name", "Score"}]}`
     (ContainsPiiEntities). Other keys, such as boto3's ResponseMetadata, are ignored."""
     doc = as_json(DETECTOR, output)
-    expect(isinstance(doc, dict), DETECTOR, f"expected a JSON object, got {_kind(doc)}")
+    expect(isinstance(doc, dict), DETECTOR, f"expected a JSON object, got {json_kind(doc)}")
     has_entities, has_labels = "Entities" in doc, "Labels" in doc
     expect(
         has_entities or has_labels,
@@ -39,7 +39,7 @@ def read_aws_comprehend(output: Any) -> DetectorReport:
 
 def _list(doc: dict[str, Any], key: str) -> list[Any]:
     items = doc[key]
-    expect(isinstance(items, list), DETECTOR, f"{key} must be a list, got {_kind(items)}")
+    expect(isinstance(items, list), DETECTOR, f"{key} must be a list, got {json_kind(items)}")
     return items
 
 
@@ -54,7 +54,7 @@ def _entity(i: int, item: Any) -> NormalizedFinding:
             expect(
                 isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                 DETECTOR,
-                f"{where}.{name} must be a non-negative integer, got {_kind(value)}",
+                f"{where}.{name} must be a non-negative integer, got {json_kind(value)}",
             )
         expect(begin <= end, DETECTOR, f"{where}.BeginOffset ({begin}) is after EndOffset ({end})")
         span = Span(begin, end)
@@ -71,13 +71,13 @@ def _label(i: int, item: Any) -> NormalizedFinding:
 
 
 def _type_and_score(where: str, item: Any, type_key: str) -> tuple[str, float | None]:
-    expect(isinstance(item, dict), DETECTOR, f"{where} must be an object, got {_kind(item)}")
+    expect(isinstance(item, dict), DETECTOR, f"{where} must be an object, got {json_kind(item)}")
     entity_type = item.get(type_key)
     expect(entity_type is not None, DETECTOR, f"{where} has no {type_key}")
     expect(
         isinstance(entity_type, str) and bool(entity_type.strip()),
         DETECTOR,
-        f"{where}.{type_key} must be a non-empty string, got {_kind(entity_type)}",
+        f"{where}.{type_key} must be a non-empty string, got {json_kind(entity_type)}",
     )
     score = item.get("Score")
     if score is not None:
@@ -94,21 +94,4 @@ def _describe(value: Any) -> str:
     """A number is metadata and may be quoted; anything else is only named by its type."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    return _kind(value)
-
-
-def _kind(value: Any) -> str:
-    """Names a JSON value's type for an error message without quoting the value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    return json_kind(value)

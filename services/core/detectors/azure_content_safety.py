@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_mapper.core.detectors.base import DetectorOutputError, as_json, expect, reader
+from llama_mapper.core.detectors.base import DetectorOutputError, as_json, expect, json_kind, reader
 from llama_mapper.core.findings import DetectorReport, NormalizedFinding
 
 DETECTOR = "azure-content-safety"
@@ -37,7 +37,7 @@ def read_azure_content_safety(output: Any) -> DetectorReport:
     text:detectProtectedMaterial (text or code) or text:detectGroundedness; a document that merges
     several of them is read section by section."""
     doc = as_json(DETECTOR, output)
-    expect(isinstance(doc, dict), DETECTOR, f"expected a JSON object, got {_kind(doc)}")
+    expect(isinstance(doc, dict), DETECTOR, f"expected a JSON object, got {json_kind(doc)}")
     expect(
         any(section in doc for section in _SECTIONS),
         DETECTOR,
@@ -60,12 +60,14 @@ def _categories(section: Any) -> list[NormalizedFinding]:
     expect(
         isinstance(section, list),
         DETECTOR,
-        f"categoriesAnalysis must be a list, got {_kind(section)}",
+        f"categoriesAnalysis must be a list, got {json_kind(section)}",
     )
     findings = []
     for i, item in enumerate(section):
         where = f"categoriesAnalysis[{i}]"
-        expect(isinstance(item, dict), DETECTOR, f"{where} must be an object, got {_kind(item)}")
+        expect(
+            isinstance(item, dict), DETECTOR, f"{where} must be an object, got {json_kind(item)}"
+        )
         category = item.get("category")
         expect(
             isinstance(category, str) and bool(category.strip()),
@@ -79,7 +81,7 @@ def _categories(section: Any) -> list[NormalizedFinding]:
         expect(
             isinstance(severity, int) and not isinstance(severity, bool),
             DETECTOR,
-            f"{where}.severity must be an integer, got {_kind(severity)}",
+            f"{where}.severity must be an integer, got {json_kind(severity)}",
         )
         expect(
             0 <= severity <= MAX_SEVERITY,
@@ -94,11 +96,15 @@ def _categories(section: Any) -> list[NormalizedFinding]:
 def _blocklists(section: Any) -> list[NormalizedFinding]:
     if section is None:
         return []
-    expect(isinstance(section, list), DETECTOR, f"{BLOCKLIST} must be a list, got {_kind(section)}")
+    expect(
+        isinstance(section, list), DETECTOR, f"{BLOCKLIST} must be a list, got {json_kind(section)}"
+    )
     findings = []
     for i, item in enumerate(section):
         where = f"{BLOCKLIST}[{i}]"
-        expect(isinstance(item, dict), DETECTOR, f"{where} must be an object, got {_kind(item)}")
+        expect(
+            isinstance(item, dict), DETECTOR, f"{where} must be an object, got {json_kind(item)}"
+        )
         name = item.get("blocklistName")
         expect(
             isinstance(name, str) and bool(name),
@@ -129,7 +135,7 @@ def _documents(section: Any) -> list[NormalizedFinding]:
     expect(
         isinstance(section, list),
         DETECTOR,
-        f"{DOCUMENT_ATTACK} must be a list, got {_kind(section)}",
+        f"{DOCUMENT_ATTACK} must be a list, got {json_kind(section)}",
     )
     return [
         NormalizedFinding(DETECTOR, DOCUMENT_ATTACK, attributes={"index": i})
@@ -139,12 +145,12 @@ def _documents(section: Any) -> list[NormalizedFinding]:
 
 
 def _attack_detected(item: Any, where: str) -> bool:
-    expect(isinstance(item, dict), DETECTOR, f"{where} must be an object, got {_kind(item)}")
+    expect(isinstance(item, dict), DETECTOR, f"{where} must be an object, got {json_kind(item)}")
     detected = item.get("attackDetected")
     expect(
         isinstance(detected, bool),
         DETECTOR,
-        f"{where}.attackDetected must be true or false, got {_kind(detected)}",
+        f"{where}.attackDetected must be true or false, got {json_kind(detected)}",
     )
     return detected
 
@@ -153,12 +159,14 @@ def _protected_material(section: Any) -> list[NormalizedFinding]:
     if section is None:
         return []
     where = PROTECTED_MATERIAL
-    expect(isinstance(section, dict), DETECTOR, f"{where} must be an object, got {_kind(section)}")
+    expect(
+        isinstance(section, dict), DETECTOR, f"{where} must be an object, got {json_kind(section)}"
+    )
     detected = section.get("detected")
     expect(
         isinstance(detected, bool),
         DETECTOR,
-        f"{where}.detected must be true or false, got {_kind(detected)}",
+        f"{where}.detected must be true or false, got {json_kind(detected)}",
     )
     if not detected:
         return []
@@ -188,7 +196,7 @@ def _groundedness(doc: dict[str, Any]) -> list[NormalizedFinding]:
     expect(
         isinstance(detected, bool),
         DETECTOR,
-        f"{UNGROUNDED} must be true or false, got {_kind(detected)}",
+        f"{UNGROUNDED} must be true or false, got {json_kind(detected)}",
     )
     if not detected:
         return []
@@ -205,20 +213,3 @@ def _groundedness(doc: dict[str, Any]) -> list[NormalizedFinding]:
     # The details quote the ungrounded sentences: only their count is kept.
     attributes = {"ungrounded_segments": len(details)} if details is not None else {}
     return [NormalizedFinding(DETECTOR, UNGROUNDED, score=share, attributes=attributes)]
-
-
-def _kind(value: Any) -> str:
-    """Names a JSON value's type for an error message without quoting the value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

@@ -53,6 +53,23 @@ def expect(condition: bool, detector: str, message: str) -> None:
         raise DetectorOutputError(f"{detector}: {message}")
 
 
+def json_kind(value: Any) -> str:
+    """Names a JSON value's type for an error message without quoting the value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
 def as_json(detector: str, output: Any) -> Any:
     """Vendors' outputs arrive as parsed JSON or as its text; both are accepted."""
     if isinstance(output, str | bytes):

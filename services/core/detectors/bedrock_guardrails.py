@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_mapper.core.detectors.base import DetectorOutputError, as_json, expect, reader
+from llama_mapper.core.detectors.base import DetectorOutputError, as_json, expect, json_kind, reader
 from llama_mapper.core.findings import DetectorReport, NormalizedFinding
 
 DETECTOR = "bedrock-guardrails"
@@ -31,7 +31,7 @@ def read_bedrock_guardrails(output: Any) -> DetectorReport:
     `amazon-bedrock-trace`. Every `match` (the text a policy matched) and every `outputs` /
     `modelOutput` text is detected content and never read."""
     doc = as_json(DETECTOR, output)
-    expect(isinstance(doc, dict), DETECTOR, f"expected a JSON object, got {_kind(doc)}")
+    expect(isinstance(doc, dict), DETECTOR, f"expected a JSON object, got {json_kind(doc)}")
     if "assessments" in doc or "action" in doc:
         assessments, intervened = _apply_guardrail(doc)
     elif "guardrail" in doc or "trace" in doc or "stopReason" in doc:
@@ -67,7 +67,7 @@ def _apply_guardrail(doc: dict[str, Any]) -> tuple[list[Located], bool]:
     expect(
         isinstance(assessments, list),
         DETECTOR,
-        f"assessments must be a list, got {_kind(assessments)}",
+        f"assessments must be a list, got {json_kind(assessments)}",
     )
     located = [(f"assessments[{i}]", None, item) for i, item in enumerate(assessments)]
     return located, action == "GUARDRAIL_INTERVENED"
@@ -76,12 +76,12 @@ def _apply_guardrail(doc: dict[str, Any]) -> tuple[list[Located], bool]:
 def _converse(doc: dict[str, Any]) -> tuple[list[Located], bool]:
     intervened = doc.get("stopReason") == "guardrail_intervened"
     trace = doc.get("trace", doc)
-    expect(isinstance(trace, dict), DETECTOR, f"trace must be an object, got {_kind(trace)}")
+    expect(isinstance(trace, dict), DETECTOR, f"trace must be an object, got {json_kind(trace)}")
     guardrail = trace.get("guardrail", {})
     expect(
         isinstance(guardrail, dict),
         DETECTOR,
-        f"trace.guardrail must be an object, got {_kind(guardrail)}",
+        f"trace.guardrail must be an object, got {json_kind(guardrail)}",
     )
     located: list[Located] = []
     inputs = guardrail.get("inputAssessment", {})
@@ -95,7 +95,7 @@ def _converse(doc: dict[str, Any]) -> tuple[list[Located], bool]:
         expect(
             isinstance(items, list),
             DETECTOR,
-            f"outputAssessments[{n}] must be a list of assessments, got {_kind(items)}",
+            f"outputAssessments[{n}] must be a list of assessments, got {json_kind(items)}",
         )
         located.extend(
             (f"outputAssessments[{n}][{i}]", "output", item) for i, item in enumerate(items)
@@ -132,7 +132,7 @@ def _assessment(where: str, source: str | None, assessment: Any) -> list[Normali
     expect(
         isinstance(assessment, dict),
         DETECTOR,
-        f"{where} must be an object, got {_kind(assessment)}",
+        f"{where} must be an object, got {json_kind(assessment)}",
     )
     base = {"source": source} if source else {}
     findings: list[NormalizedFinding] = []
@@ -199,7 +199,7 @@ def _assessment(where: str, source: str | None, assessment: Any) -> list[Normali
             expect(
                 isinstance(value, int | float) and not isinstance(value, bool),
                 DETECTOR,
-                f"{at}.{key} must be a number, got {_kind(value)}",
+                f"{at}.{key} must be a number, got {json_kind(value)}",
             )
         if item.get("detected") is None and item.get("action") == "NONE" and score >= threshold:
             # Older responses list every grounding check; one that clears its threshold and was
@@ -227,7 +227,7 @@ def _section(assessment: dict[str, Any], where: str, policy: str, key: str) -> l
     expect(
         isinstance(items, list),
         DETECTOR,
-        f"{where}.{policy}.{key} must be a list, got {_kind(items)}",
+        f"{where}.{policy}.{key} must be a list, got {json_kind(items)}",
     )
     return items
 
@@ -237,7 +237,9 @@ def _entries(items: list[Any], where: str) -> list[tuple[int, dict[str, Any]]]:
     kept = []
     for i, item in enumerate(items):
         expect(
-            isinstance(item, dict), DETECTOR, f"{where}[{i}] must be an object, got {_kind(item)}"
+            isinstance(item, dict),
+            DETECTOR,
+            f"{where}[{i}] must be an object, got {json_kind(item)}",
         )
         detected = item.get("detected")
         expect(
@@ -256,7 +258,7 @@ def _required_str(item: dict[str, Any], where: str, key: str) -> str:
     expect(
         isinstance(value, str) and bool(value.strip()),
         DETECTOR,
-        f"{where}.{key} must be a non-empty string, got {_kind(value)}",
+        f"{where}.{key} must be a non-empty string, got {json_kind(value)}",
     )
     return value.strip()
 
@@ -264,20 +266,3 @@ def _required_str(item: dict[str, Any], where: str, key: str) -> str:
 def _action(item: dict[str, Any]) -> dict[str, Any]:
     action = item.get("action")
     return {"action": action} if isinstance(action, str) else {}
-
-
-def _kind(value: Any) -> str:
-    """Names a JSON value's type for an error message without quoting the value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

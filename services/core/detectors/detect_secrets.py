@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_mapper.core.detectors.base import as_json, expect, reader
+from llama_mapper.core.detectors.base import as_json, expect, json_kind, reader
 from llama_mapper.core.findings import DetectorReport, NormalizedFinding
 
 DETECTOR = "detect-secrets"
@@ -19,14 +19,14 @@ def read_detect_secrets(output: Any) -> DetectorReport:
     """Reads a detect-secrets report. `hashed_secret` is never kept: a SHA-1 of a short password
     is as good as the password to anyone with a wordlist."""
     doc = as_json(DETECTOR, output)
-    expect(isinstance(doc, dict), DETECTOR, f"expected a JSON object, got {_kind(doc)}")
+    expect(isinstance(doc, dict), DETECTOR, f"expected a JSON object, got {json_kind(doc)}")
     if "results" in doc or any(key in doc for key in _REPORT_KEYS):
         expect("results" in doc, DETECTOR, "report has no results")
         results = doc["results"]
         expect(
             isinstance(results, dict),
             DETECTOR,
-            f"results must be an object of filename -> list, got {_kind(results)}",
+            f"results must be an object of filename -> list, got {json_kind(results)}",
         )
     else:
         results = doc
@@ -35,7 +35,7 @@ def read_detect_secrets(output: Any) -> DetectorReport:
         expect(
             isinstance(secrets, list),
             DETECTOR,
-            f"results for a file must be a list of secrets, got {_kind(secrets)}",
+            f"results for a file must be a list of secrets, got {json_kind(secrets)}",
         )
         for i, secret in enumerate(secrets):
             finding = _finding(filename, i, secret)
@@ -46,13 +46,15 @@ def read_detect_secrets(output: Any) -> DetectorReport:
 
 def _finding(filename: str, i: int, secret: Any) -> NormalizedFinding | None:
     where = f"secret {i} of a file"
-    expect(isinstance(secret, dict), DETECTOR, f"{where} must be an object, got {_kind(secret)}")
+    expect(
+        isinstance(secret, dict), DETECTOR, f"{where} must be an object, got {json_kind(secret)}"
+    )
     secret_type = secret.get("type")
     expect(secret_type is not None, DETECTOR, f"{where} has no type")
     expect(
         isinstance(secret_type, str) and bool(secret_type.strip()),
         DETECTOR,
-        f"{where}.type must be a non-empty string, got {_kind(secret_type)}",
+        f"{where}.type must be a non-empty string, got {json_kind(secret_type)}",
     )
     attributes: dict[str, Any] = {"filename": filename}
     line = secret.get("line_number")
@@ -60,7 +62,7 @@ def _finding(filename: str, i: int, secret: Any) -> NormalizedFinding | None:
         expect(
             isinstance(line, int) and not isinstance(line, bool) and line >= 0,
             DETECTOR,
-            f"{where}.line_number must be a non-negative integer, got {_kind(line)}",
+            f"{where}.line_number must be a non-negative integer, got {json_kind(line)}",
         )
         attributes["line_number"] = line
     for flag in ("is_verified", "is_secret"):
@@ -69,27 +71,10 @@ def _finding(filename: str, i: int, secret: Any) -> NormalizedFinding | None:
             expect(
                 isinstance(value, bool),
                 DETECTOR,
-                f"{where}.{flag} must be true or false, got {_kind(value)}",
+                f"{where}.{flag} must be true or false, got {json_kind(value)}",
             )
             attributes[flag] = value
     if attributes.get("is_secret") is False:
         # `detect-secrets audit` marked it a false positive: the report itself says no secret.
         return None
     return NormalizedFinding(DETECTOR, secret_type.strip(), attributes=attributes)
-
-
-def _kind(value: Any) -> str:
-    """Names a JSON value's type for an error message without quoting the value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

@@ -6,7 +6,7 @@ import math
 from numbers import Real
 from typing import Any
 
-from llama_mapper.core.detectors.base import DetectorOutputError, as_json, expect, reader
+from llama_mapper.core.detectors.base import DetectorOutputError, as_json, expect, json_kind, reader
 from llama_mapper.core.findings import DetectorReport, NormalizedFinding
 
 DETECTOR = "detoxify"
@@ -62,7 +62,9 @@ def read_detoxify(output: Any) -> DetectorReport:
     the mapping table's threshold decides what counts; unknown labels keep their raw name."""
     doc = as_json(DETECTOR, output)
     expect(
-        isinstance(doc, dict), DETECTOR, f"expected a JSON object of label scores, got {_kind(doc)}"
+        isinstance(doc, dict),
+        DETECTOR,
+        f"expected a JSON object of label scores, got {json_kind(doc)}",
     )
     expect(bool(doc), DETECTOR, "expected at least one label score, got an empty object")
     for key in doc:
@@ -132,27 +134,10 @@ def _check_score(value: Any, where: str) -> None:
     expect(
         isinstance(value, Real) and not isinstance(value, bool),
         DETECTOR,
-        f"score of {where!r} must be a number, got {_kind(value)}",
+        f"score of {where!r} must be a number, got {json_kind(value)}",
     )
     expect(
         math.isfinite(value) and 0 <= value <= 1,
         DETECTOR,
         f"score of {where!r} must be a probability between 0 and 1",
     )
-
-
-def _kind(value: Any) -> str:
-    """Names a JSON value's type for an error message without quoting the value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

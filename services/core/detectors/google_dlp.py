@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_mapper.core.detectors.base import as_json, expect, reader
+from llama_mapper.core.detectors.base import as_json, expect, json_kind, reader
 from llama_mapper.core.findings import DetectorReport, NormalizedFinding, Span
 
 DETECTOR = "google-dlp"
@@ -32,7 +32,7 @@ def read_google_dlp(output: Any) -> DetectorReport:
     doc = as_json(DETECTOR, output)
     if isinstance(doc, dict) and "result" in doc:
         doc = doc["result"]
-        expect(isinstance(doc, dict), DETECTOR, f"result must be an object, got {_kind(doc)}")
+        expect(isinstance(doc, dict), DETECTOR, f"result must be an object, got {json_kind(doc)}")
         # An InspectResult with no findings serializes as {} (proto3 drops empty fields).
         findings_list = doc.get("findings", [])
     elif isinstance(doc, dict):
@@ -48,7 +48,7 @@ def read_google_dlp(output: Any) -> DetectorReport:
     expect(
         isinstance(findings_list, list),
         DETECTOR,
-        f"findings must be a list, got {_kind(findings_list)}",
+        f"findings must be a list, got {json_kind(findings_list)}",
     )
     findings = tuple(_finding(i, item) for i, item in enumerate(findings_list))
     return DetectorReport(DETECTOR, findings, explicit_no_finding=not findings)
@@ -56,19 +56,19 @@ def read_google_dlp(output: Any) -> DetectorReport:
 
 def _finding(i: int, item: Any) -> NormalizedFinding:
     where = f"findings[{i}]"
-    expect(isinstance(item, dict), DETECTOR, f"{where} must be an object, got {_kind(item)}")
+    expect(isinstance(item, dict), DETECTOR, f"{where} must be an object, got {json_kind(item)}")
     info_type = _get(item, "infoType", "info_type")
     expect(info_type is not None, DETECTOR, f"{where} has no infoType")
     expect(
         isinstance(info_type, dict),
         DETECTOR,
-        f"{where}.infoType must be an object, got {_kind(info_type)}",
+        f"{where}.infoType must be an object, got {json_kind(info_type)}",
     )
     name = info_type.get("name")
     expect(
         isinstance(name, str) and bool(name.strip()),
         DETECTOR,
-        f"{where}.infoType.name must be a non-empty string, got {_kind(name)}",
+        f"{where}.infoType.name must be a non-empty string, got {json_kind(name)}",
     )
     likelihood = _likelihood(where, item.get("likelihood"))
     severity = LIKELIHOODS.index(likelihood)
@@ -87,7 +87,7 @@ def _finding(i: int, item: Any) -> NormalizedFinding:
         expect(
             isinstance(location, dict),
             DETECTOR,
-            f"{where}.location must be an object, got {_kind(location)}",
+            f"{where}.location must be an object, got {json_kind(location)}",
         )
         # Codepoint offsets index the text as characters, like every other reader's span; byte
         # offsets are the fallback for content that is not text, and say so.
@@ -125,7 +125,7 @@ def _likelihood(where: str, value: Any) -> str:
 
 
 def _range(where: str, value: Any) -> Span:
-    expect(isinstance(value, dict), DETECTOR, f"{where} must be an object, got {_kind(value)}")
+    expect(isinstance(value, dict), DETECTOR, f"{where} must be an object, got {json_kind(value)}")
     # Range.start / end are int64, which proto3 JSON writes as strings, and a 0 start is omitted.
     bounds = []
     for key in ("start", "end"):
@@ -135,7 +135,7 @@ def _range(where: str, value: Any) -> Span:
         expect(
             isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0,
             DETECTOR,
-            f"{where}.{key} must be a non-negative integer, got {_kind(raw)}",
+            f"{where}.{key} must be a non-negative integer, got {json_kind(raw)}",
         )
         bounds.append(raw)
     start, end = bounds
@@ -145,20 +145,3 @@ def _range(where: str, value: Any) -> Span:
 
 def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj[camel] if camel in obj else obj.get(snake)
-
-
-def _kind(value: Any) -> str:
-    """Names a JSON value's type for an error message without quoting the value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from llama_mapper.core.detectors.base import as_json, expect, reader
+from llama_mapper.core.detectors.base import as_json, expect, json_kind, reader
 from llama_mapper.core.findings import DetectorReport, NormalizedFinding
 
 DETECTOR = "openai-moderation"
@@ -61,9 +61,11 @@ def read_openai_moderation(output: Any) -> DetectorReport:
     """One finding per category that is flagged or scores at least SCORE_THRESHOLD, per result;
     `attributes["index"]` is the input's position when several inputs were moderated at once."""
     doc = as_json(DETECTOR, output)
-    expect(isinstance(doc, dict), DETECTOR, f"expected a JSON object, got {_kind(doc)}")
+    expect(isinstance(doc, dict), DETECTOR, f"expected a JSON object, got {json_kind(doc)}")
     results = doc.get("results")
-    expect(isinstance(results, list), DETECTOR, f"`results` must be a list, got {_kind(results)}")
+    expect(
+        isinstance(results, list), DETECTOR, f"`results` must be a list, got {json_kind(results)}"
+    )
     expect(bool(results), DETECTOR, "`results` is empty; the API returns one result per input")
     findings: list[NormalizedFinding] = []
     for index, result in enumerate(results):
@@ -73,12 +75,14 @@ def read_openai_moderation(output: Any) -> DetectorReport:
 
 def _read_result(index: int, result: Any) -> list[NormalizedFinding]:
     where = f"results[{index}]"
-    expect(isinstance(result, dict), DETECTOR, f"{where} must be an object, got {_kind(result)}")
+    expect(
+        isinstance(result, dict), DETECTOR, f"{where} must be an object, got {json_kind(result)}"
+    )
     flagged = result.get("flagged")
     expect(
         isinstance(flagged, bool),
         DETECTOR,
-        f"{where}.flagged must be true or false, got {_kind(flagged)}",
+        f"{where}.flagged must be true or false, got {json_kind(flagged)}",
     )
     categories = _object(result, "categories", where)
     scores = _object(result, "category_scores", where)
@@ -87,7 +91,7 @@ def _read_result(index: int, result: Any) -> list[NormalizedFinding]:
         expect(
             isinstance(applied, dict),
             DETECTOR,
-            f"{where}.category_applied_input_types must be an object, got {_kind(applied)}",
+            f"{where}.category_applied_input_types must be an object, got {json_kind(applied)}",
         )
     else:
         applied = {}
@@ -98,7 +102,7 @@ def _read_result(index: int, result: Any) -> list[NormalizedFinding]:
         expect(
             value is None or isinstance(value, bool),
             DETECTOR,
-            f"{where}.categories[{key!r}] must be true, false or null, got {_kind(value)}",
+            f"{where}.categories[{key!r}] must be true, false or null, got {json_kind(value)}",
         )
         if value is not None:
             flags[canonical_category(key)] = value
@@ -140,23 +144,8 @@ def _read_result(index: int, result: Any) -> list[NormalizedFinding]:
 def _object(result: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     value = result.get(key)
     expect(
-        isinstance(value, dict), DETECTOR, f"{where}.{key} must be an object, got {_kind(value)}"
+        isinstance(value, dict),
+        DETECTOR,
+        f"{where}.{key} must be an object, got {json_kind(value)}",
     )
     return value
-
-
-def _kind(value: Any) -> str:
-    """Names a JSON value's type for an error message without quoting the value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_mapper.core.detectors.base import as_json, expect, reader
+from llama_mapper.core.detectors.base import as_json, expect, json_kind, reader
 from llama_mapper.core.findings import DetectorReport, NormalizedFinding, Span
 
 DETECTOR = "presidio"
@@ -18,7 +18,7 @@ def read_presidio(output: Any) -> DetectorReport:
     doc = as_json(DETECTOR, output)
     if isinstance(doc, tuple):
         doc = list(doc)
-    expect(isinstance(doc, list), DETECTOR, f"expected a list of results, got {_kind(doc)}")
+    expect(isinstance(doc, list), DETECTOR, f"expected a list of results, got {json_kind(doc)}")
     findings = tuple(_finding(i, item) for i, item in enumerate(doc))
     # Presidio answers "nothing found" with an empty list: that is a statement, not a gap.
     return DetectorReport(DETECTOR, findings, explicit_no_finding=not findings)
@@ -29,13 +29,13 @@ def _finding(i: int, item: Any) -> NormalizedFinding:
         # A RecognizerResult straight from the analyzer; to_dict() is its documented serializer.
         item = item.to_dict()
     where = f"item {i}"
-    expect(isinstance(item, dict), DETECTOR, f"{where} must be an object, got {_kind(item)}")
+    expect(isinstance(item, dict), DETECTOR, f"{where} must be an object, got {json_kind(item)}")
     entity_type = item.get("entity_type")
     expect(entity_type is not None, DETECTOR, f"{where} has no entity_type")
     expect(
         isinstance(entity_type, str) and bool(entity_type.strip()),
         DETECTOR,
-        f"{where}.entity_type must be a non-empty string, got {_kind(entity_type)}",
+        f"{where}.entity_type must be a non-empty string, got {json_kind(entity_type)}",
     )
     start, end = item.get("start"), item.get("end")
     for name, value in (("start", start), ("end", end)):
@@ -43,7 +43,7 @@ def _finding(i: int, item: Any) -> NormalizedFinding:
         expect(
             _is_int(value) and value >= 0,
             DETECTOR,
-            f"{where}.{name} must be a non-negative integer, got {_kind(value)}",
+            f"{where}.{name} must be a non-negative integer, got {json_kind(value)}",
         )
     expect(start <= end, DETECTOR, f"{where}.start ({start}) is after end ({end})")
     score = item.get("score")
@@ -72,7 +72,7 @@ def _attributes(where: str, item: dict[str, Any]) -> dict[str, Any]:
         expect(
             isinstance(metadata, dict),
             DETECTOR,
-            f"{where}.recognition_metadata must be an object, got {_kind(metadata)}",
+            f"{where}.recognition_metadata must be an object, got {json_kind(metadata)}",
         )
         name = metadata.get("recognizer_name")
         if isinstance(name, str) and name:
@@ -105,21 +105,4 @@ def _is_number(value: Any) -> bool:
 
 
 def _describe_number(value: Any) -> str:
-    return str(value) if _is_number(value) else _kind(value)
-
-
-def _kind(value: Any) -> str:
-    """Names a JSON value's type for an error message without quoting the value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    return str(value) if _is_number(value) else json_kind(value)
