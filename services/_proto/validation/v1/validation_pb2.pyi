@@ -39,7 +39,7 @@ class ValidationInput(_message.Message):
     def __init__(self, dataset_uri: _Optional[str] = ..., training_config_json: _Optional[str] = ..., training_config_struct: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., policy_overrides: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., golden_set_uri: _Optional[str] = ..., expected_manifest_sha256: _Optional[str] = ...) -> None: ...
 
 class ValidationPolicy(_message.Message):
-    __slots__ = ("min_examples_per_label", "max_imbalance_ratio", "max_seq_length", "min_supervised_tokens", "near_duplicate_threshold", "max_duplicate_fraction", "leakage_ngram_size", "max_leakage_overlap", "pii_min_score", "max_offending_rows")
+    __slots__ = ("min_examples_per_label", "max_imbalance_ratio", "max_seq_length", "min_supervised_tokens", "near_duplicate_threshold", "max_duplicate_fraction", "leakage_ngram_size", "max_leakage_overlap", "pii_min_score", "max_offending_rows", "max_leakage_fraction", "pii_scan")
     MIN_EXAMPLES_PER_LABEL_FIELD_NUMBER: _ClassVar[int]
     MAX_IMBALANCE_RATIO_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,8 @@ class ValidationPolicy(_message.Message):
     MAX_LEAKAGE_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     PII_MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     MAX_OFFENDING_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LEAKAGE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    PII_SCAN_FIELD_NUMBER: _ClassVar[int]
     min_examples_per_label: int
     max_imbalance_ratio: float
     max_seq_length: int
@@ -60,7 +62,9 @@ class ValidationPolicy(_message.Message):
     max_leakage_overlap: float
     pii_min_score: float
     max_offending_rows: int
-    def __init__(self, min_examples_per_label: _Optional[int] = ..., max_imbalance_ratio: _Optional[float] = ..., max_seq_length: _Optional[int] = ..., min_supervised_tokens: _Optional[int] = ..., near_duplicate_threshold: _Optional[float] = ..., max_duplicate_fraction: _Optional[float] = ..., leakage_ngram_size: _Optional[int] = ..., max_leakage_overlap: _Optional[float] = ..., pii_min_score: _Optional[float] = ..., max_offending_rows: _Optional[int] = ...) -> None: ...
+    max_leakage_fraction: float
+    pii_scan: bool
+    def __init__(self, min_examples_per_label: _Optional[int] = ..., max_imbalance_ratio: _Optional[float] = ..., max_seq_length: _Optional[int] = ..., min_supervised_tokens: _Optional[int] = ..., near_duplicate_threshold: _Optional[float] = ..., max_duplicate_fraction: _Optional[float] = ..., leakage_ngram_size: _Optional[int] = ..., max_leakage_overlap: _Optional[float] = ..., pii_min_score: _Optional[float] = ..., max_offending_rows: _Optional[int] = ..., max_leakage_fraction: _Optional[float] = ..., pii_scan: _Optional[bool] = ...) -> None: ...
 
 class ValidateDatasetRequest(_message.Message):
     __slots__ = ("input",)
