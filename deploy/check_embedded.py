@@ -62,7 +62,9 @@ def check_ray_object(obj: dict[str, Any], k8s_version: str) -> list[str]:
         containers = (template.get("spec") or {}).get("containers") or []
         if is_ray_node and containers:
             if not str(containers[0].get("name", "")).startswith("ray-"):
-                problems.append(f"{path}: the Ray container must come first (KubeRay reads index 0)")
+                problems.append(
+                    f"{path}: the Ray container must come first (KubeRay reads index 0)"
+                )
             images.add(containers[0].get("image", ""))
     if len(images) > 1:
         problems.append(f"head and workers run different images: {sorted(images)}")
@@ -122,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, required=True, help="repository root (for schemas/)")
     parser.add_argument("files", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    schema = json.loads((args.repo / "schemas" / "training-config.json").read_text(encoding="utf-8"))
+    schema = json.loads(
+        (args.repo / "schemas" / "training-config.json").read_text(encoding="utf-8")
+    )
     problems = [p for f in args.files for p in check_file(f, args.k8s_version, schema)]
     for problem in problems:
         print(problem, file=sys.stderr)

@@ -60,7 +60,9 @@ def test_broken_copy_fails_on_every_layer(tmp_path: Path) -> None:
     # A compose service with a key the Compose Spec does not know.
     _replace(deploy / "compose.yaml", "  postgres:\n", "  postgres:\n    replica: 2\n")
     # A Deployment with a misspelt field (strict kubernetes-validate).
-    _replace(deploy / "k8s" / "core" / "registry.yaml", "revisionHistoryLimit", "revisionHistoryLimt")
+    _replace(
+        deploy / "k8s" / "core" / "registry.yaml", "revisionHistoryLimit", "revisionHistoryLimt"
+    )
     # A RayJob worker group without its name (required by the KubeRay CRD).
     _replace(deploy / "k8s" / "cpu" / "rayjob-train.yaml", "groupName: cpu", "group: cpu")
     # A training config the recipe would refuse.
