@@ -1,0 +1,80 @@
+"""The A/B router's decision, as a pure function: sticky, deterministic arm assignment and shadowing.
+
+A routing key (the tenant id, else the request key) is hashed with the rollout's salt into one of
+10,000 buckets. The treatment arm takes buckets below weight x 10,000, so a key keeps its arm for
+a given weight, and raising the weight only moves keys from control to treatment. Shadow mirroring
+draws from an independent hash, so the mirrored share does not overlap the arm split by
+construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+BUCKETS = 10_000
+CONTROL, TREATMENT = "control", "treatment"
+# Stages during which the treatment arm takes traffic or mirrored traffic.
+ACTIVE_STAGES = frozenset({"shadow", "canary"})
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    """The registry's rollout record as the router needs it (no proto types here)."""
+
+    model: str
+    control_version: int
+    treatment_version: int
+    treatment_weight: float
+    stage: str
+    shadow: bool = False
+    shadow_fraction: float = 0.0
+    salt: str = ""
+    revision: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.stage in ACTIVE_STAGES and self.treatment_version > 0
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Which arm answers, which version that is, and whether to mirror to treatment."""
+
+    arm: str
+    version: int
+    bucket: int
+    mirror: bool = False
+
+
+def bucket(salt: str, key: str) -> int:
+    """The key's bucket in [0, 10000): the first 8 bytes of sha256(salt NUL key), mod 10000."""
+    digest = hashlib.sha256(f"{salt}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def weight_buckets(weight: float) -> int:
+    """Buckets owned by treatment at `weight` (a share in [0, 1]); clamps out-of-range weights."""
+    return round(min(max(weight, 0.0), 1.0) * BUCKETS)
+
+
+def routing_key(tenant: str | None, request_key: str) -> str:
+    """Sticky per tenant when a tenant is named; per request key otherwise."""
+    return f"tenant:{tenant}" if tenant else f"request:{request_key}"
+
+
+def assign(rollout: RolloutView | None, key: str, *, champion_version: int = 0) -> Assignment:
+    """The arm for `key`. Without an active rollout every key goes to control (the champion)."""
+    if rollout is None or not rollout.active:
+        version = (
+            rollout.control_version if rollout and rollout.control_version else champion_version
+        )
+        return Assignment(CONTROL, version, -1)
+    b = bucket(rollout.salt, key)
+    weight = 0.0 if rollout.stage == "shadow" else rollout.treatment_weight
+    if b < weight_buckets(weight):
+        return Assignment(TREATMENT, rollout.treatment_version, b)
+    mirror = rollout.shadow and bucket(rollout.salt + "/shadow", key) < weight_buckets(
+        rollout.shadow_fraction
+    )
+    return Assignment(CONTROL, rollout.control_version, b, mirror=mirror)
