@@ -22,8 +22,15 @@ from llama_mapper.core.findings import NormalizedFinding
 MANIFEST = "manifest.json"
 _USER_PREFIX = "Detector output: "
 # Splits that name cases for fitting the temperature rather than for measuring.
-CALIBRATION_SPLITS = frozenset({"calibration", "calib", "validation", "val"})
-HELD_OUT_PREFIX = "held_out"
+CALIBRATION_SPLITS = frozenset({"calibration", "calib", "validation", "val", "eval"})
+# The data builder writes heldout_pair / heldout_detector; hand-written sets may use held_out_*.
+HELD_OUT_PREFIXES = ("held_out", "heldout")
+# Training rows are never measured: a directory's *train* files are skipped.
+_SKIPPED_FILES = ("train",)
+
+
+def is_held_out(split: str) -> bool:
+    return split.startswith(HELD_OUT_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class MapperCase:
     labels: frozenset[str]
     split: str = "test"
     source: str = ""
+    heldout: bool = False  # a golden case drawn from held-out material
 
     def normalized(self) -> NormalizedFinding:
         """The finding as the rules mapper sees it, rebuilt from the prompt payload."""
@@ -78,16 +86,14 @@ class EvalSet:
     @property
     def measured(self) -> tuple[MapperCase, ...]:
         """Cases that are measured: everything but calibration and held-out splits."""
-        return self.split(
-            lambda s: s not in CALIBRATION_SPLITS and not s.startswith(HELD_OUT_PREFIX)
-        )
+        return self.split(lambda s: s not in CALIBRATION_SPLITS and not is_held_out(s))
 
     @property
     def calibration(self) -> tuple[MapperCase, ...]:
         return self.split(lambda s: s in CALIBRATION_SPLITS)
 
     def held_out(self) -> dict[str, tuple[MapperCase, ...]]:
-        names = sorted({c.split for c in self.mapper if c.split.startswith(HELD_OUT_PREFIX)})
+        names = sorted({c.split for c in self.mapper if is_held_out(c.split)})
         return {name: self.split(lambda s, n=name: s == n) for name in names}
 
     def truncated(self, max_cases: int) -> EvalSet:
@@ -129,6 +135,7 @@ def mapper_case(row: Mapping[str, Any]) -> MapperCase:
         labels=frozenset(labels),
         split=str(row.get("split") or "test"),
         source=str(row.get("source") or ""),
+        heldout=bool(row.get("heldout", False)),
     )
 
 
@@ -169,7 +176,11 @@ def load_eval_set(uri: str | Path) -> EvalSet:
         raise FailedPrecondition("s3:// eval sets are fetched by the registry client first")
     if not path.exists():
         raise NotFound(f"eval set {str(uri)!r} does not exist")
-    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.rglob("*.jsonl") if not any(k in p.stem for k in _SKIPPED_FILES))
+        if path.is_dir()
+        else [path]
+    )
     if not files:
         raise NotFound(f"eval set {str(uri)!r} holds no .jsonl files")
     manifest: dict[str, Any] = {}
@@ -178,6 +189,9 @@ def load_eval_set(uri: str | Path) -> EvalSet:
         raw = (path / MANIFEST).read_bytes()
         manifest = json.loads(raw)
         digest.update(raw)
+    elif len(files) == 1:
+        # A single file (the golden set): the sha256 of its bytes, as its frozen metadata records.
+        digest.update(files[0].read_bytes())
     else:
         for file in files:
             digest.update(file.name.encode() + b"\0" + file.read_bytes())
@@ -190,6 +204,13 @@ def load_eval_set(uri: str | Path) -> EvalSet:
             else:
                 mapper.append(mapper_case(row))
     return EvalSet(str(uri), digest.hexdigest(), tuple(mapper), tuple(analyst), manifest)
+
+
+def default_eval_set_uri() -> str:
+    """The frozen golden set that ships with the data package."""
+    from llama_mapper.data.golden import golden_paths
+
+    return str(golden_paths()[0])
 
 
 def write_eval_set(

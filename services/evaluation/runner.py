@@ -23,7 +23,7 @@ from llama_mapper.core import metrics
 from llama_mapper.core.inference import MapperModel
 from llama_mapper.core.taxonomy import Taxonomy, default_taxonomy
 from llama_mapper.evaluation.analyst import AnalystModel, evaluate_analyst
-from llama_mapper.evaluation.evalset import EvalSet, MapperCase
+from llama_mapper.evaluation.evalset import EvalSet, MapperCase, is_held_out
 from llama_mapper.evaluation.robustness import build_suite
 from llama_mapper.evaluation.subjects import FALLBACK, Answer, ModelSubject, Subject, assemble
 
@@ -273,12 +273,18 @@ class EvaluationRunner:
             slice_records = _records(members, answers, self.taxonomy)
             records.extend(slice_records)
             out.append({"name": name, "metrics": quality(slice_records, self.taxonomy)})
+        # Golden cases drawn from held-out material are measured with the rest and also reported
+        # alone: generalization on the frozen set itself.
+        golden_held = {c.id for c in eval_set.measured if c.heldout}
+        if golden_held:
+            members = [r for r in records if r.id in golden_held and not is_held_out(r.split)]
+            out.append({"name": "golden_heldout", "metrics": quality(members, self.taxonomy)})
         return out
 
     def _calibration(
         self, inputs: RunInputs, eval_set: EvalSet, options: RunOptions, records: list[CaseRecord]
     ) -> dict[str, Any]:
-        main = [r for r in records if not r.split.startswith("held_out")]
+        main = [r for r in records if not is_held_out(r.split)]
         scored = [r for r in main if r.model_answered] or (
             main if inputs.calibration_model is None else []
         )
@@ -369,7 +375,7 @@ class EvaluationRunner:
                     "out_of_taxonomy_count": leaked,
                 }
             )
-        main = [r for r in records if not r.split.startswith("held_out")]
+        main = [r for r in records if not is_held_out(r.split)]
         expected = [r.expected for r in main]
         predicted = [r.predicted for r in main]
         by_category = metrics.per_category_spread(expected, predicted)

@@ -1,0 +1,62 @@
+"""Every setting of the evaluation service, read from MAPPER_EVALUATION_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ROOT = Path("var/evaluation")
+
+
+class EvaluationSettings(BaseSettings):
+    """Configuration of the evaluation server and CLI; every field is MAPPER_EVALUATION_<FIELD>."""
+
+    model_config = SettingsConfigDict(env_prefix="MAPPER_EVALUATION_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
+    port: int = Field(50053, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    reports_dir: Path = Field(
+        DEFAULT_ROOT / "runs", description="One report directory per run is written under here."
+    )
+    adapters_dir: Path = Field(
+        DEFAULT_ROOT / "adapters",
+        description="Adapters downloaded from the registry (sha256-verified) are cached here.",
+    )
+    registry_address: str | None = Field(
+        None,
+        description="host:port of the registry; unset: MAPPER_REGISTRY_ADDRESS or the local default. "
+        "Model runs, compare and gate need it.",
+    )
+    registry_token: SecretStr | None = Field(
+        None, description="Bearer token for the registry (recording metrics and gate results)."
+    )
+    engine: Literal["auto", "vllm", "transformers"] = Field(
+        "auto",
+        description="Batch inference engine: vLLM offline (the serving engine code), transformers "
+        "generate, or auto (vLLM when importable, else transformers).",
+    )
+    batch_size: int = Field(32, ge=1, description="Findings sent to the engine per call.")
+    hardware_profile: str = Field(
+        "cpu-2core", description="Hardware profile latency figures are recorded under by default."
+    )
+    default_eval_set: str | None = Field(
+        None, description="Eval set used when a request names none; unset: the bundled golden set."
+    )
+    default_held_out_set: str | None = Field(
+        None,
+        description="Held-out set used when a request names none (a built mapper-heldout.jsonl).",
+    )
+    default_calibration_set: str | None = Field(
+        None,
+        description="Calibration split used when a request names none (a built mapper-eval.jsonl).",
+    )
+    robustness_per_perturbation: int = Field(
+        50, ge=1, description="Outputs per perturbation in the robustness suite."
+    )
+    max_queued_runs: int = Field(8, ge=1, description="Runs accepted while one is running.")
+    stream_interval_s: float = Field(
+        0.5, gt=0, description="Most frequent progress update StreamProgress sends."
+    )
