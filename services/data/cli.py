@@ -70,12 +70,18 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    import grpc
+
     from llama_mapper.validation.client import validate_dataset
 
     _quiet_presidio()
-    report = validate_dataset(
-        args.dataset, args.config, address=args.address, golden_set_uri=args.golden
-    )
+    try:
+        report = validate_dataset(
+            args.dataset, args.config, address=args.address, golden_set_uri=args.golden
+        )
+    except grpc.RpcError as error:
+        print(f"mapperctl: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
