@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -192,6 +193,13 @@ def version_out(v: d.ModelVersion) -> pb.ModelVersion:
     return msg
 
 
+@functools.lru_cache(maxsize=1024)
+def _resolve_response(version: d.ModelVersion) -> pb.ResolveAliasResponse:
+    # The hot path: routers resolve the same few aliases constantly, and building the message
+    # costs more than the lookup. Versions are frozen dataclasses, so equal means identical.
+    return pb.ResolveAliasResponse(version=version_out(version))
+
+
 def _metrics_out(r: d.MetricsRecord) -> pb.MetricsRecord:
     return pb.MetricsRecord(
         values=r.values,
@@ -352,9 +360,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         )
 
     def ResolveAlias(self, request, context):
-        return pb.ResolveAliasResponse(
-            version=version_out(self.store.resolve_alias(request.model, request.alias))
-        )
+        return _resolve_response(self.store.resolve_alias(request.model, request.alias))
 
     def SetAlias(self, request, context):
         alias, previous = self.store.set_alias(

@@ -6,12 +6,13 @@ import json
 import math
 import secrets
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from llama_mapper.core.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from llama_mapper.registry import domain as d
@@ -32,6 +33,24 @@ from llama_mapper.registry.schema import (
 
 T = TypeVar("T")
 MAX_PAGE = 1000
+_CACHE_SIZE = 4096
+_OTHER_ALIAS = aliased(AliasRow)
+# Built once: constructing the statement costs more than running it on SQLite.
+_RESOLVE = (
+    select(
+        VersionRow.id,
+        VersionRow.temperature,
+        select(func.aggregate_strings(_OTHER_ALIAS.name, ","))
+        .where(_OTHER_ALIAS.model_id == ModelRow.id, _OTHER_ALIAS.version == AliasRow.version)
+        .scalar_subquery(),
+    )
+    .select_from(ModelRow)
+    .join(AliasRow, AliasRow.model_id == ModelRow.id)
+    .join(
+        VersionRow, (VersionRow.model_id == ModelRow.id) & (VersionRow.version == AliasRow.version)
+    )
+    .where(ModelRow.name == bindparam("model"), AliasRow.name == bindparam("alias"))
+)
 _ACTIVE_STAGES = (d.RolloutStage.SHADOW, d.RolloutStage.CANARY)
 
 
@@ -65,6 +84,9 @@ class RegistryStore:
         # On SQLite, write transactions take the write lock at BEGIN (see db.make_engine).
         self._writer = engine.execution_options(write=True)
         self.gated_aliases = frozenset(gated_aliases)
+        # version row id -> the version as registered (rows never change apart from temperature,
+        # which _RESOLVE reads fresh, and deletion, which an aliased version cannot undergo).
+        self._immutable: dict[int, d.ModelVersion] = {}
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -410,22 +432,36 @@ class RegistryStore:
         return self._read(work)
 
     def resolve_alias(self, model: str, alias: str) -> d.ModelVersion:
-        def work(session: Session) -> d.ModelVersion:
-            found = session.execute(
-                select(ModelRow, VersionRow)
-                .join(AliasRow, AliasRow.model_id == ModelRow.id)
-                .join(
-                    VersionRow,
-                    (VersionRow.model_id == ModelRow.id) & (VersionRow.version == AliasRow.version),
-                )
-                .where(ModelRow.name == model, AliasRow.name == alias)
-            ).first()
-            if found is None:
-                self._model(session, model)
-                raise NotFound(f"{model} has no alias {alias!r}")
-            return self._version_out(session, found[0], found[1])
+        """The version an alias points to: the hot path of every serving replica and router.
 
-        return self._read(work)
+        One prebuilt Core query returns the alias's version id with the only columns of a
+        version row that ever change (temperature) and its current aliases; the rest of the
+        row is immutable, so it comes from a per-process cache after the first lookup.
+        """
+
+        def work() -> d.ModelVersion:
+            with self.engine.connect() as conn:
+                found = conn.execute(_RESOLVE, {"model": model, "alias": alias}).first()
+            if found is None:
+                self._read(lambda session: self._model(session, model))
+                raise NotFound(f"{model} has no alias {alias!r}")
+            version_id, temperature, aliases = found
+            cached = self._immutable.get(version_id)
+            if cached is None:
+                cached = self._read(lambda session: self._load_version(session, version_id))
+                if len(self._immutable) >= _CACHE_SIZE:
+                    self._immutable.clear()
+                self._immutable[version_id] = cached
+            return replace(
+                cached, temperature=temperature, aliases=tuple(sorted((aliases or "").split(",")))
+            )
+
+        return with_retry(work)
+
+    def _load_version(self, session: Session, version_id: int) -> d.ModelVersion:
+        row = session.get(VersionRow, version_id)
+        model = session.get(ModelRow, row.model_id)
+        return self._to_version(model, row, ())
 
     def history(
         self, model: str, *, subject: str = "", after: int = 0, limit: int = MAX_PAGE
