@@ -664,3 +664,14 @@ def test_health_and_reflection(registry):
         response = next(stub.ServerReflectionInfo(iter([request])))
         names = {s.name for s in response.list_services_response.service}
         assert "llama_mapper.registry.v1.RegistryService" in names
+
+
+def test_resolve_reflects_temperature_and_aliases_after_changes(client, model, tmp_path):
+    register(client, model, tmp_path)
+    client.set_alias(model, "champion", 1, expected_version=0)
+    first = client.resolve_alias(model, "champion")  # fills the server's cache
+    assert not first.HasField("temperature") and list(first.aliases) == ["champion"]
+    client.record_metrics(model, 1, {"ece": 0.02}, temperature=1.3)
+    client.set_alias(model, "challenger", 1, expected_version=0)
+    again = client.resolve_alias(model, "champion")
+    assert again.temperature == pytest.approx(1.3) and list(again.aliases) == ["challenger", "champion"]
