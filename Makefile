@@ -35,7 +35,7 @@ lint: setup ## ruff, ruff format --check, buf lint, generated-code freshness
 	@$(BUF) lint proto
 	@$(PY) scripts/gen_proto.py --check
 	@$(BIN)/mapperctl taxonomy validate >/dev/null
-	@bash scripts/lint_deploy.sh | grep -v "^ok "
+	@set -o pipefail; bash scripts/lint_deploy.sh | grep -v "^ok "
 
 .PHONY: format
 format: setup ## Apply ruff's fixes and formatting
