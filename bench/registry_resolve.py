@@ -82,7 +82,10 @@ def sql_floor(database_url: str, n: int) -> dict:
     query = (
         select(ModelRow, VersionRow)
         .join(AliasRow, AliasRow.model_id == ModelRow.id)
-        .join(VersionRow, (VersionRow.model_id == ModelRow.id) & (VersionRow.version == AliasRow.version))
+        .join(
+            VersionRow,
+            (VersionRow.model_id == ModelRow.id) & (VersionRow.version == AliasRow.version),
+        )
         .where(ModelRow.name == "mapper", AliasRow.name == "champion")
     )
     latencies = []
@@ -160,14 +163,16 @@ def closed_loop(address: str, concurrency: int, seconds: float) -> dict:
         t.start()
     for t in threads:
         t.join()
-    return summary(f"gRPC closed loop, {concurrency} clients", latencies, time.perf_counter() - started)
+    return summary(
+        f"gRPC closed loop, {concurrency} clients", latencies, time.perf_counter() - started
+    )
 
 
 def markdown(results: list[dict], args: argparse.Namespace, backend: str) -> str:
     lines = [
         "",
         f"### Registry: resolve alias ({datetime.now(UTC):%Y-%m-%d}, {backend}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()})",
+        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end)",
         "",
         "`.venv/bin/python bench/registry_resolve.py"
         + (f" --database-url {args.database_url.split('@')[0]}@..." if args.database_url else "")
@@ -207,8 +212,14 @@ def main() -> int:
         try:
             with RegistryClient(address, token=TOKEN) as client:
                 if not any(m.name == "mapper" for m in client.list_models()):
-                    client.register_directory("mapper", make_adapter(Path(tmp) / "adapter"), lineage=lineage())
-                current = client.resolve_alias("mapper", "champion").version if _has_champion(client) else 0
+                    client.register_directory(
+                        "mapper", make_adapter(Path(tmp) / "adapter"), lineage=lineage()
+                    )
+                current = (
+                    client.resolve_alias("mapper", "champion").version
+                    if _has_champion(client)
+                    else 0
+                )
                 client.set_alias("mapper", "champion", 1, expected_version=current)
             results = [sql_floor(database_url, args.sql_queries)]
             with grpc.insecure_channel(address) as channel:
