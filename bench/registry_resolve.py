@@ -46,7 +46,7 @@ from llama_mapper.registry.schema import AliasRow, ModelRow, VersionRow  # noqa:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def summary(name: str, latencies_s: list[float], elapsed_s: float) -> dict:
