@@ -1,0 +1,235 @@
+"""The router's HTTP API over RouterCore, without Ray: status codes on the wire via ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import httpx
+
+from llama_mapper.core.inference import Prediction
+from llama_mapper.serving.api import build_app
+from llama_mapper.serving.ratelimit import RateLimiter
+from llama_mapper.serving.routing import RolloutView
+from llama_mapper.serving.service import RouterCore
+from llama_mapper.serving.settings import ServingSettings
+
+
+class TableEngine:
+    """An EngineClient answering from a lookup table per adapter; `broken` adapters fail to load."""
+
+    def __init__(self, tables, broken=()):
+        self.tables = tables
+        self.broken = set(broken)
+        self.loaded = {}
+
+    async def load_version(self, model, version):
+        name = f"{model}-v{version}"
+        if name in self.broken:
+            raise RuntimeError("sha256 mismatch")
+        self.loaded[name] = version
+        return {"name": name}
+
+    async def load_local(self, model, path):
+        self.loaded[f"{model}-local"] = 0
+        return {"name": f"{model}-local"}
+
+    async def predict(self, adapter, queries):
+        table = self.tables[adapter]
+        out = [
+            Prediction(table.get(q.finding["label"], "other.unknown"), 0.9, math.log(0.9), 0.001)
+            for q in queries
+        ]
+        return out, {"base_model": "tiny", "base_model_sha256": "0" * 64, "adapter": adapter}
+
+    async def chat(self, messages, adapter, **kw):
+        return {
+            "text": f"echo:{adapter}",
+            "finish_reason": "stop",
+            "prompt_tokens": 3,
+            "completion_tokens": 1,
+        }
+
+    async def adapters(self):
+        return list(self.loaded)
+
+
+class StaticSource:
+    def __init__(self, rollout=None, champion=1):
+        self.view = rollout
+        self.champ = champion
+
+    def rollout(self, model):
+        return self.view
+
+    def champion(self, model, alias):
+        return self.champ if model == "mapper" else None
+
+    def temperature(self, model, version):
+        return 1.0
+
+
+UNMAPPED = [{"entity_type": "ACME_CUSTOMER_NO", "start": 0, "end": 5, "score": 0.9}]
+MAPPED = [{"entity_type": "EMAIL_ADDRESS", "start": 0, "end": 5, "score": 0.9}]
+
+
+def make_client(source, engine, **settings):
+    cfg = ServingSettings(rollout_refresh_s=0.01, **settings)
+    core = RouterCore(cfg, engine, source)
+    limiter = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
+    token = cfg.auth_token.get_secret_value() if cfg.auth_token else None
+    app = build_app(
+        lambda: core, max_body_bytes=cfg.max_body_bytes, auth_token=token, limiter=limiter
+    )
+    return core, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _settle(client, core):
+    await core.refresh(force=True)
+    await asyncio.sleep(0.05)  # adapter loads run as tasks
+
+
+def test_map_uses_the_champion_and_feedback_counts():
+    engine = TableEngine({"mapper-v1": {"ACME_CUSTOMER_NO": "financial.bank_account"}})
+
+    async def go():
+        core, client = make_client(StaticSource(), engine)
+        async with client:
+            await _settle(client, core)
+            r = await client.post(
+                "/v1/map", json={"detector": "presidio", "output": UNMAPPED, "request_id": "q1"}
+            )
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["result"]["findings"][0]["label"] == "financial.bank_account"
+            assert body["result"]["findings"][0]["method"] == "model"
+            assert body["result"]["provenance"]["model"]["adapter_version"] == 1
+            assert body["router_arm"] is None
+            f = await client.post("/v1/feedback", json={"request_id": "q1", "verdict": "correct"})
+            assert f.json()["correct"] is True
+            missing = await client.post(
+                "/v1/feedback", json={"request_id": "nope", "verdict": "correct"}
+            )
+            assert missing.status_code == 404
+            metrics = (await client.get("/metrics")).text
+            assert 'mapper_findings_total{arm="control",method="model"} 1.0' in metrics
+            models = (await client.get("/v1/models")).json()["data"]
+            assert [m["id"] for m in models] == ["smollm2-135m-instruct", "mapper-v1"]
+            chat = await client.post(
+                "/v1/chat/completions",
+                json={"model": "mapper", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert chat.json()["choices"][0]["message"]["content"] == "echo:mapper-v1"
+
+    run(go())
+
+
+def test_errors_on_the_wire():
+    async def go():
+        _core, client = make_client(
+            StaticSource(), TableEngine({}), rate_limit_rps=1, rate_limit_burst=2
+        )
+        async with client:
+            big = {"detector": "presidio", "output": "x" * 70_000}
+            assert (await client.post("/v1/map", json=big)).status_code == 413
+            bad = await client.post(
+                "/v1/map/batch",
+                json={"items": [{"detector": "presidio", "output": []}, {"output": 1}]},
+                headers={"x-tenant-id": "b"},
+            )
+            assert bad.status_code == 422
+            assert bad.json()["error"]["path"] == "$.items[1].detector"
+            malformed = await client.post(
+                "/v1/map",
+                json={"detector": "presidio", "output": {"x": 1}},
+                headers={"x-tenant-id": "c"},
+            )
+            assert malformed.status_code == 422
+            too_many = {"items": [{"detector": "presidio", "output": []}] * 101}
+            assert (
+                await client.post("/v1/map/batch", json=too_many, headers={"x-tenant-id": "d"})
+            ).status_code == 422
+            codes = [
+                (
+                    await client.post(
+                        "/v1/map",
+                        json={"detector": "presidio", "output": MAPPED},
+                        headers={"x-tenant-id": "a"},
+                    )
+                ).status_code
+                for _ in range(3)
+            ]
+            assert codes == [200, 200, 429]
+            limited = await client.post(
+                "/v1/map",
+                json={"detector": "presidio", "output": MAPPED},
+                headers={"x-tenant-id": "a"},
+            )
+            assert int(limited.headers["retry-after"]) >= 1
+            assert (
+                await client.post(
+                    "/v1/analyze",
+                    json={"framework": "GDPR", "finding": {"label": "pii.email_address"}},
+                    headers={"x-tenant-id": "e"},
+                )
+            ).status_code == 503
+            assert (await client.get("/openapi.json")).json()["paths"]["/v1/map"]
+
+    run(go())
+
+
+def test_bearer_token_when_configured():
+    async def go():
+        _core, client = make_client(StaticSource(), None, auth_token="s3cret")
+        async with client:
+            body = {"detector": "presidio", "output": MAPPED}
+            assert (await client.post("/v1/map", json=body)).status_code == 401
+            assert (
+                await client.post("/v1/map", json=body, headers={"authorization": "Bearer nope"})
+            ).status_code == 401
+            ok = await client.post("/v1/map", json=body, headers={"authorization": "Bearer s3cret"})
+            assert ok.status_code == 200
+            assert (await client.get("/healthz")).status_code == 200
+
+    run(go())
+
+
+def test_rollout_split_and_failed_treatment_is_answered_by_control_and_counted():
+    rollout = RolloutView("mapper", 1, 2, 0.5, "canary", salt="x", revision=4)
+    engine = TableEngine(
+        {"mapper-v1": {"ACME_CUSTOMER_NO": "financial.bank_account"}}, broken={"mapper-v2"}
+    )
+
+    async def go():
+        core, client = make_client(StaticSource(rollout), engine, rate_limit_rps=0)
+        async with client:
+            await _settle(client, core)
+            arms = []
+            for i in range(200):
+                r = await client.post(
+                    "/v1/map", json={"detector": "presidio", "output": UNMAPPED, "tenant": f"t{i}"}
+                )
+                assert r.status_code == 200
+                arms.append(r.json()["router_arm"])
+                assert r.json()["result"]["findings"][0]["label"] == "financial.bank_account"
+            assert set(arms) == {"control"}  # treatment failed to load: control answered all
+            stats = (await client.get("/v1/rollout/stats")).json()
+            treatment = stats["arms"]["treatment"]
+            assert treatment["errors"] == treatment["requests"] > 60
+            # Rules-only answers keep the assigned arm: the split itself is visible.
+            split = [
+                (
+                    await client.post(
+                        "/v1/map",
+                        json={"detector": "presidio", "output": MAPPED, "tenant": f"t{i}"},
+                    )
+                ).json()["router_arm"]
+                for i in range(200)
+            ]
+            assert 0.35 < split.count("treatment") / 200 < 0.65
+
+    run(go())
