@@ -50,6 +50,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run.add_argument(
         "--calibration-set", default="", help="calibration split (e.g. a built mapper-eval.jsonl)"
     )
+    run.add_argument("--analyst-version", type=int, help="also evaluate this analyst version")
+    run.add_argument(
+        "--analyst-model", default="analyst", help="analyst model name (default %(default)s)"
+    )
+    run.add_argument(
+        "--analyst-set", default="", help="analyst cases (e.g. a built analyst-eval.jsonl)"
+    )
     run.add_argument("--expected-sha256", default="", help="refuse an eval set with another digest")
     run.add_argument("--max-cases", type=int, default=0, help="first N cases only (never recorded)")
     run.add_argument("--no-robustness", action="store_true", help="skip the robustness suite")
@@ -141,6 +148,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 held_out_set_uri=args.held_out,
                 calibration_set_uri=args.calibration_set,
                 record_in_registry=not args.no_record and mode != "rules",
+                analyst_model=args.analyst_model if args.analyst_version else "",
+                analyst_version=args.analyst_version,
+                analyst_set_uri=args.analyst_set,
                 options=RunOptions(
                     robustness=not args.no_robustness,
                     calibrate=not args.no_calibrate,

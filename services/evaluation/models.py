@@ -124,6 +124,19 @@ class RegistryModels:
         loaded.info["artifact_sha256"] = record.artifact_sha256
         return loaded
 
+    def load_analyst(self, model: str, version: int) -> Any:
+        """The analyst adapter on transformers generate (free JSON text, validated by the metrics)."""
+        from llama_mapper.evaluation.hf_engine import HFAnalystModel
+
+        client = self.client_factory()
+        record = client.get_version(model, version).version
+        dest = self.adapters_dir / f"{model}-v{version}"
+        if not (dest / "adapter_config.json").is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            client.download(model, version, dest)
+        base = prepare_base_model(record.lineage.base_model_id or DEFAULT_MODEL_ID)
+        return HFAnalystModel(base.path, dest)
+
     def targets(self, model: str, hardware_profile: str) -> dict[str, float]:
         found = self.client_factory().get_targets(model, hardware_profile)
         if not found:

@@ -59,6 +59,7 @@ class RunInputs:
     calibration_set: EvalSet | None = None
     calibration_model: MapperModel | None = None
     analyst_model: AnalystModel | None = None
+    analyst_set: EvalSet | None = None
     model_info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -249,9 +250,12 @@ class EvaluationRunner:
             report["robustness"] = self._robustness(
                 inputs.subject, cases, answers, records, options
             )
-        if inputs.analyst_model is not None and eval_set.analyst:
+        analyst_cases = (inputs.analyst_set or eval_set).analyst
+        if inputs.analyst_model is not None and analyst_cases:
+            if options.max_cases > 0:
+                analyst_cases = analyst_cases[: options.max_cases]
             report["analyst"] = evaluate_analyst(
-                inputs.analyst_model, eval_set.analyst, options.batch_size
+                inputs.analyst_model, analyst_cases, options.batch_size
             )
         report["finished_at"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         return RunResult(report, records)

@@ -52,6 +52,10 @@ class RunRequest:
     held_out_set_uri: str = ""
     calibration_set_uri: str = ""
     record_in_registry: bool = False
+    analyst_model: str = ""
+    analyst_version: int | None = None
+    analyst_alias: str | None = None
+    analyst_set_uri: str = ""
     options: RunOptions = field(default_factory=RunOptions)
 
 
@@ -137,6 +141,11 @@ class EvaluationService:
                     "subject.model_version.model is required for model and hybrid runs"
                 )
             version = self._require_models().resolve(request.model, request.version, request.alias)
+        if request.analyst_model:
+            analyst_version = self._require_models().resolve(
+                request.analyst_model, request.analyst_version, request.analyst_alias
+            )
+            request = replace(request, analyst_version=analyst_version, analyst_alias=None)
         uri = request.eval_set_uri or self.default_eval_set or default_eval_set_uri()
         eval_set = load_eval_set(uri)
         if request.expected_eval_set_sha256 and request.expected_eval_set_sha256 != eval_set.sha256:
@@ -221,6 +230,12 @@ class EvaluationService:
                 calibration_model=loaded.model if loaded else None,
                 model_info=dict(loaded.info) if loaded else {},
             )
+            if request.analyst_model and request.analyst_version:
+                inputs.analyst_model = self._require_models().load_analyst(
+                    request.analyst_model, request.analyst_version
+                )
+                if request.analyst_set_uri:
+                    inputs.analyst_set = load_eval_set(request.analyst_set_uri)
             options = replace(
                 request.options,
                 batch_size=self.batch_size,

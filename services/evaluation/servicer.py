@@ -123,6 +123,10 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
                 held_out_set_uri=o.held_out_set_uri,
                 calibration_set_uri=o.calibration_set_uri,
                 record_in_registry=o.record_in_registry,
+                analyst_model=o.analyst_version.model,
+                analyst_version=o.analyst_version.version or None,
+                analyst_alias=o.analyst_version.alias or None,
+                analyst_set_uri=o.analyst_set_uri,
                 options=options,
             )
         )

@@ -64,7 +64,7 @@ class EvaluationSubject(_message.Message):
     def __init__(self, mode: _Optional[_Union[EvaluationMode, str]] = ..., model_version: _Optional[_Union[ModelVersionRef, _Mapping]] = ...) -> None: ...
 
 class EvaluationOptions(_message.Message):
-    __slots__ = ("held_out_set_uri", "robustness", "calibrate", "calibration_set_uri", "hardware_profile", "max_cases", "seed", "record_in_registry")
+    __slots__ = ("held_out_set_uri", "robustness", "calibrate", "calibration_set_uri", "hardware_profile", "max_cases", "seed", "record_in_registry", "analyst_version", "analyst_set_uri")
     HELD_OUT_SET_URI_FIELD_NUMBER: _ClassVar[int]
     ROBUSTNESS_FIELD_NUMBER: _ClassVar[int]
     CALIBRATE_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,8 @@ class EvaluationOptions(_message.Message):
     MAX_CASES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     RECORD_IN_REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    ANALYST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ANALYST_SET_URI_FIELD_NUMBER: _ClassVar[int]
     held_out_set_uri: str
     robustness: bool
     calibrate: bool
@@ -81,7 +83,9 @@ class EvaluationOptions(_message.Message):
     max_cases: int
     seed: int
     record_in_registry: bool
-    def __init__(self, held_out_set_uri: _Optional[str] = ..., robustness: _Optional[bool] = ..., calibrate: _Optional[bool] = ..., calibration_set_uri: _Optional[str] = ..., hardware_profile: _Optional[str] = ..., max_cases: _Optional[int] = ..., seed: _Optional[int] = ..., record_in_registry: _Optional[bool] = ...) -> None: ...
+    analyst_version: ModelVersionRef
+    analyst_set_uri: str
+    def __init__(self, held_out_set_uri: _Optional[str] = ..., robustness: _Optional[bool] = ..., calibrate: _Optional[bool] = ..., calibration_set_uri: _Optional[str] = ..., hardware_profile: _Optional[str] = ..., max_cases: _Optional[int] = ..., seed: _Optional[int] = ..., record_in_registry: _Optional[bool] = ..., analyst_version: _Optional[_Union[ModelVersionRef, _Mapping]] = ..., analyst_set_uri: _Optional[str] = ...) -> None: ...
 
 class StartEvaluationRequest(_message.Message):
     __slots__ = ("subject", "eval_set_uri", "expected_eval_set_sha256", "options")
