@@ -1,7 +1,6 @@
-"""8 processes mixing registrations and alias moves against two server processes sharing one database.
-
-Default size 8 x 50 operations per backend (CI has 2 cores); REGISTRY_CONCURRENCY_OPS=200 runs
-the full 8 x 200.
+"""8 processes x 200 operations mixing registrations and alias moves, against two server processes
+sharing one database (SQLite and PostgreSQL). About 30 s per backend on 2 cores;
+REGISTRY_CONCURRENCY_OPS=50 makes a quicker run.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from llama_mapper.registry.client import RegistryClient
 pytestmark = pytest.mark.integration
 
 WORKERS = 8
-OPS = int(os.environ.get("REGISTRY_CONCURRENCY_OPS", "50"))
+OPS = int(os.environ.get("REGISTRY_CONCURRENCY_OPS", "200"))
 ALIASES = ("champion", "challenger")
 MODEL = "mapper"
 
