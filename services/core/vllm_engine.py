@@ -405,7 +405,8 @@ class AsyncVllmEngine:
         self._locks: dict[str, asyncio.Lock] = {}
         self._drained: Counter[int] = Counter()
 
-    async def start(self) -> None:
+    def start(self) -> None:
+        """Builds the engine (blocking, ~30-45 s on CPU); AsyncLLM binds to the loop that first uses it."""
         self.base = prepare_base_model(self.config.base_model)
         environment = apply_cpu_environment(self.config)
         from vllm.engine.arg_utils import AsyncEngineArgs

@@ -25,7 +25,7 @@ from llama_mapper.core.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from llama_mapper.serving.ratelimit import RateLimiter, retry_after_header
+from llama_mapper.serving.ratelimit import retry_after_header
 from llama_mapper.serving.service import Mapped, RouterCore
 
 log = logging.getLogger(__name__)
@@ -120,14 +120,9 @@ def _mapped(m: Mapped) -> MapResponse:
     return MapResponse(result=m.result, router_arm=m.arm, adapter_version=m.version)
 
 
-def build_app(
-    core: Callable[[], RouterCore],
-    *,
-    max_body_bytes: int = 65_536,
-    auth_token: str | None = None,
-    limiter: RateLimiter | None = None,
-) -> FastAPI:
-    """The FastAPI app; `core` returns this replica's RouterCore (set up by the deployment)."""
+def build_app(core: Callable[[], RouterCore]) -> FastAPI:
+    """The FastAPI app; `core` returns this replica's RouterCore (set up by the deployment), whose
+    settings and rate limiter the guard reads, so the app can be built before settings arrive."""
     app = FastAPI(
         title="llama-mapper",
         version="1",
@@ -138,6 +133,9 @@ def build_app(
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
         # Size first, then auth, then the tenant's rate: cheap refusals before any work.
+        settings, limiter = core().settings, core().limiter
+        max_body_bytes = settings.max_body_bytes
+        auth_token = settings.auth_token.get_secret_value() if settings.auth_token else None
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
             return _error_response(PayloadTooLarge(f"request body over {max_body_bytes} bytes"))
@@ -151,7 +149,7 @@ def build_app(
                 return _error_response(
                     Unauthenticated("missing or wrong bearer token"), {"WWW-Authenticate": "Bearer"}
                 )
-        if limiter is not None and request.url.path.startswith("/v1/"):
+        if request.url.path.startswith("/v1/"):
             tenant = request.headers.get(TENANT_HEADER) or (
                 request.client.host if request.client else "anonymous"
             )

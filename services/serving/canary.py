@@ -216,3 +216,33 @@ def decide(
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+def decide_shadow(
+    treatment: ArmStats, gates: Gates, steps: Sequence[float] = DEFAULT_STEPS
+) -> Decision:
+    """Shadow stage: treatment answers nobody, so only its agreement with control can be judged."""
+    if treatment.agreement_pairs < gates.min_agreement_pairs:
+        return Decision(
+            HOLD,
+            0.0,
+            "shadow",
+            f"waiting for shadowed pairs: {treatment.agreement_pairs}/{gates.min_agreement_pairs}",
+        )
+    agreement = treatment.agreements / treatment.agreement_pairs
+    check = GateCheck("agreement", agreement >= gates.min_agreement, agreement, gates.min_agreement)
+    if not check.passed:
+        return Decision(
+            ROLLBACK,
+            0.0,
+            "rolled_back",
+            f"shadow agreement {agreement:.3f} < {gates.min_agreement}",
+            (check,),
+        )
+    return Decision(
+        ADVANCE,
+        steps[0],
+        "canary",
+        f"shadow agreement {agreement:.3f}: canary at {steps[0]:g}",
+        (check,),
+    )

@@ -31,6 +31,7 @@ from llama_mapper.core.hybrid import (
 from llama_mapper.core.inference import MapperQuery, Prediction
 from llama_mapper.core.prompt import analyst_messages
 from llama_mapper.core.schemas import load_schema, validate
+from llama_mapper.serving.ratelimit import RateLimiter
 from llama_mapper.serving.routing import CONTROL, TREATMENT, RolloutView, assign, routing_key
 from llama_mapper.serving.settings import ServingSettings
 from llama_mapper.serving.stats import RolloutWindows, ServingMetrics
@@ -105,6 +106,7 @@ class RouterCore:
         self.source = source
         self.hybrid = HybridMapper(threshold=settings.threshold, deadline_s=settings.deadline_s)
         self.metrics = metrics or ServingMetrics()
+        self.limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
         self.windows = RolloutWindows()
         self.rollout: RolloutView | None = None
         self.champion: dict[str, int] = {}

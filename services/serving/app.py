@@ -1,0 +1,96 @@
+"""The Serve application: the engine deployment and the router (HTTP + gRPC ingress), and deploy().
+
+`serve run llama_mapper.serving.app:app_builder` and deploy/serve/mapper.yaml use `app_builder`;
+`mapperctl serve deploy` calls `deploy`, which also waits for the adapters and warms the engine up
+(the first constrained request compiles the label grammar: ~15 s on CPU) before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import httpx
+from ray import serve
+from ray.serve.config import HTTPOptions, gRPCOptions
+
+from llama_mapper.serving.engine import MapperEngine
+from llama_mapper.serving.router import MapperRouter
+from llama_mapper.serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+GRPC_SERVICER = "llama_mapper._proto.mapper.v1.mapper_pb2_grpc.add_MapperServiceServicer_to_server"
+
+
+def build(settings: ServingSettings) -> Any:
+    """The application graph: MapperRouter(MapperEngine) or, with the engine disabled, the router alone."""
+    # Secrets stay SecretStr in the bound arguments (pickled to the replicas, never logged).
+    config = settings.model_dump(mode="python")
+    engine = None
+    if settings.engine_enabled:
+        engine = MapperEngine.options(
+            ray_actor_options={"num_cpus": settings.engine_num_cpus}
+        ).bind(config)
+    return MapperRouter.options(ray_actor_options={"num_cpus": 0.25}).bind(engine, config)
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """Serve's application builder: `args` are ServingSettings fields (env vars fill the rest)."""
+    return build(ServingSettings(**args))
+
+
+def start_serve(settings: ServingSettings) -> None:
+    grpc = None
+    if settings.grpc_port:
+        grpc = gRPCOptions(port=settings.grpc_port, grpc_servicer_functions=[GRPC_SERVICER])
+    serve.start(
+        http_options=HTTPOptions(host=settings.http_host, port=settings.http_port),
+        grpc_options=grpc,
+    )
+
+
+def wait_ready(settings: ServingSettings, *, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Polls /healthz until no adapter is still loading; returns the last health document."""
+    url = f"http://{settings.http_host}:{settings.http_port}"
+    deadline = time.monotonic() + timeout_s
+    health: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/v1/models", timeout=10, headers=_auth(settings))
+            health = httpx.get(f"{url}/healthz", timeout=10).json()
+            statuses = set(health.get("adapters", {}).values())
+            if "loading" not in statuses and (statuses or not settings.engine_enabled):
+                return health
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    raise TimeoutError(f"serving app not ready after {timeout_s:.0f}s: {health}")
+
+
+def _auth(settings: ServingSettings) -> dict[str, str]:
+    if settings.auth_token is None:
+        return {}
+    return {"authorization": f"Bearer {settings.auth_token.get_secret_value()}"}
+
+
+def deploy(
+    settings: ServingSettings, *, warm_up: bool = True, timeout_s: float = 600.0
+) -> dict[str, Any]:
+    """Starts Serve (HTTP + gRPC), runs the app, waits for the adapters, warms the engine up."""
+    started = time.perf_counter()
+    start_serve(settings)
+    serve.run(build(settings), name=settings.app_name, route_prefix="/")
+    health = wait_ready(settings, timeout_s=timeout_s)
+    warm_s = None
+    if warm_up and settings.engine_enabled:
+        handle = serve.get_deployment_handle("MapperEngine", app_name=settings.app_name)
+        warm_s = handle.warm_up.remote().result(timeout_s=timeout_s)
+    return {
+        "url": f"http://{settings.http_host}:{settings.http_port}",
+        "grpc_port": settings.grpc_port or None,
+        "health": health,
+        "warm_up_s": warm_s,
+        "deploy_s": time.perf_counter() - started,
+    }
