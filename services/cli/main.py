@@ -128,6 +128,7 @@ _SUBCOMMAND_MODULES = (
     "llama_mapper.cli.stack",
     "llama_mapper.training.cli",
     "llama_mapper.registry.cli",
+    "llama_mapper.data.cli",
 )
 
 
