@@ -20,7 +20,7 @@ User classes: MapperHttpUser (weight 3) and MapperGrpcUser (weight 1, when the r
 as most detector integrations speak HTTP and the high-volume ones gRPC.
 
 Each request is named by the router arm that answered (`map [control]`, `Map [treatment]`), read
-from the `x-router-arm` header or the result's `provenance.router_arm`; `[none]` when no rollout
+from the answer's `router_arm` (an `x-router-arm` header wins when the router sets one); `[none]` when no rollout
 is active. Locust's CSV then carries one row per (call, arm), which the runner groups per arm.
 """
 
@@ -78,8 +78,13 @@ MIX = TenantMix(TENANTS, ZIPF_EXPONENT)
 WEIGHTS = parse_weights(TASKS)
 
 
-def _arm_of(result: dict) -> str | None:
-    provenance = result.get("provenance") if isinstance(result, dict) else None
+def _arm_of(answer: dict) -> str | None:
+    """`router_arm` of a /v1/map answer (or of a batch's first result), else the provenance's."""
+    if not isinstance(answer, dict):
+        return None
+    if answer.get("router_arm"):
+        return answer["router_arm"]
+    provenance = (answer.get("result") or answer).get("provenance")
     return provenance.get("router_arm") if isinstance(provenance, dict) else None
 
 

@@ -355,6 +355,7 @@ def _config_json(config: BenchConfig, result: BenchResult, golden_sha256: str) -
         report_dir=str(result.report_dir),
         golden_sha256=golden_sha256,
         judged=config.arm or "aggregate",
+        targets=asdict(result.targets),
         reasons=list(result.verdict.reasons),
     )
     return json.dumps(settings, sort_keys=True)

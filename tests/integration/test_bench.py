@@ -1,0 +1,200 @@
+"""`mapperctl bench run` end to end: real Locust runs against the router, judged by a real registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from registry_support import TOKEN, lineage, make_adapter
+
+from llama_mapper.bench import cli
+from llama_mapper.bench.runner import BenchConfig, check_reachable, run_bench
+from llama_mapper.core.errors import FailedPrecondition, Unavailable
+from llama_mapper.registry.client import RegistryClient
+from llama_mapper.registry.server import create_server
+from llama_mapper.registry.settings import RegistrySettings
+
+pytestmark = pytest.mark.integration
+
+# A short constant load: enough requests for a p95, a few seconds of wall time.
+SHORT = ["--shape", "constant", "--users", "4", "--spawn-rate", "4", "--duration", "4s"]
+# No /v1/analyze: the rules-only router has no analyst adapter and answers 503 by design.
+TASKS = ["--tasks", "map=4,batch=1"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def router():
+    """The router's HTTP app (rules + fallback) under uvicorn on a free port; yields its URL."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("bench_router.py")), str(port)]
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"router did not start (exit code {proc.poll()})") from None
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(15)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A registry server on port 0 with mapper v1 as champion; yields its address."""
+    settings = RegistrySettings(
+        token=TOKEN,
+        port=0,
+        database_url=f"sqlite:///{tmp_path}/r.db",
+        artifact_uri=str(tmp_path / "artifacts"),
+    )
+    server, port = create_server(settings)
+    server.start()
+    address = f"127.0.0.1:{port}"
+    with RegistryClient(address, token=TOKEN) as client:
+        client.register_directory("mapper", make_adapter(tmp_path / "a1"), lineage=lineage())
+        client.set_alias("mapper", "champion", 1, expected_version=0, reason="bench test")
+    yield address
+    server.stop(None).wait()
+
+
+def bench(registry: str, *argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="mapperctl")
+    cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        ["bench", "run", "--registry", registry, "--token", TOKEN, "--model", "mapper", *argv]
+    )
+    return args.func(args)
+
+
+def test_pass_then_fail_both_recorded(router, registry, tmp_path, capsys):
+    with RegistryClient(registry, token=TOKEN) as client:
+        client.set_targets("mapper", "cpu-2core", p95_latency_ms=10_000, max_error_rate=0.05)
+
+    code = bench(registry, "--host", router, "--report-dir", str(tmp_path), *SHORT, *TASKS)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "PASS (aggregate)" in out and "arm   none" in out and "Aggregated" in out
+    first = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
+    measured_p95 = first["values"]["p95_latency_ms"]
+    assert first["passed"] and first["values"]["requests"] > 20
+    report_dir = Path(first["config"]["report_dir"])
+    for name in ("locust_stats.csv", "locust_stats_history.csv", "report.html", "latency.png"):
+        assert (report_dir / name).stat().st_size > 0, name
+
+    # A target below the measured p95: exit 1, recorded as a failure on the same version.
+    with RegistryClient(registry, token=TOKEN) as client:
+        client.set_targets("mapper", "cpu-2core", p95_latency_ms=max(measured_p95 / 4, 0.5))
+    code = bench(registry, "--host", router, "--report-dir", str(tmp_path), *SHORT, *TASKS)
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "FAIL (aggregate): p95" in out and "exceeds the target" in out
+
+    with RegistryClient(registry, token=TOKEN) as client:
+        records = client.get_version("mapper", 1).benchmarks
+    assert [r.values["passed"] for r in records] == [1.0, 0.0]
+    assert all(r.hardware_profile == "cpu-2core" for r in records)
+    assert json.loads(records[1].config_json)["reasons"][0].startswith("p95 ")
+
+
+def test_errors_beyond_budget_fail_even_when_p95_passes(router, registry, tmp_path, capsys):
+    """Analyze answers 503 without an analyst adapter: fast errors, over a 1% budget."""
+    with RegistryClient(registry, token=TOKEN) as client:
+        client.set_targets("mapper", "cpu-2core", p95_latency_ms=10_000, max_error_rate=0.01)
+    code = bench(
+        registry,
+        "--host",
+        router,
+        "--report-dir",
+        str(tmp_path),
+        *SHORT,
+        "--tasks",
+        "map=1,analyze=1",
+    )
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "FAIL (aggregate): error rate" in out and "p95" not in out.split("FAIL")[1]
+
+
+def test_distributed_master_and_workers(router, registry, tmp_path, capsys):
+    with RegistryClient(registry, token=TOKEN) as client:
+        client.set_targets("mapper", "cpu-2core", p95_latency_ms=10_000, max_error_rate=0.05)
+    code = bench(
+        registry,
+        "--host",
+        router,
+        "--report-dir",
+        str(tmp_path),
+        "--workers",
+        "2",
+        "--no-record",
+        *SHORT,
+        *TASKS,
+    )
+    assert code == 0, capsys.readouterr().out
+    log = next(tmp_path.glob("*/locust.log")).read_text()
+    assert "2 workers connected" in log
+    with RegistryClient(registry, token=TOKEN) as client:
+        assert not client.get_version("mapper", 1).benchmarks
+
+
+def test_refuses_without_a_target(router, registry, tmp_path, capsys):
+    with RegistryClient(registry, token=TOKEN) as client:
+        client.set_targets("mapper", "h100", p95_latency_ms=50)
+        with pytest.raises(FailedPrecondition) as error:
+            run_bench(
+                BenchConfig(host=router, report_root=tmp_path / "bench", alias="champion"), client
+            )
+    assert "mapperctl registry targets mapper --profile cpu-2core --set p95_latency_ms=" in str(
+        error.value
+    )
+    assert not (tmp_path / "bench").exists(), "nothing runs before the targets are known"
+    assert cli.main(["run", "--registry", registry, "--token", TOKEN, "--host", router]) == 2
+    assert "FAILED_PRECONDITION" in capsys.readouterr().err
+
+
+def test_unreachable_stack_fails_fast_naming_the_address(registry, tmp_path, capsys):
+    port = _free_port()
+    with RegistryClient(registry, token=TOKEN) as client:
+        client.set_targets("mapper", "cpu-2core", p95_latency_ms=100)
+    started = time.monotonic()
+    code = cli.main(
+        [
+            "run",
+            "--registry",
+            registry,
+            "--token",
+            TOKEN,
+            "--host",
+            f"http://127.0.0.1:{port}",
+            "--report-dir",
+            str(tmp_path),
+        ]
+    )
+    assert code == 2 and time.monotonic() - started < 10
+    assert f"http://127.0.0.1:{port}/healthz" in capsys.readouterr().err
+
+
+def test_unreachable_grpc_endpoint_is_named(router):
+    port = _free_port()
+    with pytest.raises(Unavailable, match=f"gRPC endpoint not reachable at 127.0.0.1:{port}"):
+        check_reachable(router, f"127.0.0.1:{port}", timeout_s=1)
