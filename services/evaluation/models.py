@@ -105,13 +105,19 @@ class RegistryModels:
         except NotFound:
             return None
 
-    def load(self, model: str, version: int) -> LoadedModel:
-        client = self.client_factory()
-        record = client.get_version(model, version).version
-        dest = self.adapters_dir / f"{model}-v{version}"
+    def _fetch(self, client: Any, model: str, version: int, artifact_sha256: str) -> Path:
+        """The version's files, downloaded once (sha256-verified by the client). The cache key
+        carries the artifact digest: another registry's "mapper v1" is never mistaken for this one."""
+        dest = self.adapters_dir / f"{model}-v{version}-{artifact_sha256[:16]}"
         if not (dest / "adapter_config.json").is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
             client.download(model, version, dest)
+        return dest
+
+    def load(self, model: str, version: int) -> LoadedModel:
+        client = self.client_factory()
+        record = client.get_version(model, version).version
+        dest = self._fetch(client, model, version, record.artifact_sha256)
         lineage = record.lineage
         loaded = load_model(
             lineage.base_model_id or DEFAULT_MODEL_ID,
@@ -130,10 +136,7 @@ class RegistryModels:
 
         client = self.client_factory()
         record = client.get_version(model, version).version
-        dest = self.adapters_dir / f"{model}-v{version}"
-        if not (dest / "adapter_config.json").is_file():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            client.download(model, version, dest)
+        dest = self._fetch(client, model, version, record.artifact_sha256)
         base = prepare_base_model(record.lineage.base_model_id or DEFAULT_MODEL_ID)
         return HFAnalystModel(base.path, dest)
 
