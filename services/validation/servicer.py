@@ -1,3 +1,4 @@
+# ruff: noqa: N802  (servicer methods carry the RPC names the generated base class defines)
 """ValidationService over gRPC: proto <-> domain only; errors are translated in `_translated`."""
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _translated(method: Callable) -> Callable:
         if isinstance(exc, MapperError):
             log.info("%s refused: %s", name, exc.grpc_status.name)
             context.abort(exc.grpc_status, exc.message)
-        log.exception("%s failed", name)
+        log.error("%s failed", name, exc_info=exc)
         context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
 
     if method.__name__.endswith("Stream"):

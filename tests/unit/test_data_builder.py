@@ -1,0 +1,101 @@
+"""Dataset builder pieces that need no detector run: vendor shapes, variants, splits, rubric, golden."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llama_mapper.core.detectors.base import read
+from llama_mapper.core.findings import NormalizedFinding
+from llama_mapper.core.frameworks import default_frameworks
+from llama_mapper.core.rules import RulesMapper
+from llama_mapper.core.taxonomy import default_taxonomy
+from llama_mapper.data import golden
+from llama_mapper.data.analyst import INHERENT_RISK, analyst_finding, assess
+from llama_mapper.data.builder import HELDOUT_DETECTOR, HELDOUT_PAIRS, split_of
+from llama_mapper.data.generators import vendors
+from llama_mapper.data.generators.variants import VariantGenerator
+from llama_mapper.data.rows import VENDOR, Candidate, mapper_row, user_text
+from llama_mapper.validation.policy import Policy
+from llama_mapper.validation.similarity import ngram_overlap, reference_ngrams
+
+TAXONOMY = default_taxonomy()
+
+
+@pytest.fixture(scope="module")
+def rules() -> RulesMapper:
+    return RulesMapper()
+
+
+@pytest.mark.parametrize("detector", sorted(vendors.SHAPES))
+def test_every_synthesized_vendor_output_reads_and_maps(detector, rules):
+    """The shapes follow the readers: nothing synthesized is refused, every raw label reaches
+    the rules, and every table entry is exercised."""
+    raws = sorted(rules.tables[detector].entries)
+    seen = set()
+    for output in vendors.vendor_outputs(detector, raws, 2, seed=0):
+        for finding in read(detector, output).findings:
+            seen.add(finding.raw_label)
+    assert {r.casefold() for r in raws} <= {s.casefold() for s in seen}
+
+
+def test_variants_are_spellings_no_table_holds(rules):
+    gen = VariantGenerator(TAXONOMY, rules, seed=0)
+    keys = {k.casefold() for t in rules.tables.values() for k in t.entries}
+    variants = list(gen.label_variants("pii.email_address", 20))
+    assert len(variants) >= 10
+    assert all(v.finding.raw_label.casefold() not in keys for v in variants)
+    assert {v.label for v in variants} == {"pii.email_address"}
+
+
+def test_gibberish_resolves_to_nothing(rules):
+    gen = VariantGenerator(TAXONOMY, rules, seed=0)
+    for candidate in gen.gibberish(50):
+        assert candidate.label == "other.unknown"
+        assert TAXONOMY.resolve_alias(candidate.finding.raw_label) is None
+
+
+def test_splits_hold_out_a_detector_and_pairs():
+    def candidate(detector: str, label: str) -> Candidate:
+        return Candidate.of(NormalizedFinding(detector, "X", score=0.9), (label,), VENDOR)
+
+    assert split_of(candidate(HELDOUT_DETECTOR, "toxicity.general")) == "heldout_detector"
+    detector, label = sorted(HELDOUT_PAIRS)[0]
+    assert split_of(candidate(detector, label)) == "heldout_pair"
+    assert split_of(candidate("presidio", "pii.email_address")) in ("train", "eval")
+
+
+def test_rubric_escalates_governed_data_and_lowers_unsure_findings():
+    frameworks = default_frameworks()
+    card = analyst_finding("financial.credit_card", TAXONOMY, "presidio", "CREDIT_CARD", 0.95)
+    assert assess("PCI_DSS", card, frameworks)["risk_level"] == "critical"
+    assert assess("SOC2", card, frameworks)["risk_level"] == "high"
+    unsure = analyst_finding("financial.credit_card", TAXONOMY, "presidio", "CREDIT_CARD", 0.4)
+    assert assess("SOC2", unsure, frameworks)["risk_level"] == "medium"
+    insult = analyst_finding("toxicity.insult", TAXONOMY, "detoxify", "insult", 0.9)
+    out = assess("HIPAA", insult, frameworks)
+    assert out["controls"] == [] and "No HIPAA control applies" in out["remediation"][-1]
+    assert set(INHERENT_RISK) == set(TAXONOMY.names)
+
+
+def test_golden_set_is_frozen_large_and_labelled():
+    rows, digest = golden.load_golden()
+    meta = json.loads(golden.golden_paths()[1].read_text())
+    assert digest == meta["sha256"] and len(rows) == meta["rows"] >= golden.MIN_CASES
+    assert {r["output"] for r in rows} == set(TAXONOMY.names)
+    assert any(r["heldout"] for r in rows)
+
+
+def test_golden_overlap_is_measured_like_the_leakage_check():
+    rows, _ = golden.load_golden()
+    policy = Policy()
+    reference = reference_ngrams((user_text(r) for r in rows), policy.leakage_ngram_size)
+    assert ngram_overlap(user_text(rows[0]), reference, policy.leakage_ngram_size) == 1.0
+    fresh = mapper_row(
+        Candidate.of(
+            NormalizedFinding("presidio", "NEVER_SEEN_LABEL_XYZ"), ("other.unknown",), VENDOR
+        ),
+        "train",
+    )
+    assert ngram_overlap(user_text(fresh), reference, policy.leakage_ngram_size) < 0.8
