@@ -306,7 +306,8 @@ class EvaluationService:
     def watch(
         self, run_id: str, interval_s: float = 0.5, timeout_s: float | None = None
     ) -> Iterator[RunInfo]:
-        """Snapshots until the run ends; the last one is terminal. A finished run yields once."""
+        """Snapshots until the run ends, at most one per `interval_s` (a rules run moves thousands
+        of cases a second); the last one is terminal. A finished run yields once."""
         deadline = time.monotonic() + timeout_s if timeout_s else None
         last: tuple | None = None
         while True:
@@ -319,8 +320,17 @@ class EvaluationService:
                 return
             if deadline and time.monotonic() > deadline:
                 return
+            # Sleep the interval out, but wake at once when the run ends.
+            until = time.monotonic() + interval_s
             with self._changed:
-                self._changed.wait(interval_s)
+                while (left := until - time.monotonic()) > 0 and self._state(
+                    run_id
+                ) not in TERMINAL:
+                    self._changed.wait(left)
+
+    def _state(self, run_id: str) -> str:
+        info = self._runs.get(run_id)
+        return info.state if info else SUCCEEDED
 
     def report(self, run_id: str) -> tuple[RunInfo, dict[str, Any]]:
         info = self.get(run_id)
