@@ -105,6 +105,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--token", default=None, help="registry bearer token (default $MAPPER_REGISTRY_TOKEN)"
     )
     run.set_defaults(func=cmd_run)
+
+    compare = commands.add_parser(
+        "compare",
+        help="the same load against the router and other endpoints in turn: ratios and one plot",
+    )
+    compare.add_argument("--host", default=DEFAULT_HOST, help="router URL (the reference)")
+    compare.add_argument(
+        "--baseline-host",
+        default=None,
+        help="transformers + PEFT baseline (bench/baseline_server.py)",
+    )
+    compare.add_argument(
+        "--engine-host", default=None, help="the engine deployment straight, same /v1/map contract"
+    )
+    compare.add_argument("--users", type=int, default=8, help="default: %(default)s")
+    compare.add_argument("--spawn-rate", type=float, default=4.0, help="default: %(default)s")
+    compare.add_argument("--duration", default="60s", help="per endpoint (default: %(default)s)")
+    compare.add_argument("--shape", choices=SHAPES, default="constant", help="default: %(default)s")
+    compare.add_argument(
+        "--tasks", default="map=1", help="the baseline serves /v1/map only (default: %(default)s)"
+    )
+    compare.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_ROOT)
+    compare.set_defaults(func=cmd_compare)
     return bench
 
 
@@ -137,6 +160,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run_bench(config, client)
     print_result(result)
     return result.exit_code
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from llama_mapper.bench.compare import COLUMNS, compare, ratio_rows
+    from llama_mapper.cli.table import print_table
+    from llama_mapper.core.errors import InvalidArgument
+
+    endpoints = {
+        label: host
+        for label, host in (("baseline", args.baseline_host), ("engine", args.engine_host))
+        if host
+    }
+    if not endpoints:
+        raise InvalidArgument("pass --baseline-host and/or --engine-host to compare with")
+    config = BenchConfig(
+        host=args.host,
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        duration_s=parse_duration(args.duration),
+        shape=args.shape,
+        tasks=args.tasks,
+        report_root=args.report_dir,
+        record=False,
+    )
+    root, measured = compare(config, endpoints)
+    print_table(COLUMNS, ratio_rows(measured))
+    print(f"report: {root} (compare.txt, latency.png, one Locust report per endpoint)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
