@@ -266,3 +266,20 @@ def test_payloads_are_native_outputs_the_readers_accept(tmp_path):
     assert len({r["detector"] for r in maps} - readers) >= 5, "unknown detectors for the model path"
     analyze = next(r for r in records if r["kind"] == "analyze")
     assert set(analyze) == {"kind", "framework", "finding"} and "label" in analyze["finding"]
+
+
+def test_compare_ratios():
+    from llama_mapper.bench.compare import Measured, ratio_rows
+
+    def row(rps, p95):
+        return report.Row("", "Aggregated", None, 100, 1, rps, 10.0, p95, 2 * p95, 3 * p95)
+
+    measured = [
+        Measured("router", "http://a", row(90.0, 40.0), [], Path()),
+        Measured("baseline", "http://b", row(30.0, 160.0), [], Path()),
+        Measured("engine", "http://c", row(0.0, math.nan), [], Path()),
+    ]
+    rows = ratio_rows(measured)
+    assert rows[0][-2:] == ("1.00x", "1.00x")
+    assert rows[1][-2:] == ("3.00x", "4.00x")
+    assert rows[2][-2:] == ("-", "-")
