@@ -69,3 +69,7 @@ down: ## Stop everything `make up` started
 .PHONY: status
 status: ## Show what the local stack is running
 	@$(BIN)/mapperctl stack status
+
+.PHONY: bench
+bench: setup ## Locust bench (standard profile) of the local stack against the champion's cpu-2core targets
+	@$(BIN)/mapperctl bench run --model mapper --alias champion --profile cpu-2core --shape standard --host http://127.0.0.1:8000

@@ -129,6 +129,7 @@ _SUBCOMMAND_MODULES = (
     "llama_mapper.training.cli",
     "llama_mapper.registry.cli",
     "llama_mapper.data.cli",
+    "llama_mapper.bench.cli",
 )
 
 
