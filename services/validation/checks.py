@@ -11,11 +11,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from llama_mapper.core.schemas import validator
 from llama_mapper.core.taxonomy import Taxonomy
 from llama_mapper.data.rows import canonical_json, sha256_text, user_text
+from llama_mapper.validation.fastschema import FastValidator
 from llama_mapper.validation.policy import Policy
 from llama_mapper.validation.similarity import near_duplicates, ngram_overlap, reference_ngrams
 
@@ -104,23 +103,24 @@ def _result(
 
 def check_schema(rows: Sequence[Row], policy: Policy) -> CheckResult:
     """Every row validates against schemas/mapper-example.json or analyst-example.json."""
-    validators: dict[str, Draft202012Validator] = {
-        "mapper": validator("mapper-example"),
-        "analyst": validator("analyst-example"),
+    validators = {
+        "mapper": FastValidator(validator("mapper-example")),
+        "analyst": FastValidator(validator("analyst-example")),
     }
+    assessment_ok: dict[str, bool] = {}  # analyst outputs repeat: each distinct one checked once
     offending = []
     for row in rows:
         check = validators.get(row.task)
         if check is None or not check.is_valid(row.data):
             offending.append(row.ref)
-            continue
-        if row.task == "analyst":
-            try:
-                assessment = json.loads(row.data["output"])
-            except ValueError:
-                offending.append(row.ref)
-                continue
-            if not validator("analyst-output").is_valid(assessment):
+        elif row.task == "analyst":
+            output = row.data["output"]
+            if output not in assessment_ok:
+                try:
+                    assessment_ok[output] = validator("analyst-output").is_valid(json.loads(output))
+                except ValueError:
+                    assessment_ok[output] = False
+            if not assessment_ok[output]:
                 offending.append(row.ref)
     return _result(
         "schema",

@@ -167,3 +167,30 @@ def test_loader_refuses_a_huge_row_without_reading_it_whole(tmp_path):
 def test_loader_missing_dataset(tmp_path):
     with pytest.raises(NotFound):
         load_dataset(str(tmp_path / "nope"), max_row_bytes=1 << 20)
+
+
+def test_fast_schema_agrees_with_jsonschema(good):
+    import copy
+
+    from llama_mapper.core.schemas import validator
+    from llama_mapper.validation.fastschema import FastValidator
+
+    slow = validator("mapper-example")
+    fast = FastValidator(slow)
+    mutations = [
+        lambda r: r.update(output=5),
+        lambda r: r.pop("id"),
+        lambda r: r.update(extra=1),
+        lambda r: r["input"].append({"role": "user", "content": "x"}),
+        lambda r: r["input"][0].update(role="bot"),
+        lambda r: r["input"][1].update(content=""),
+        lambda r: r.update(split="nope"),
+        lambda r: r.update(labels=[]),
+        lambda r: r.update(output="Bad.Label"),
+    ]
+    for row in (r.data for r in good if r.task == "mapper"):
+        assert fast.is_valid(row) and slow.is_valid(row)
+        for mutate in mutations:
+            bad = copy.deepcopy(row)
+            mutate(bad)
+            assert fast.is_valid(bad) == slow.is_valid(bad) is False
