@@ -16,12 +16,11 @@ from ray import serve
 from ray.serve.config import HTTPOptions, gRPCOptions
 
 from llama_mapper.serving.engine import MapperEngine
+from llama_mapper.serving.grpc_ingress import SERVICER_FUNCTION
 from llama_mapper.serving.router import MapperRouter
 from llama_mapper.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
-
-GRPC_SERVICER = "llama_mapper._proto.mapper.v1.mapper_pb2_grpc.add_MapperServiceServicer_to_server"
 
 
 def build(settings: ServingSettings) -> Any:
@@ -44,7 +43,7 @@ def app_builder(args: dict[str, Any]) -> Any:
 def start_serve(settings: ServingSettings) -> None:
     grpc = None
     if settings.grpc_port:
-        grpc = gRPCOptions(port=settings.grpc_port, grpc_servicer_functions=[GRPC_SERVICER])
+        grpc = gRPCOptions(port=settings.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION])
     serve.start(
         http_options=HTTPOptions(host=settings.http_host, port=settings.http_port),
         grpc_options=grpc,

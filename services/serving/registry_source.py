@@ -68,7 +68,11 @@ class RegistrySource:
         return view
 
     def p95_target(self, model: str, profile: str) -> float | None:
-        for target in self.client.get_targets(model, profile):
+        try:
+            targets = self.client.get_targets(model, profile)
+        except NotFound:
+            return None
+        for target in targets:
             if target.hardware_profile == profile and target.HasField("p95_latency_ms"):
                 return float(target.p95_latency_ms)
         return None

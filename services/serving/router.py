@@ -12,6 +12,7 @@ from ray.serve.handle import DeploymentHandle
 from llama_mapper._proto.mapper.v1 import mapper_pb2 as pb
 from llama_mapper.core.errors import InvalidArgument, MapperError, ResourceExhausted
 from llama_mapper.core.inference import MapperQuery, Prediction
+from llama_mapper.serving import grpc_ingress  # noqa: F401 (pickle alias of the pb2 module)
 from llama_mapper.serving.api import build_app
 from llama_mapper.serving.ratelimit import retry_after_header
 from llama_mapper.serving.registry_source import RegistrySource
@@ -20,14 +21,21 @@ from llama_mapper.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
-# One RouterCore per replica process: the FastAPI routes reach it through this function.
-_CORE: RouterCore | None = None
+# One RouterCore per replica process: the FastAPI routes reach it through `_core`. Serve pickles
+# the deployment class by value (its methods get a copy of this module's globals), so the replica
+# installs its core through `_install`, a module function that cloudpickle keeps by reference.
+_CORE: list[RouterCore] = []
+
+
+def _install(core: RouterCore) -> RouterCore:
+    _CORE[:] = [core]
+    return core
 
 
 def _core() -> RouterCore:
-    if _CORE is None:
+    if not _CORE:
         raise RuntimeError("router replica not initialised")
-    return _CORE
+    return _CORE[0]
 
 
 class HandleEngine:
@@ -65,14 +73,12 @@ class MapperRouter:
     """HTTP via FastAPI; gRPC methods `Map` / `MapBatch` via Serve's gRPC ingress."""
 
     def __init__(self, engine: DeploymentHandle | None, settings: dict[str, Any]) -> None:
-        global _CORE
         self.settings = ServingSettings.model_validate(settings)
         client = self.settings.registry_client()
         source = RegistrySource(client) if client is not None else None
-        _CORE = RouterCore(
-            self.settings, HandleEngine(engine) if engine is not None else None, source
+        self.core = _install(
+            RouterCore(self.settings, HandleEngine(engine) if engine is not None else None, source)
         )
-        self.core = _CORE
 
     # --- gRPC (llama_mapper.mapper.v1.MapperService) ---------------------------------------------
 

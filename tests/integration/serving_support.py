@@ -29,3 +29,37 @@ def make_lora_adapter(base_dir: Path, out_dir: Path, *, seed: int, rank: int = 8
                 param.normal_(0.0, 0.02)
     peft_model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_registry(root: Path):
+    """An in-process registry (SQLite + local artifacts) on a free port; returns (server, address)."""
+    from llama_mapper.registry.server import create_server
+    from llama_mapper.registry.settings import RegistrySettings
+
+    settings = RegistrySettings(
+        port=0,
+        database_url=f"sqlite:///{root / 'registry.db'}",
+        artifact_uri=str(root / "artifacts"),
+        allow_insecure_writes=True,
+    )
+    server, port = create_server(settings)
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def register_adapter(client, model: str, directory: Path, base) -> int:
+    response = client.register_directory(
+        model,
+        directory,
+        lineage={"base_model_id": base.model_id, "base_model_sha256": base.sha256},
+        idempotency_key=f"{model}-{directory.name}",
+    )
+    return int(response.version.version)
