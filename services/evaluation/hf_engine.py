@@ -3,8 +3,12 @@
 Decoding is greedy and constrained to the label set: a token trie over the labels' token sequences
 restricts each step to tokens that continue some label, then to the end-of-turn token once a label
 is complete, so the answer can never leave the taxonomy. Confidence is exp(sum of the chosen label
-tokens' log-probabilities) under the model's unconstrained distribution (the raw logits, before the
-constraint masks them), which is what temperature scaling calibrates.
+tokens' log-probabilities) under the constrained distribution: each step's log-softmax is taken
+over the tokens the trie allows. That is what vLLM reports under structured outputs (its grammar
+bitmask is applied to the logits before log-probabilities are computed), so a temperature fitted on
+either engine applies to the other. The engines can still pick different labels from an untrained
+model: the trie follows each label's canonical tokenization, vLLM's grammar accepts any
+tokenization of the label text; a trained adapter answers along the canonical path.
 """
 
 from __future__ import annotations
@@ -135,13 +139,14 @@ class HFMapperModel:
                 prefix_allowed_tokens_fn=allowed,
                 eos_token_id=self.end_token,
                 pad_token_id=self.tokenizer.pad_token_id,
-                output_logits=True,
+                output_scores=True,
                 return_dict_in_generate=True,
             )
         elapsed = time.perf_counter() - started
         generated = out.sequences[:, prompt_len:]
+        # out.scores are the logits after the trie's mask (-inf elsewhere): renormalized over labels.
         logprobs = torch.stack(
-            [torch.log_softmax(step.float(), dim=-1) for step in out.logits], dim=1
+            [torch.log_softmax(step.float(), dim=-1) for step in out.scores], dim=1
         )
         predictions = []
         for row in range(len(queries)):
