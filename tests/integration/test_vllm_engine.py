@@ -24,16 +24,19 @@ QUERIES = [
 def engine(tmp_path_factory):
     from llama_mapper.core.basemodel import prepare_base_model
     from llama_mapper.core.vllm_engine import AdapterRef, VllmEngine, VllmEngineConfig
+    from llama_mapper.serving.export import export_bundle, verify_bundle
 
     base = prepare_base_model()
     root = tmp_path_factory.mktemp("adapters")
+    dirs = {seed: make_lora_adapter(base.path, root / f"a{seed}", seed=seed) for seed in (1, 2)}
+    # Adapter 1 is served from a `mapperctl export --target vllm` bundle: the serving test of the
+    # bundle and of the engine share one engine start.
+    bundle = root / "bundle"
+    export_bundle("vllm", dirs[1], bundle, name="mapper-1")
+    assert verify_bundle(bundle)["base_model_sha256"] == base.sha256
     adapters = [
-        AdapterRef(
-            f"mapper-{seed}",
-            make_lora_adapter(base.path, root / f"a{seed}", seed=seed),
-            version=seed,
-        )
-        for seed in (1, 2)
+        AdapterRef("mapper-1", bundle / "adapter", version=1),
+        AdapterRef("mapper-2", dirs[2], version=2),
     ]
     eng = VllmEngine(VllmEngineConfig(kv_cache_space_gib=1), adapters=adapters)
     yield eng
