@@ -76,6 +76,8 @@ def near_duplicates(
     if not keep:
         return {}
     signatures = minhash_signatures(shingles)
+    # Python sets answer the exact Jaccard of small shingle sets faster than numpy calls.
+    sets = [frozenset(s.tolist()) for s in shingles]
     rows_per_band = NUM_PERMUTATIONS // BANDS
     found: dict[int, int] = {}
     for band in range(BANDS):
@@ -89,7 +91,9 @@ def near_duplicates(
             row = keep[position]
             if row not in found:
                 for earlier in members[-MAX_COMPARISONS:]:
-                    if jaccard(shingles[position], shingles[earlier]) >= threshold:
+                    a, b = sets[position], sets[earlier]
+                    inter = len(a & b)
+                    if inter / (len(a) + len(b) - inter) >= threshold:
                         found[row] = keep[earlier]
                         break
             members.append(position)
