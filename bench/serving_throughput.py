@@ -1,0 +1,278 @@
+"""Serving throughput: the Ray Serve + vLLM stack against the transformers + PEFT baseline server.
+
+Same base, same adapter, same prompts (one finding per request that only the model can map), same
+closed-loop concurrency. Phases run one after the other so they never share the cores:
+
+1. baseline: bench/baseline_server.py (FastAPI, one `generate` at a time) in a subprocess;
+2. stack: `deploy()` of the Serve app (router + engine) with the adapter as a local model;
+3. engine direct: the same queries straight to the engine deployment's handle (router overhead =
+   p95 through HTTP + router minus this p95);
+4. rules-only through the router: payloads the rules answer (the router's own cost).
+
+    .venv/bin/python bench/serving_throughput.py --requests 96 --concurrency 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+RAW_LABELS = [
+    "customer reference", "loyalty card", "badge id", "vehicle plate", "employee number",
+    "device imei", "session cookie", "voice print", "face embedding", "salary figure",
+    "medical record no", "insurance policy", "tax file", "crypto address", "api secret",
+    "hate remark", "threat phrase", "self injury talk", "adult content", "weapon recipe",
+    "jailbreak attempt", "prompt leak", "system override", "malware link",
+]  # fmt: skip
+
+
+def payloads(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "detector": f"acme-scanner-{i % 3}",
+            "output": [{"type": f"{RAW_LABELS[i % len(RAW_LABELS)]} {i}", "confidence": 0.9}],
+        }
+        for i in range(n)
+    ]
+
+
+RULES_ONLY = {
+    "detector": "presidio",
+    "output": [{"entity_type": "EMAIL_ADDRESS", "start": 0, "end": 9, "score": 0.99}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def summary(name: str, latencies: list[float], wall: float, errors: int) -> dict[str, Any]:
+    ordered = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return (
+            ordered[max(0, round(q / 100 * len(ordered)) - 1)] * 1000 if ordered else float("nan")
+        )
+
+    return {
+        "phase": name,
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": len(latencies) / wall if wall else 0.0,
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "wall_s": wall,
+    }
+
+
+async def closed_loop(
+    url: str, bodies: list[dict[str, Any]], concurrency: int
+) -> tuple[list[float], float, int, list[str]]:
+    sem = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    methods: list[str] = []
+    errors = 0
+    async with httpx.AsyncClient(timeout=600) as client:
+
+        async def one(body: dict[str, Any]) -> None:
+            nonlocal errors
+            async with sem:
+                started = time.perf_counter()
+                r = await client.post(f"{url}/v1/map", json=body)
+                latencies.append(time.perf_counter() - started)
+                if r.status_code != 200:
+                    errors += 1
+                else:
+                    methods.extend(f["method"] for f in r.json()["result"]["findings"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(b) for b in bodies))
+        return latencies, time.perf_counter() - started, errors, methods
+
+
+def make_adapter(base_dir: Path, out: Path, seed: int = 7) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    peft = get_peft_model(
+        model,
+        LoraConfig(
+            r=8,
+            lora_alpha=16,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            task_type="CAUSAL_LM",
+        ),
+    )
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    peft.save_pretrained(out)
+    return out
+
+
+def wait_http(url: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(url)
+
+
+def run_baseline(
+    base: Path, adapter: Path, bodies: list[dict[str, Any]], concurrency: int
+) -> dict[str, Any]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("baseline_server.py")),
+            "--base-dir",
+            str(base),
+            "--adapter-dir",
+            str(adapter),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url)
+        asyncio.run(closed_loop(url, bodies[:2], 1))  # warm-up
+        latencies, wall, errors, methods = asyncio.run(closed_loop(url, bodies, concurrency))
+        out = summary("transformers+PEFT baseline", latencies, wall, errors)
+        out["model_findings"] = methods.count("model") + methods.count("fallback")
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def run_stack(
+    adapter: Path, bodies: list[dict[str, Any]], concurrency: int
+) -> list[dict[str, Any]]:
+    import ray
+    from ray import serve
+
+    from llama_mapper.core.hybrid import extract_generic
+    from llama_mapper.core.inference import MapperQuery
+    from llama_mapper.core.prompt import finding_payload
+    from llama_mapper.serving.app import deploy
+    from llama_mapper.serving.settings import ServingSettings
+
+    settings = ServingSettings(
+        http_port=free_port(),
+        grpc_port=0,
+        local_adapters={"mapper": adapter},
+        rate_limit_rps=0,
+        deadline_s=600,
+    )
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    results = []
+    try:
+        info = deploy(settings, timeout_s=600)
+        url = info["url"]
+        print(
+            f"stack deployed in {info['deploy_s']:.1f}s, warm-up {info['warm_up_s']:.1f}s",
+            file=sys.stderr,
+        )
+        asyncio.run(closed_loop(url, bodies[:2], 1))
+        latencies, wall, errors, _methods = asyncio.run(closed_loop(url, bodies, concurrency))
+        results.append(summary("Ray Serve + vLLM stack (HTTP, router)", latencies, wall, errors))
+
+        handle = serve.get_deployment_handle("MapperEngine", app_name=settings.app_name)
+        queries = []
+        for body in bodies:
+            (finding,) = extract_generic(body["detector"], body["output"])
+            queries.append(MapperQuery(body["detector"], finding_payload(finding)))
+
+        async def direct() -> tuple[list[float], float]:
+            sem = asyncio.Semaphore(concurrency)
+            lat: list[float] = []
+
+            async def one(q: MapperQuery) -> None:
+                async with sem:
+                    t = time.perf_counter()
+                    await handle.predict.remote("mapper-local", [q])
+                    lat.append(time.perf_counter() - t)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(q) for q in queries))
+            return lat, time.perf_counter() - t0
+
+        lat, wall = asyncio.run(direct())
+        results.append(summary("engine deployment direct (handle)", lat, wall, 0))
+        latencies, wall, errors, _ = asyncio.run(closed_loop(url, [RULES_ONLY] * 400, concurrency))
+        results.append(summary("router, rules-only answers (HTTP)", latencies, wall, errors))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=96)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--adapter-dir", type=Path, help="adapter to serve (default: a random-init rank-8 LoRA)"
+    )
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    args = parser.parse_args()
+
+    from llama_mapper.core.basemodel import prepare_base_model
+
+    base = prepare_base_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter = args.adapter_dir or make_adapter(base.path, Path(tmp) / "adapter")
+        bodies = payloads(args.requests)
+        rows = [run_baseline(base.path, adapter, bodies, args.concurrency)]
+        rows += run_stack(adapter, bodies, args.concurrency)
+    baseline, stack, direct, _rules = rows
+    ratios = {
+        "throughput_ratio": stack["rps"] / baseline["rps"],
+        "p95_ratio": stack["p95_ms"] / baseline["p95_ms"],
+        "router_overhead_p95_ms": stack["p95_ms"] - direct["p95_ms"],
+    }
+    load = os.getloadavg()[0]
+    print("| phase | requests | errors | req/s | p50 ms | p95 ms |\n|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['phase']} | {r['requests']} | {r['errors']} | {r['rps']:.2f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} |"
+        )
+    print(
+        f"\nstack/baseline: {ratios['throughput_ratio']:.2f}x requests/s, p95 x{ratios['p95_ratio']:.2f}; "
+        f"router overhead (p95 stack - p95 engine direct): {ratios['router_overhead_p95_ms']:.0f} ms; "
+        f"load average at the end {load:.1f}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "ratios": ratios, "load": load}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
