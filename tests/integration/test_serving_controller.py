@@ -1,0 +1,92 @@
+"""The canary controller against a real registry server (in-process gRPC, SQLite); no Ray.
+
+The router's statistics are what `GET /v1/rollout/stats` returns; here they come from a function
+so each step's numbers are chosen by the test.
+"""
+
+from __future__ import annotations
+
+import pytest
+from registry_support import lineage, make_adapter
+from serving_support import start_registry
+
+from llama_mapper.core.errors import FailedPrecondition
+from llama_mapper.serving.canary import ADVANCE, HOLD, PROMOTE, ROLLBACK, Gates
+from llama_mapper.serving.controller import CanaryController
+from llama_mapper.serving.registry_source import RegistrySource
+
+pytestmark = pytest.mark.integration
+
+HEALTHY = {
+    "requests": 100,
+    "errors": 0,
+    "p95_ms": 50.0,
+    "model_queries": 100,
+    "schema_valid": 100,
+    "fallbacks": 5,
+}
+
+
+@pytest.fixture
+def registry(tmp_path):
+    from llama_mapper.registry.client import RegistryClient
+
+    server, address = start_registry(tmp_path)
+    client = RegistryClient(address, actor="canary-test")
+    for seed in range(3):
+        directory = make_adapter(tmp_path / f"a{seed}")
+        client.register_directory(
+            "mapper",
+            directory,
+            lineage=lineage(),
+            idempotency_key=f"k{seed}",
+        )
+    client.set_alias("mapper", "champion", 1, expected_version=0, reason="seed")
+    yield client
+    client.close()
+    server.stop(None)
+
+
+def controller(client, stats):
+    source = RegistrySource(client)
+    state = {"arms": stats}
+
+    def fetch():
+        return {"revision": source.rollout("mapper").revision, "arms": state["arms"]}
+
+    return CanaryController(
+        source, fetch, gates=Gates(min_requests=50), steps=(0.1, 0.5, 1.0)
+    ), state
+
+
+def test_a_healthy_treatment_steps_through_and_is_promoted(registry):
+    ctl, state = controller(registry, {"control": HEALTHY, "treatment": HEALTHY})
+    rollout = ctl.start(2)
+    assert (rollout.stage, rollout.treatment_weight, rollout.control_version) == ("canary", 0.1, 1)
+    with pytest.raises(FailedPrecondition):
+        ctl.start(3)  # one rollout at a time
+    state["arms"] = {"control": HEALTHY, "treatment": {**HEALTHY, "requests": 10}}
+    assert ctl.tick().action == HOLD
+    state["arms"] = {"control": HEALTHY, "treatment": HEALTHY}
+    actions = [ctl.tick().action for _ in range(3)]
+    assert actions == [ADVANCE, ADVANCE, PROMOTE]
+    assert registry.resolve_alias("mapper", "champion").version == 2
+    rollout = registry.get_rollout("mapper")
+    assert rollout.treatment_weight == 1.0 and "promote" in rollout.reason
+    steps = [e for e in registry.history("mapper") if e.subject == "rollout"]
+    assert len(steps) == 4 and all(e.reason for e in steps)
+
+
+def test_a_failed_gate_rolls_back_and_abort_stops(registry):
+    ctl, _state = controller(
+        registry, {"control": HEALTHY, "treatment": {**HEALTHY, "fallbacks": 60}}
+    )
+    ctl.start(2)
+    decision = ctl.tick()
+    assert decision.action == ROLLBACK and "fallback_rate" in decision.reason
+    rollout = registry.get_rollout("mapper")
+    assert rollout.treatment_weight == 0.0 and "fallback_rate" in rollout.reason
+    assert registry.resolve_alias("mapper", "champion").version == 1
+    ctl.start(3, shadow=True, shadow_fraction=0.2)
+    assert registry.get_rollout("mapper").shadow_fraction == pytest.approx(0.2)
+    assert ctl.abort("operator said so").stage == "aborted"
