@@ -6,10 +6,10 @@ import asyncio
 import math
 
 import httpx
+import pytest
 
 from llama_mapper.core.inference import Prediction
 from llama_mapper.serving.api import build_app
-from llama_mapper.serving.ratelimit import RateLimiter
 from llama_mapper.serving.routing import RolloutView
 from llama_mapper.serving.service import RouterCore
 from llama_mapper.serving.settings import ServingSettings
@@ -76,11 +76,7 @@ MAPPED = [{"entity_type": "EMAIL_ADDRESS", "start": 0, "end": 5, "score": 0.9}]
 def make_client(source, engine, **settings):
     cfg = ServingSettings(rollout_refresh_s=0.01, **settings)
     core = RouterCore(cfg, engine, source)
-    limiter = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
-    token = cfg.auth_token.get_secret_value() if cfg.auth_token else None
-    app = build_app(
-        lambda: core, max_body_bytes=cfg.max_body_bytes, auth_token=token, limiter=limiter
-    )
+    app = build_app(lambda: core)
     return core, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 
 
@@ -233,3 +229,35 @@ def test_rollout_split_and_failed_treatment_is_answered_by_control_and_counted()
             assert 0.35 < split.count("treatment") / 200 < 0.65
 
     run(go())
+
+
+def test_http_client_over_a_real_socket():
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from llama_mapper.core.errors import InvalidArgument, ResourceExhausted
+    from llama_mapper.serving.client import MapperClient
+
+    core = RouterCore(ServingSettings(rate_limit_rps=0.001, rate_limit_burst=3), None, None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(lambda: core), port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        with MapperClient(f"http://127.0.0.1:{port}", tenant="cli", retries=0) as client:
+            assert client.map("presidio", MAPPED)["taxonomy"] == ["pii.email_address"]
+            assert len(client.map_batch([{"detector": "presidio", "output": MAPPED}])) == 1
+            with pytest.raises(InvalidArgument):
+                client.map("presidio", {"not": "a list"})
+            with pytest.raises(ResourceExhausted):
+                client.map("presidio", MAPPED)
+    finally:
+        server.should_exit = True
+        thread.join(10)
