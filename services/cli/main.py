@@ -130,6 +130,8 @@ _SUBCOMMAND_MODULES = (
     "llama_mapper.registry.cli",
     "llama_mapper.data.cli",
     "llama_mapper.bench.cli",
+    "llama_mapper.evaluation.cli",
+    "llama_mapper.serving.cli",
 )
 
 
