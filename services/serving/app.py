@@ -28,7 +28,7 @@ def build(settings: ServingSettings) -> Any:
     # Secrets stay SecretStr in the bound arguments (pickled to the replicas, never logged).
     config = settings.model_dump(mode="python")
     engine = None
-    if settings.engine_enabled:
+    if settings.engine_enabled and not settings.external_engine_url:
         engine = MapperEngine.options(
             ray_actor_options={"num_cpus": settings.engine_num_cpus}
         ).bind(config)

@@ -76,9 +76,14 @@ class MapperRouter:
         self.settings = ServingSettings.model_validate(settings)
         client = self.settings.registry_client()
         source = RegistrySource(client) if client is not None else None
-        self.core = _install(
-            RouterCore(self.settings, HandleEngine(engine) if engine is not None else None, source)
-        )
+        client_engine: Any = HandleEngine(engine) if engine is not None else None
+        if self.settings.external_engine_url:
+            from llama_mapper.serving.openai_engine import OpenAIEngine
+
+            client_engine = OpenAIEngine(
+                self.settings.external_engine_url, flavor=self.settings.external_engine_flavor
+            )
+        self.core = _install(RouterCore(self.settings, client_engine, source))
 
     # --- gRPC (llama_mapper.mapper.v1.MapperService) ---------------------------------------------
 

@@ -44,6 +44,14 @@ class ServingSettings(BaseSettings):
     engine_enabled: bool = Field(
         True, description="Deploy the vLLM engine; false serves rules + fallback only."
     )
+    external_engine_url: str | None = Field(
+        None,
+        description="Use an OpenAI-compatible server (`vllm serve` / TGI from a `mapperctl export` "
+        "bundle) instead of the in-cluster engine; served model names are <model>-v<N>.",
+    )
+    external_engine_flavor: str = Field(
+        "vllm", description="'vllm' (structured-output choice) or 'tgi' (validation only)."
+    )
     engine: VllmEngineConfig = Field(
         default_factory=VllmEngineConfig,
         description="vLLM engine (MAPPER_SERVING_ENGINE__<FIELD>).",

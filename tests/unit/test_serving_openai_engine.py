@@ -1,0 +1,70 @@
+"""The external OpenAI-compatible engine client: constraint sent, logprob confidence, fail closed."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from llama_mapper.core.errors import FailedPrecondition
+from llama_mapper.core.inference import MapperQuery
+from llama_mapper.serving.openai_engine import OpenAIEngine
+
+
+def openai_server(answers):
+    """A tiny OpenAI-protocol server answering from a table: user text -> (content, logprobs)."""
+    app = FastAPI()
+    seen = []
+
+    @app.post("/v1/chat/completions")
+    async def complete(body: dict):
+        seen.append(body)
+        content, logprobs, finish = answers[
+            body["messages"][-1]["content"].split('"label": "')[1].split('"')[0]
+        ]
+        return {
+            "choices": [
+                {
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish,
+                    "logprobs": {"content": [{"token": "x", "logprob": lp} for lp in logprobs]},
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": len(logprobs)},
+        }
+
+    @app.get("/v1/models")
+    async def models():
+        return {"data": [{"id": "mapper-v4"}]}
+
+    return app, seen
+
+
+def test_predictions_are_validated_and_confidence_is_exp_sum():
+    app, seen = openai_server(
+        {
+            "A": ("pii.email_address", [-0.1, -0.2], "stop"),
+            "B": ("pii.none", [-0.1], "stop"),
+            "C": ("pii.ssn", [-0.1], "length"),
+        }
+    )
+    engine = OpenAIEngine("http://ext", transport=httpx.ASGITransport(app=app))
+
+    async def go():
+        queries = [MapperQuery("d", {"label": x}) for x in "ABC"]
+        predictions, description = await engine.predict("mapper-v4", queries)
+        assert (await engine.load_version("mapper", 4)) == {"name": "mapper-v4"}
+        with pytest.raises(FailedPrecondition):
+            await engine.load_version("mapper", 5)
+        return predictions, description
+
+    (a, b, c), description = asyncio.run(go())
+    assert a.valid and a.label == "pii.email_address"
+    assert a.confidence == pytest.approx(math.exp(-0.3))
+    assert (b.valid, b.label) == (False, "other.unknown")  # outside the taxonomy
+    assert (c.valid, c.label) == (False, "other.unknown")  # truncated
+    assert len(seen[0]["structured_outputs"]["choice"]) == 67 and seen[0]["logprobs"] is True
+    assert description["adapter"] == "mapper-v4"
