@@ -7,6 +7,12 @@ from llama_mapper.validation.checks import PII_ENTITIES
 BATCH_SIZE = 128
 
 
+# Outputs are labels and templated assessments: the same texts come back in every validation, so
+# answers are kept per (min_score, text), bounded.
+_CACHE_LIMIT = 200_000
+_cache: dict[tuple[float, str], bool] = {}
+
+
 class PresidioScanner:
     """texts -> whether each carries a PII_ENTITIES entity at or above min_score."""
 
@@ -14,8 +20,17 @@ class PresidioScanner:
         self.min_score = min_score
 
     def __call__(self, texts: list[str]) -> list[bool]:
-        if not texts:
-            return []
+        missing = [t for t in dict.fromkeys(texts) if (self.min_score, t) not in _cache]
+        if missing:
+            if len(_cache) + len(missing) > _CACHE_LIMIT:
+                _cache.clear()
+            _cache.update(
+                ((self.min_score, t), hit)
+                for t, hit in zip(missing, self._scan(missing), strict=True)
+            )
+        return [_cache[(self.min_score, t)] for t in texts]
+
+    def _scan(self, texts: list[str]) -> list[bool]:
         from presidio_analyzer import BatchAnalyzerEngine
 
         from llama_mapper.core.runners import presidio_analyzer
