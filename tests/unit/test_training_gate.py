@@ -1,0 +1,107 @@
+"""The validation gate refuses a dataset unless a passing report covers exactly its bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from llama_mapper.core.errors import DataLoss, FailedPrecondition
+from llama_mapper.training.gate import (
+    MANIFEST_NAME,
+    REPORT_NAME,
+    canonical_digest,
+    check_dataset,
+    report_digest,
+)
+
+
+def _dataset(directory: Path, *, passed: bool = True) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": "1", "detector": "presidio", "finding": {"label": "PERSON"}, "label": "pii.person_name"}]
+    train = directory / "mapper-train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = {"files": {train.name: hashlib.sha256(train.read_bytes()).hexdigest()}, "seed": 1}
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    report = {"passed": passed, "dataset_manifest_digest": canonical_digest(manifest),
+              "checks": [{"name": "labels_closed", "passed": passed}]}  # fmt: skip
+    report["report_digest"] = report_digest(report)
+    (directory / REPORT_NAME).write_text(json.dumps(report))
+    return directory
+
+
+def test_passing_report_for_this_dataset_opens_the_gate(tmp_path: Path) -> None:
+    directory = _dataset(tmp_path / "d")
+    result = check_dataset(directory, ["mapper-train.jsonl"])
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    assert result.manifest_digest == hashlib.sha256(
+        json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    assert result.report_digest == json.loads((directory / REPORT_NAME).read_text())["report_digest"]
+
+
+def test_missing_report_is_refused(tmp_path: Path) -> None:
+    directory = _dataset(tmp_path / "d")
+    (directory / REPORT_NAME).unlink()
+    with pytest.raises(FailedPrecondition, match="no validation-report.json"):
+        check_dataset(directory)
+
+
+def test_missing_manifest_is_refused(tmp_path: Path) -> None:
+    directory = _dataset(tmp_path / "d")
+    (directory / MANIFEST_NAME).unlink()
+    with pytest.raises(FailedPrecondition, match="no manifest.json"):
+        check_dataset(directory)
+
+
+def test_failed_report_is_refused_naming_the_check(tmp_path: Path) -> None:
+    directory = _dataset(tmp_path / "d", passed=False)
+    with pytest.raises(FailedPrecondition, match="did not pass.*labels_closed"):
+        check_dataset(directory)
+
+
+def test_report_for_another_manifest_is_refused(tmp_path: Path) -> None:
+    directory = _dataset(tmp_path / "d")
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    manifest["seed"] = 2  # a rebuilt dataset: the old report no longer covers it
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(FailedPrecondition, match="report is for another dataset"):
+        check_dataset(directory)
+
+
+def test_edited_report_is_refused(tmp_path: Path) -> None:
+    directory = _dataset(tmp_path / "d", passed=False)
+    report = json.loads((directory / REPORT_NAME).read_text())
+    report["passed"] = True  # flipped by hand, digest left as it was
+    (directory / REPORT_NAME).write_text(json.dumps(report))
+    with pytest.raises(FailedPrecondition, match="edited after validation"):
+        check_dataset(directory)
+
+
+def test_tampered_file_is_refused(tmp_path: Path) -> None:
+    directory = _dataset(tmp_path / "d")
+    with open(directory / "mapper-train.jsonl", "a") as fh:
+        fh.write('{"id": "2", "detector": "x", "finding": {"label": "Y"}, "label": "pii.email_address"}\n')
+    with pytest.raises(DataLoss, match="does not match its manifest sha256"):
+        check_dataset(directory)
+
+
+def test_deleted_file_and_unlisted_training_file_are_refused(tmp_path: Path) -> None:
+    directory = _dataset(tmp_path / "d")
+    with pytest.raises(FailedPrecondition, match="mapper-eval.jsonl is not listed"):
+        check_dataset(directory, ["mapper-train.jsonl", "mapper-eval.jsonl"])
+    (directory / "mapper-train.jsonl").unlink()
+    with pytest.raises(DataLoss, match="missing"):
+        check_dataset(directory)
+
+
+def test_manifest_entry_escaping_the_dataset_is_refused(tmp_path: Path) -> None:
+    directory = _dataset(tmp_path / "d")
+    manifest = {"files": {"../outside.jsonl": "0" * 64}}
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+    report = {"passed": True, "dataset_manifest_digest": canonical_digest(manifest)}
+    (directory / REPORT_NAME).write_text(json.dumps(report))
+    with pytest.raises(FailedPrecondition, match="outside the dataset"):
+        check_dataset(directory)
