@@ -45,20 +45,20 @@ def test_passing_report_for_this_dataset_opens_the_gate(tmp_path: Path) -> None:
 def test_missing_report_is_refused(tmp_path: Path) -> None:
     directory = _dataset(tmp_path / "d")
     (directory / REPORT_NAME).unlink()
-    with pytest.raises(FailedPrecondition, match="no validation-report.json"):
+    with pytest.raises(FailedPrecondition, match=r"no validation-report\.json"):
         check_dataset(directory)
 
 
 def test_missing_manifest_is_refused(tmp_path: Path) -> None:
     directory = _dataset(tmp_path / "d")
     (directory / MANIFEST_NAME).unlink()
-    with pytest.raises(FailedPrecondition, match="no manifest.json"):
+    with pytest.raises(FailedPrecondition, match=r"no manifest\.json"):
         check_dataset(directory)
 
 
 def test_failed_report_is_refused_naming_the_check(tmp_path: Path) -> None:
     directory = _dataset(tmp_path / "d", passed=False)
-    with pytest.raises(FailedPrecondition, match="did not pass.*labels_closed"):
+    with pytest.raises(FailedPrecondition, match=r"did not pass.*labels_closed"):
         check_dataset(directory)
 
 
@@ -90,7 +90,7 @@ def test_tampered_file_is_refused(tmp_path: Path) -> None:
 
 def test_deleted_file_and_unlisted_training_file_are_refused(tmp_path: Path) -> None:
     directory = _dataset(tmp_path / "d")
-    with pytest.raises(FailedPrecondition, match="mapper-eval.jsonl is not listed"):
+    with pytest.raises(FailedPrecondition, match=r"mapper-eval\.jsonl is not listed"):
         check_dataset(directory, ["mapper-train.jsonl", "mapper-eval.jsonl"])
     (directory / "mapper-train.jsonl").unlink()
     with pytest.raises(DataLoss, match="missing"):
