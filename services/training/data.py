@@ -38,6 +38,7 @@ def row_to_example(row: Mapping[str, Any], adapter: str, index: int = 0) -> Exam
     """Accepts every row shape the data builder may write, all through the shared prompt format.
 
     - `detector` + `finding` + `label` (mapper) / `framework` + `finding` + `assessment` (analyst);
+    - the data builder's `input` (system + user messages) + `output` (schemas/mapper-example.json);
     - `messages` (system/user, optionally a final assistant turn) + `output`;
     - the seed's `input` (user prompt text) + `output`, with the adapter's system prompt.
     """
@@ -64,6 +65,10 @@ def row_to_example(row: Mapping[str, Any], adapter: str, index: int = 0) -> Exam
             output = output if output is not None else last.get("content")
         if output is not None and messages:
             return Example(row_id, messages, output)
+    if isinstance(row.get("input"), list) and output is not None:
+        # The data builder's rows (schemas/mapper-example.json, analyst-example.json): `input` is
+        # the chat messages exactly as serving builds them.
+        return Example(row_id, [dict(m) for m in row["input"]], output)
     if isinstance(row.get("input"), str) and output is not None:
         messages = [
             {"role": "system", "content": SYSTEM_PROMPTS[adapter]},

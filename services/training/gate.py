@@ -1,6 +1,8 @@
 """The validation gate: no training step runs on a dataset without a passing report for exactly it.
 
-The validation service writes `validation-report.json` next to the dataset's `manifest.json`. The
+The validation service's report (`verdict`, `dataset_manifest_sha256`, `report_sha256`; the plain
+names `passed`, `dataset_manifest_digest`, `report_digest` are read too) lies in
+`validation-report.json` next to the dataset's `manifest.json`. The
 gate recomputes everything it can instead of trusting the report: the manifest digest the report
 names, the sha256 of every file the manifest lists, and the report's own digest.
 """
@@ -30,9 +32,26 @@ def canonical_digest(value: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+# Fields a report's digest does not cover: the digest itself and the timings, which differ between
+# two runs over the same bytes (llama_mapper.validation.validator.report_digest uses the same set).
+UNDIGESTED_FIELDS = frozenset(
+    {"report_digest", "report_sha256", "started_at", "finished_at", "duration_s",
+     "rows_per_second", "check_durations_s"}
+)  # fmt: skip
+
+
 def report_digest(report: Mapping[str, Any]) -> str:
-    """The report's digest: canonical digest of the report without its `report_digest` field."""
-    return canonical_digest({k: v for k, v in report.items() if k != "report_digest"})
+    """The report's digest: canonical digest of the report without its digest and timing fields."""
+    return canonical_digest({k: v for k, v in report.items() if k not in UNDIGESTED_FIELDS})
+
+
+def _passed(report: Mapping[str, Any]) -> bool:
+    # The validation service's verdict enum, or a plain boolean.
+    return report.get("passed") is True or report.get("verdict") == "VERDICT_PASSED"
+
+
+def _claimed(report: Mapping[str, Any], *names: str) -> Any:
+    return next((report[name] for name in names if name in report), None)
 
 
 def manifest_files(manifest: Mapping[str, Any]) -> dict[str, str]:
@@ -88,7 +107,7 @@ def check_dataset(dataset_dir: str | Path, required_files: Iterable[str] = ()) -
     manifest = _read_json(manifest_path, "dataset manifest")
     report = _read_json(report_path, "validation report")
 
-    if report.get("passed") is not True:
+    if not _passed(report):
         failed = [
             c.get("name", "?")
             for c in report.get("checks", [])
@@ -96,7 +115,7 @@ def check_dataset(dataset_dir: str | Path, required_files: Iterable[str] = ()) -
         ]
         detail = f" (failed checks: {', '.join(failed)})" if failed else ""
         raise FailedPrecondition(f"the validation report for {directory} did not pass{detail}")
-    claimed_report = report.get("report_digest")
+    claimed_report = _claimed(report, "report_digest", "report_sha256")
     actual_report = report_digest(report)
     if claimed_report is not None and claimed_report != actual_report:
         raise FailedPrecondition(
@@ -104,10 +123,11 @@ def check_dataset(dataset_dir: str | Path, required_files: Iterable[str] = ()) -
         )
 
     digest = canonical_digest(manifest)
-    if report.get("dataset_manifest_digest") != digest:
+    claimed_manifest = _claimed(report, "dataset_manifest_digest", "dataset_manifest_sha256")
+    if claimed_manifest != digest:
         raise FailedPrecondition(
-            "the validation report is for another dataset: its dataset_manifest_digest "
-            f"{report.get('dataset_manifest_digest')!r} != this manifest's {digest}; validate again"
+            "the validation report is for another dataset: its manifest digest "
+            f"{claimed_manifest!r} != this manifest's {digest}; validate again"
         )
 
     files = manifest_files(manifest)

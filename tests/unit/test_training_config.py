@@ -51,7 +51,10 @@ def test_defaults_are_filled_from_the_schema(tmp_path: Path) -> None:
     ("patch", "path"),
     [
         ({"lora": {"r": 0, "lora_alpha": 16, "target_modules": ["q_proj"]}}, "$.lora.r"),
-        ({"training": {**MINIMAL["training"], "learning_rate": "fast"}}, "$.training.learning_rate"),
+        (
+            {"training": {**MINIMAL["training"], "learning_rate": "fast"}},
+            "$.training.learning_rate",
+        ),
         ({"training": {**MINIMAL["training"], "lr_scheduler": "step"}}, "$.training.lr_scheduler"),
         ({"scaling": {"num_workers": 0}}, "$.scaling.num_workers"),
         ({"scaling": {"gpus": 2}}, "$.scaling"),

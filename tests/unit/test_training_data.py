@@ -24,7 +24,11 @@ def tokenizer():
 
 def test_prompt_is_masked_and_completion_is_supervised(tokenizer) -> None:
     example = row_to_example(
-        {"detector": "presidio", "finding": {"label": "EMAIL_ADDRESS"}, "label": "pii.email_address"},
+        {
+            "detector": "presidio",
+            "finding": {"label": "EMAIL_ADDRESS"},
+            "label": "pii.email_address",
+        },
         "mapper",
     )
     ids, labels = encode_example(tokenizer, example)
@@ -41,7 +45,9 @@ def test_prompt_is_masked_and_completion_is_supervised(tokenizer) -> None:
 
 def test_row_shapes_all_use_the_shared_prompt_format() -> None:
     finding = {"label": "EMAIL_ADDRESS", "score": 0.9}
-    structured = row_to_example({"detector": "presidio", "finding": finding, "label": "pii.x"}, "mapper")
+    structured = row_to_example(
+        {"detector": "presidio", "finding": finding, "label": "pii.x"}, "mapper"
+    )
     assert structured.messages == mapper_messages("presidio", finding)
     seed_shape = row_to_example({"input": "Detector output: {}", "output": "pii.x"}, "mapper")
     assert seed_shape.messages[0] == {"role": "system", "content": MAPPER_SYSTEM}
@@ -103,3 +109,16 @@ def test_completion_loss_equals_the_full_causal_lm_loss(tokenizer, tmp_path) -> 
     expected = model(**batch).loss
     actual = CompletionLoss(model)(**batch)
     torch.testing.assert_close(actual, expected)
+
+
+def test_data_builder_rows_are_read_as_built() -> None:
+    """schemas/mapper-example.json: `input` holds the chat messages, `output` the label."""
+    messages = mapper_messages("presidio", {"label": "PERSON"})
+    row = {
+        "id": "m-0123456789abcdef",
+        "task": "mapper",
+        "input": messages,
+        "output": "pii.person_name",
+    }
+    example = row_to_example(row, "mapper")
+    assert example.messages == messages and example.completion == "pii.person_name"

@@ -20,7 +20,14 @@ from llama_mapper.training.gate import (
 
 def _dataset(directory: Path, *, passed: bool = True) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    rows = [{"id": "1", "detector": "presidio", "finding": {"label": "PERSON"}, "label": "pii.person_name"}]
+    rows = [
+        {
+            "id": "1",
+            "detector": "presidio",
+            "finding": {"label": "PERSON"},
+            "label": "pii.person_name",
+        }
+    ]
     train = directory / "mapper-train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     manifest = {"files": {train.name: hashlib.sha256(train.read_bytes()).hexdigest()}, "seed": 1}
@@ -36,10 +43,15 @@ def test_passing_report_for_this_dataset_opens_the_gate(tmp_path: Path) -> None:
     directory = _dataset(tmp_path / "d")
     result = check_dataset(directory, ["mapper-train.jsonl"])
     manifest = json.loads((directory / MANIFEST_NAME).read_text())
-    assert result.manifest_digest == hashlib.sha256(
-        json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
-    assert result.report_digest == json.loads((directory / REPORT_NAME).read_text())["report_digest"]
+    assert (
+        result.manifest_digest
+        == hashlib.sha256(
+            json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+    )
+    assert (
+        result.report_digest == json.loads((directory / REPORT_NAME).read_text())["report_digest"]
+    )
 
 
 def test_missing_report_is_refused(tmp_path: Path) -> None:
@@ -83,7 +95,9 @@ def test_edited_report_is_refused(tmp_path: Path) -> None:
 def test_tampered_file_is_refused(tmp_path: Path) -> None:
     directory = _dataset(tmp_path / "d")
     with open(directory / "mapper-train.jsonl", "a") as fh:
-        fh.write('{"id": "2", "detector": "x", "finding": {"label": "Y"}, "label": "pii.email_address"}\n')
+        fh.write(
+            '{"id": "2", "detector": "x", "finding": {"label": "Y"}, "label": "pii.email_address"}\n'
+        )
     with pytest.raises(DataLoss, match="does not match its manifest sha256"):
         check_dataset(directory)
 
@@ -104,4 +118,20 @@ def test_manifest_entry_escaping_the_dataset_is_refused(tmp_path: Path) -> None:
     report = {"passed": True, "dataset_manifest_digest": canonical_digest(manifest)}
     (directory / REPORT_NAME).write_text(json.dumps(report))
     with pytest.raises(FailedPrecondition, match="outside the dataset"):
+        check_dataset(directory)
+
+
+def test_validation_service_report_fields_are_understood(tmp_path: Path) -> None:
+    """The service writes verdict / dataset_manifest_sha256 / report_sha256 (timings undigested)."""
+    directory = _dataset(tmp_path / "d")
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    report = {"verdict": "VERDICT_PASSED", "dataset_manifest_sha256": canonical_digest(manifest),
+              "checks": [{"name": "schema", "passed": True}], "started_at": 1.0, "duration_s": 2.0}  # fmt: skip
+    report["report_sha256"] = report_digest(report)
+    report["check_durations_s"] = {"schema": 0.1}
+    (directory / REPORT_NAME).write_text(json.dumps(report))
+    assert check_dataset(directory).report_digest == report["report_sha256"]
+    report["verdict"] = "VERDICT_FAILED"
+    (directory / REPORT_NAME).write_text(json.dumps(report))
+    with pytest.raises(FailedPrecondition, match="did not pass"):
         check_dataset(directory)
