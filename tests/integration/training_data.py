@@ -1,7 +1,7 @@
 """Small mapper / analyst datasets with a manifest and a passing validation report, for training tests.
 
-Rows come from the shipped mapping tables (raw label -> canonical label), in the data builder's
-row shape (`detector`, `finding`, `label`). The report is written the way the validation service
+Mapper rows come from the shipped mapping tables (raw label -> canonical label), in the data
+builder's row shape (schemas/mapper-example.json: `input` messages, `output` label). The report is written the way the validation service
 writes one: `passed`, `dataset_manifest_digest` and `report_digest` over the canonical JSON.
 """
 
@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from llama_mapper.core.prompt import mapper_messages
 from llama_mapper.training.gate import MANIFEST_NAME, REPORT_NAME, canonical_digest, report_digest
 
 
@@ -33,7 +34,14 @@ def mapper_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
         )
         finding: dict[str, Any] = {"label": raw, "score": round(rng.uniform(0.5, 1.0), 3)}
         rows.append(
-            {"id": f"m{seed}-{index:05d}", "detector": detector, "finding": finding, "label": label}
+            {
+                "id": f"m{seed}-{index:05d}",
+                "task": "mapper",
+                "detector": detector,
+                "raw_label": raw,
+                "input": mapper_messages(detector, finding),
+                "output": label,
+            }
         )
     rng.shuffle(rows)
     return rows
