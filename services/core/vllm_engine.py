@@ -85,6 +85,11 @@ class VllmEngineConfig(BaseModel):
         "is also never below the longest label's character count + 1 (a constrained model can "
         "walk a label one short token at a time).",
     )
+    grouped_lora_ops: bool = Field(
+        True,
+        description="CPU only: replace vLLM's per-token LoRA gather with one matmul per adapter "
+        "in the batch (core/vllm_lora_ops.py; ~5x slower LoRA requests without it).",
+    )
     seed: int = Field(0, description="Engine seed; decoding is greedy anyway.")
     enforce_eager: bool = Field(True, description="Skip graph capture (no effect on CPU).")
 
@@ -148,7 +153,12 @@ def apply_cpu_environment(config: VllmEngineConfig) -> dict[str, str]:
 
 def engine_kwargs(config: VllmEngineConfig, model_path: Path) -> dict[str, Any]:
     """Arguments of vLLM's EngineArgs / LLM for this configuration (also the export's launch args)."""
+    extra: dict[str, Any] = {}
+    if config.device_profile == "cpu" and config.grouped_lora_ops:
+        # Imported by the worker process only (the module installs the ops when imported).
+        extra["worker_extension_cls"] = "llama_mapper.core.vllm_lora_ops.GroupedLoraOps"
     return {
+        **extra,
         "model": str(model_path),
         "tokenizer": str(model_path),
         "dtype": config.dtype,

@@ -81,13 +81,13 @@ class EngineReplica:
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
-        await self._warm(name)
+        await self._warm_adapter(name)
         return self._info(name)
 
     async def load_local(self, model: str, path: str) -> dict[str, Any]:
         name = f"{model}-local"
         await self.engine.add_adapter(AdapterRef(name, Path(path)))
-        await self._warm(name)
+        await self._warm_adapter(name)
         return self._info(name)
 
     async def unload(self, name: str) -> None:
@@ -102,7 +102,7 @@ class EngineReplica:
         ref = self.engine.adapters[name]
         return {"name": name, "version": ref.version, "path": str(ref.path), "sha256": ref.sha256}
 
-    async def _warm(self, name: str) -> None:
+    async def _warm_adapter(self, name: str) -> None:
         # The router marks an adapter ready when this returns: its first real request must not pay
         # for the label grammar's compilation (~15 s on CPU the first time).
         await self.engine.predict([MapperQuery("warm-up", {"label": "EMAIL_ADDRESS"})], name)
