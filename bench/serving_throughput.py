@@ -199,8 +199,13 @@ def run_stack(
             file=sys.stderr,
         )
         asyncio.run(closed_loop(url, bodies[:2], 1))
-        latencies, wall, errors, _methods = asyncio.run(closed_loop(url, bodies, concurrency))
-        results.append(summary("Ray Serve + vLLM stack (HTTP, router)", latencies, wall, errors))
+        latencies, wall, errors, methods = asyncio.run(closed_loop(url, bodies, concurrency))
+        row = summary("Ray Serve + vLLM stack (HTTP, router)", latencies, wall, errors)
+        row["methods"] = {m: methods.count(m) for m in sorted(set(methods))}
+        results.append(row)
+        health = httpx.get(f"{url}/healthz", timeout=30).json()
+        if row["methods"].get("fallback", 0) > len(bodies) // 2:
+            raise SystemExit(f"the stack answered by fallback, not the model: {health}")
 
         handle = serve.get_deployment_handle("MapperEngine", app_name=settings.app_name)
         queries = []
@@ -226,6 +231,22 @@ def run_stack(
         results.append(summary("engine deployment direct (handle)", lat, wall, 0))
         latencies, wall, errors, _ = asyncio.run(closed_loop(url, [RULES_ONLY] * 400, concurrency))
         results.append(summary("router, rules-only answers (HTTP)", latencies, wall, errors))
+
+        async def hot_load() -> tuple[float, list[float], float, int, list[str]]:
+            # A second adapter is added to the engine while the same load runs.
+            load = asyncio.ensure_future(closed_loop(url, bodies, concurrency))
+            await asyncio.sleep(1.0)
+            t = time.perf_counter()
+            await handle.load_local.remote("hotload", str(adapter))
+            hot_s = time.perf_counter() - t
+            lat, wall, errs, meths = await load
+            return hot_s, lat, wall, errs, meths
+
+        hot_s, latencies, wall, errors, methods = asyncio.run(hot_load())
+        row = summary("stack while an adapter hot-loads", latencies, wall, errors)
+        row["hot_load_s"] = hot_s
+        row["methods"] = {m: methods.count(m) for m in sorted(set(methods))}
+        results.append(row)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -252,7 +273,7 @@ def main() -> int:
         bodies = payloads(args.requests)
         rows = [run_baseline(base.path, adapter, bodies, args.concurrency)]
         rows += run_stack(adapter, bodies, args.concurrency)
-    baseline, stack, direct, _rules = rows
+    baseline, stack, direct = rows[:3]
     ratios = {
         "throughput_ratio": stack["rps"] / baseline["rps"],
         "p95_ratio": stack["p95_ms"] / baseline["p95_ms"],
@@ -268,6 +289,10 @@ def main() -> int:
         f"\nstack/baseline: {ratios['throughput_ratio']:.2f}x requests/s, p95 x{ratios['p95_ratio']:.2f}; "
         f"router overhead (p95 stack - p95 engine direct): {ratios['router_overhead_p95_ms']:.0f} ms; "
         f"load average at the end {load:.1f}"
+    )
+    print(
+        f"stack finding methods: {stack.get('methods')}; hot-load: {rows[-1].get('hot_load_s', 0):.1f}s, "
+        f"{rows[-1]['errors']} failed requests, methods {rows[-1].get('methods')}"
     )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "ratios": ratios, "load": load}, indent=2))
