@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,20 +20,27 @@ logger = logging.getLogger("mapperctl")
 
 
 def _cmd_map(args: argparse.Namespace) -> int:
-    from llama_mapper.core.rules import RulesMapper
+    if args.rules_only:
+        from llama_mapper.core.rules import RulesMapper
 
-    if not args.rules_only:
-        # The model path (in-process with --local, or the serving endpoint) arrives with serving.
-        raise Unavailable(
-            "the model path needs the serving endpoint, which is not deployed here; "
-            "pass --rules-only to map with the rules mapper alone"
-        )
-    mapper = RulesMapper()
+        mapper = RulesMapper()
 
-    def map_one(envelope: dict[str, Any]) -> dict[str, Any]:
-        return mapper.map(
-            envelope["detector"], envelope["output"], request_id=envelope.get("request_id")
-        )
+        def map_one(envelope: dict[str, Any]) -> dict[str, Any]:
+            return mapper.map(
+                envelope["detector"], envelope["output"], request_id=envelope.get("request_id")
+            )
+
+    else:
+        # The hybrid mapper (rules first, the served adapter for the rest) behind the router.
+        from llama_mapper.serving.client import MapperClient
+
+        client = MapperClient(args.url)
+        _require_router(client.url)
+
+        def map_one(envelope: dict[str, Any]) -> dict[str, Any]:
+            return client.map(
+                envelope["detector"], envelope["output"], request_id=envelope.get("request_id")
+            )
 
     lines, failures = map_stream(
         sys.stdin.buffer, sys.stdout, map_one, max_line_bytes=args.max_line_bytes
@@ -40,6 +48,19 @@ def _cmd_map(args: argparse.Namespace) -> int:
     if failures:
         print(f"mapperctl map: {failures} of {lines} lines failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _require_router(url: str) -> None:
+    import httpx
+
+    try:
+        httpx.get(f"{url}/healthz", timeout=5.0).raise_for_status()
+    except httpx.HTTPError:
+        raise Unavailable(
+            f"the serving endpoint is not reachable at {url} (start it with `mapperctl serve "
+            "deploy`, or set --url / MAPPER_SERVING_URL); pass --rules-only to map with the "
+            "rules mapper alone"
+        ) from None
 
 
 def _cmd_taxonomy_show(args: argparse.Namespace) -> int:
@@ -152,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     map_parser.add_argument(
         "--rules-only", action="store_true", help="use the rules mapper alone (no model)"
+    )
+    map_parser.add_argument(
+        "--url",
+        default=os.environ.get("MAPPER_SERVING_URL", "http://127.0.0.1:8000"),
+        help="router of the serving stack (default: $MAPPER_SERVING_URL or %(default)s)",
     )
     map_parser.add_argument(
         "--max-line-bytes",

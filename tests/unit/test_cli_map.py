@@ -86,8 +86,10 @@ def test_raw_content_never_reaches_stdout_or_stderr():
 
 
 def test_model_path_without_endpoint_says_how_to_proceed():
-    proc = run(json.dumps(EMAIL_LINE).encode() + b"\n", "map")
+    proc = run(json.dumps(EMAIL_LINE).encode() + b"\n", "map", "--url", "http://127.0.0.1:9")
     assert proc.returncode == 2
+    assert b"UNAVAILABLE" in proc.stderr
+    assert b"http://127.0.0.1:9" in proc.stderr
     assert b"--rules-only" in proc.stderr
 
 
