@@ -98,19 +98,44 @@ def test_two_workers_train_checkpoint_and_resume(ray_cluster, tiny_base, tmp_pat
 def test_killed_worker_is_replaced_and_training_resumes(
     ray_cluster, tiny_base, tmp_path, monkeypatch
 ) -> None:
+    """Worker rank 1 dies at step 3; the group restarts from checkpoint-000002, finishes, and the
+    run registers exactly one version (a retried driver gets the same one back)."""
+    from serving_support import start_registry
+
+    from llama_mapper.registry.client import RegistryClient
+
     dataset = write_dataset(tmp_path / "data", n_train=96, n_eval=16)
     marker = tmp_path / "crashed"
     monkeypatch.setenv(CRASH_AT_STEP_ENV, "3")  # after checkpoint-000002, before checkpoint-000004
     monkeypatch.setenv(CRASH_MARKER_ENV, str(marker))
-    config = _config(tmp_path, str(tiny_base), dataset)
-    summary = run_job(config)
+    server, address = start_registry(tmp_path / "registry")
+    try:
+        config = _config(tmp_path, str(tiny_base), dataset)
+        config["storage"]["registry"] = address
+        summary = run_job(config)
 
-    assert marker.read_text().startswith("worker rank 1 exited at step 3")
-    assert summary["steps"] == 6
-    # The restarted group resumed from step 2: step 3 was logged once, by the second attempt.
-    assert [step for step, _ in summary["losses"]] == [1, 2, 3, 4, 5, 6]
-    assert summary["registration"] is None  # no registry configured: skipped, logged
-    assert _final_state(summary)["final"] is True
+        assert marker.read_text().startswith("worker rank 1 exited at step 3")
+        assert summary["steps"] == 6
+        # The restarted group resumed from step 2: step 3 was logged once, by the second attempt.
+        assert [step for step, _ in summary["losses"]] == [1, 2, 3, 4, 5, 6]
+        assert _final_state(summary)["final"] is True
+        assert summary["registration"]["created"] is True
+
+        again = run_job(
+            config
+        )  # the same submission re-run: resumes at the end, registers nothing new
+        assert again["registration"]["version"] == summary["registration"]["version"]
+        assert again["registration"]["created"] is False
+        with RegistryClient(address) as client:
+            versions = client.list_versions("mapper")
+            assert len(versions) == 1
+            lineage = versions[0].lineage
+            assert lineage.dataset_manifest_sha256 == summary["dataset_manifest_digest"]
+            assert lineage.validation_report_sha256 == summary["validation_report_digest"]
+            assert lineage.base_model_sha256 == summary["base_model"]["sha256"]
+            assert lineage.ray_submission_id == summary["submission_id"]
+    finally:
+        server.stop(0)
 
 
 @pytest.mark.parametrize("problem", ["invalid-config", "no-report", "tampered"])
