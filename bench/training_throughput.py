@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -107,7 +108,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--global-batch", type=int, default=16)
     parser.add_argument("--rows", type=int, default=1024)
-    parser.add_argument("--variants", default="plain,ray1,ray2,plain-full-logits")
+    parser.add_argument("--variants", default="plain,ray2,ray1")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="interleaved rounds; medians reported"
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
 
@@ -137,14 +141,24 @@ def main() -> int:
     results: dict = {"command": " ".join(["python", *sys.argv]), "base_model_prepare_s": prep_s,
                      "matmul_gflops_before": matmul_gflops(), "cpu_count": os.cpu_count(),
                      "load_before": os.getloadavg()[0]}  # fmt: skip
-    for variant in args.variants.split(","):
-        if variant == "plain":
-            results[variant] = plain_loop(config, str(base.path))
-        elif variant == "plain-full-logits":
-            results[variant] = plain_loop(config, str(base.path), full_logits=True)
-        elif variant.startswith("ray"):
-            results[variant] = ray_run(config, int(variant[3:]))
-        print(variant, json.dumps(results[variant]), flush=True)
+    runs: dict[str, list[dict]] = {}
+    for round_no in range(args.rounds):
+        for variant in args.variants.split(","):
+            if variant == "plain":
+                figures = plain_loop(config, str(base.path))
+            elif variant == "plain-full-logits":
+                figures = plain_loop(config, str(base.path), full_logits=True)
+            else:
+                figures = ray_run(config, int(variant.removeprefix("ray")))
+            figures["matmul_gflops_after"] = matmul_gflops()
+            runs.setdefault(variant, []).append(figures)
+            print(round_no, variant, json.dumps(figures), flush=True)
+    for variant, figures in runs.items():
+        results[variant] = {
+            "runs": figures,
+            "median_tokens_per_s": statistics.median(f["tokens_per_s"] for f in figures),
+            "median_steps_per_s": statistics.median(f["steps_per_s"] for f in figures),
+        }
     results["matmul_gflops_after"] = matmul_gflops()
     results["load_after"] = os.getloadavg()[0]
     if "plain" in results:
