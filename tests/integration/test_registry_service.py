@@ -674,4 +674,7 @@ def test_resolve_reflects_temperature_and_aliases_after_changes(client, model, t
     client.record_metrics(model, 1, {"ece": 0.02}, temperature=1.3)
     client.set_alias(model, "challenger", 1, expected_version=0)
     again = client.resolve_alias(model, "champion")
-    assert again.temperature == pytest.approx(1.3) and list(again.aliases) == ["challenger", "champion"]
+    assert again.temperature == pytest.approx(1.3) and list(again.aliases) == [
+        "challenger",
+        "champion",
+    ]
