@@ -82,6 +82,7 @@ def run_validate(args: argparse.Namespace) -> int:
     except grpc.RpcError as error:
         print(f"mapperctl: {error.code().name}: {error.details()}", file=sys.stderr)
         return 2
+    _write_report(args.dataset, report)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -93,6 +94,20 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"verdict {report['verdict']}  report sha256 {report['report_sha256']}")
         print(f"dataset manifest sha256 {report['dataset_manifest_sha256']}")
     return 0 if report["verdict"] == "VERDICT_PASSED" else 1
+
+
+def _write_report(dataset: str, report: dict) -> None:
+    """Keeps the report next to a local dataset, where the training gate looks for it. Written
+    atomically, pass or fail: the gate refuses a failed one and says which checks failed."""
+    if "://" in dataset:
+        return
+    from llama_mapper.training.gate import REPORT_NAME
+
+    path = Path(dataset) / REPORT_NAME
+    tmp = path.with_name(f".{REPORT_NAME}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    print(f"report written to {path}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,6 @@ names, the sha256 of every file the manifest lists, and the report's own digest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -19,30 +18,12 @@ from typing import Any
 
 from llama_mapper.core.basemodel import file_sha256
 from llama_mapper.core.errors import DataLoss, FailedPrecondition, InvalidArgument
+from llama_mapper.core.reports import canonical_digest, report_digest
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "validation-report.json"
-
-
-def canonical_digest(value: Any) -> str:
-    """sha256 of json.dumps(value, sort_keys=True, separators=(",", ":"))."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-# Fields a report's digest does not cover: the digest itself and the timings, which differ between
-# two runs over the same bytes (llama_mapper.validation.validator.report_digest uses the same set).
-UNDIGESTED_FIELDS = frozenset(
-    {"report_digest", "report_sha256", "started_at", "finished_at", "duration_s",
-     "rows_per_second", "check_durations_s"}
-)  # fmt: skip
-
-
-def report_digest(report: Mapping[str, Any]) -> str:
-    """The report's digest: canonical digest of the report without its digest and timing fields."""
-    return canonical_digest({k: v for k, v in report.items() if k not in UNDIGESTED_FIELDS})
 
 
 def _passed(report: Mapping[str, Any]) -> bool:

@@ -20,7 +20,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from llama_mapper._proto.validation.v1 import validation_pb2 as pb
 from llama_mapper._proto.validation.v1 import validation_pb2_grpc as pb_grpc
 from llama_mapper.core.errors import InvalidArgument, MapperError
+from llama_mapper.core.reports import report_digest
 from llama_mapper.validation.checks import CheckResult
+from llama_mapper.validation.client import report_dict
 from llama_mapper.validation.validator import Request, Validator
 
 log = logging.getLogger(__name__)
@@ -127,7 +129,7 @@ def check_message(check: dict[str, Any], duration_s: float) -> pb.CheckResult:
 
 def report_message(report: dict[str, Any]) -> pb.ValidationReport:
     durations = report.get("check_durations_s", {})
-    return pb.ValidationReport(
+    message = pb.ValidationReport(
         verdict=pb.Verdict.Value(report["verdict"]),
         checks=[check_message(c, durations.get(c["name"], 0.0)) for c in report["checks"]],
         dataset_uri=report["dataset_uri"],
@@ -138,12 +140,15 @@ def report_message(report: dict[str, Any]) -> pb.ValidationReport:
         effective_policy=pb.ValidationPolicy(**report["effective_policy"]),
         row_count=report["row_count"],
         validator_version=report["validator_version"],
-        report_sha256=report["report_sha256"],
         started_at=_timestamp(report["started_at"]),
         finished_at=_timestamp(report["finished_at"]),
         duration=_duration(report["duration_s"]),
         rows_per_second=report["rows_per_second"],
     )
+    # The digest is over the report as clients see it (JSON, proto field names), so whoever keeps
+    # that JSON — the training gate reads validation-report.json — can recompute it.
+    message.report_sha256 = report_digest(report_dict(message))
+    return message
 
 
 class ValidationServicer(pb_grpc.ValidationServiceServicer):

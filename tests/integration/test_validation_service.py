@@ -334,3 +334,26 @@ def test_cli_validate_through_the_service(server_port, built, copy, tmp_path, ca
     _unknown_label(copy)
     assert cli.main([*args[:2], str(copy), *args[3:]]) == 1
     assert "FAIL  labels" in capsys.readouterr().out
+
+
+def test_cli_report_is_what_the_training_gate_accepts(server_port, copy, tmp_path, capsys):
+    from llama_mapper.core.errors import FailedPrecondition
+    from llama_mapper.training.gate import REPORT_NAME, check_dataset
+
+    config = tmp_path / "mapper.json"
+    config.write_text(json.dumps(CONFIG))
+    args = ["data", "validate", str(copy), "--config", str(config)]
+    assert cli.main([*args, "--address", f"127.0.0.1:{server_port}"]) == 0
+    report = json.loads((copy / REPORT_NAME).read_text())
+    gate = check_dataset(copy, ["mapper-train.jsonl"])
+    assert gate.report_digest == report["report_sha256"]
+    # A report edited by hand no longer matches its digest.
+    report["checks"][0]["message"] = "edited"
+    (copy / REPORT_NAME).write_text(json.dumps(report))
+    with pytest.raises(FailedPrecondition, match="edited after validation"):
+        check_dataset(copy, ["mapper-train.jsonl"])
+    # A failed validation leaves a failed report, which the gate refuses naming the check.
+    _unknown_label(copy)
+    assert cli.main([*args, "--address", f"127.0.0.1:{server_port}"]) == 1
+    with pytest.raises(FailedPrecondition, match=r"did not pass.*labels"):
+        check_dataset(copy, ["mapper-train.jsonl"])
