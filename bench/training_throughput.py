@@ -165,7 +165,8 @@ def main() -> int:
         for variant in ("ray1", "ray2"):
             if variant in results:
                 results[variant]["vs_plain"] = (
-                    results[variant]["tokens_per_s"] / results["plain"]["tokens_per_s"]
+                    results[variant]["median_tokens_per_s"]
+                    / results["plain"]["median_tokens_per_s"]
                 )
     print(json.dumps(results, indent=2))
     if args.out:
