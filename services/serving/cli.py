@@ -75,6 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     start.add_argument("--interval", type=float, default=60.0, help="seconds per step")
     start.add_argument("--min-requests", type=int, default=50, help="treatment samples per step")
     start.add_argument("--follow", action="store_true", help="run the controller loop until done")
+    _bench_gate_flags(start)
     start.set_defaults(func=cmd_canary_start)
     cstatus = canary_commands.add_parser("status", help="the rollout and a live table per arm")
     cstatus.set_defaults(func=cmd_canary_status)
@@ -82,6 +83,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--steps", default="5,10,25,50,100")
     run.add_argument("--interval", type=float, default=60.0)
     run.add_argument("--min-requests", type=int, default=50)
+    _bench_gate_flags(run)
     run.set_defaults(func=cmd_canary_run)
     abort = canary_commands.add_parser("abort", help="treatment weight 0, stage aborted")
     abort.add_argument("--reason", default="aborted by operator")
@@ -111,6 +113,17 @@ def _registry() -> Any:
     return RegistryClient.from_env(actor=os.environ.get("USER", "mapperctl"))
 
 
+def _bench_gate_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bench-gate",
+        action="store_true",
+        help="each interval, a Locust run against the router judges the treatment arm's p95 and "
+        "error rate against the registry targets (and drives the canary's traffic)",
+    )
+    parser.add_argument("--profile", default="cpu-2core", help="hardware profile of the targets")
+    parser.add_argument("--bench-users", type=int, default=4, help="Locust users per bench gate")
+
+
 def _controller(args: argparse.Namespace) -> Any:
     from llama_mapper.serving.canary import Gates
     from llama_mapper.serving.controller import CanaryController, http_stats
@@ -127,7 +140,30 @@ def _controller(args: argparse.Namespace) -> Any:
         model=args.model,
         gates=gates,
         steps=steps,
+        hardware_profile=getattr(args, "profile", "cpu-2core"),
+        bench_gate=_bench_gate(args) if getattr(args, "bench_gate", False) else None,
     )
+
+
+def _bench_gate(args: argparse.Namespace) -> Any:
+    """A Locust run per canary interval, judged on the treatment arm (issue 9's `--bench-gate`)."""
+    from llama_mapper.bench.gate import run_bench_gate
+
+    def gate(rollout: Any) -> tuple[bool, str]:
+        result = run_bench_gate(
+            args.model,
+            rollout.treatment_version,
+            args.profile,
+            host=args.url,
+            arm="treatment",
+            users=args.bench_users,
+            duration_s=args.interval,
+        )
+        reasons = "; ".join(result.verdict.reasons) or "within targets"
+        print(f"bench gate at {rollout.treatment_weight:.0%}: {reasons} ({result.report_dir})")
+        return result.passed, reasons
+
+    return gate
 
 
 def cmd_serve_deploy(args: argparse.Namespace) -> int:

@@ -60,6 +60,10 @@ class CanaryController:
     steps: Sequence[float] = DEFAULT_STEPS
     champion_alias: str = "champion"
     hardware_profile: str = "cpu-2core"
+    # Optional load step run at each canary interval before the stats are read: it drives traffic
+    # through the router and judges the treatment arm against the registry's latency and error
+    # targets. Returns (passed, reason); a failure rolls the treatment back.
+    bench_gate: Callable[[RolloutView], tuple[bool, str]] | None = None
 
     def start(
         self,
@@ -99,6 +103,22 @@ class CanaryController:
         rollout = self.source.rollout(self.model)
         if rollout is None or not rollout.active:
             raise NotFound(f"no active rollout of {self.model}")
+        if self.bench_gate is not None and rollout.stage == "canary":
+            passed, reason = self.bench_gate(rollout)
+            if not passed:
+                decision = Decision(
+                    ROLLBACK,
+                    0.0,
+                    "rolled_back",
+                    f"bench gate failed at weight {rollout.treatment_weight:g}: {reason}",
+                )
+                log.info(
+                    "canary %s v%s: %s", self.model, rollout.treatment_version, decision.reason
+                )
+                self.source.set_rollout(
+                    rollout, weight=0.0, stage=decision.stage, reason=decision.reason, shadow=False
+                )
+                return decision
         stats = self.stats()
         if stats.get("revision") != rollout.revision:
             return Decision(
@@ -147,7 +167,8 @@ class CanaryController:
         """Ticks until the rollout completes or rolls back (or max_ticks)."""
         ticks = 0
         while True:
-            sleep(interval_s)
+            if self.bench_gate is None:  # a bench gate spends the interval generating load
+                sleep(interval_s)
             decision = self.tick()
             ticks += 1
             if decision.action in (PROMOTE, ROLLBACK) or (

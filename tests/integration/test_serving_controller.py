@@ -90,3 +90,23 @@ def test_a_failed_gate_rolls_back_and_abort_stops(registry):
     ctl.start(3, shadow=True, shadow_fraction=0.2)
     assert registry.get_rollout("mapper").shadow_fraction == pytest.approx(0.2)
     assert ctl.abort("operator said so").stage == "aborted"
+
+
+def test_bench_gate_runs_each_interval_and_its_failure_rolls_back(registry):
+    ctl, _ = controller(registry, {"control": HEALTHY, "treatment": HEALTHY})
+    verdicts = iter([(True, "within targets"), (False, "p95 812 ms > target 500 ms")])
+    judged = []
+
+    def bench_gate(rollout):
+        judged.append(rollout.treatment_weight)
+        return next(verdicts)
+
+    ctl.bench_gate = bench_gate
+    ctl.start(2)
+    assert ctl.tick().action == ADVANCE  # the bench passed: the stats decide
+    decision = ctl.tick()
+    assert decision.action == ROLLBACK and "bench gate failed at weight 0.5" in decision.reason
+    assert judged == [0.1, 0.5]
+    rollout = registry.get_rollout("mapper")
+    assert rollout.treatment_weight == 0.0 and "p95 812 ms" in rollout.reason
+    assert registry.resolve_alias("mapper", "champion").version == 1
