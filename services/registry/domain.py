@@ -193,6 +193,9 @@ class RolloutStage(enum.StrEnum):
     ABORTED = "aborted"
 
 
+RULES_ONLY = 0
+
+
 @dataclass(frozen=True)
 class RolloutSpec:
     control_version: int
@@ -203,7 +206,9 @@ class RolloutSpec:
     shadow_fraction: float = 0.0
 
     def validate(self) -> RolloutSpec:
-        check_version_number(self.control_version)
+        # Control 0 is the rules mapper alone: what answers before any adapter is champion.
+        if self.control_version != RULES_ONLY:
+            check_version_number(self.control_version)
         check_version_number(self.treatment_version)
         if self.control_version == self.treatment_version:
             raise InvalidArgument("control and treatment must be different versions")

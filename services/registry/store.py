@@ -816,7 +816,8 @@ class RegistryStore:
 
         def work(session: Session) -> d.Rollout:
             m = self._model(session, model, lock=True)
-            self._version(session, m, spec.control_version, lock=True)
+            if spec.control_version != d.RULES_ONLY:
+                self._version(session, m, spec.control_version, lock=True)
             self._version(session, m, spec.treatment_version, lock=True)
             current = session.scalar(
                 select(RolloutRow).where(RolloutRow.model_id == m.id).with_for_update()

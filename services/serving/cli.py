@@ -64,7 +64,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     canary_commands = canary.add_subparsers(dest="canary_command", required=True, metavar="COMMAND")
     start = canary_commands.add_parser("start", help="open a rollout (and step it with --follow)")
     start.add_argument("--treatment", type=int, required=True, help="version to roll out")
-    start.add_argument("--control", type=int, help="version to compare with (default: champion)")
+    start.add_argument(
+        "--control",
+        type=int,
+        help="version to compare with (default: the champion; 0 or no champion: the rules alone)",
+    )
     start.add_argument(
         "--steps", default="5,10,25,50,100", help="weights in %% (default: %(default)s)"
     )

@@ -73,12 +73,12 @@ class CanaryController:
         shadow: bool = False,
         shadow_fraction: float = 0.1,
     ) -> RolloutView:
-        """Opens a rollout of `treatment` against `control` (default: the champion)."""
-        control = control or self.source.champion(self.model, self.champion_alias)
-        if not control:
-            raise FailedPrecondition(
-                f"{self.model} has no {self.champion_alias!r} to compare against; pass --control"
-            )
+        """Opens a rollout of `treatment` against `control` (default: the champion; without one,
+        version 0: the rules mapper alone, which is what answers before any adapter is promoted)."""
+        if control is None:
+            control = self.source.champion(self.model, self.champion_alias) or 0
+        if control == treatment:
+            raise FailedPrecondition(f"v{treatment} is already the control")
         current = self.source.rollout(self.model)
         if current is not None and current.active:
             raise FailedPrecondition(

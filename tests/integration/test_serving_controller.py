@@ -110,3 +110,22 @@ def test_bench_gate_runs_each_interval_and_its_failure_rolls_back(registry):
     rollout = registry.get_rollout("mapper")
     assert rollout.treatment_weight == 0.0 and "p95 812 ms" in rollout.reason
     assert registry.resolve_alias("mapper", "champion").version == 1
+
+
+def test_without_a_champion_the_rules_are_the_control_and_promotion_sets_one(tmp_path):
+    from llama_mapper.registry.client import RegistryClient
+
+    server, address = start_registry(tmp_path)
+    client = RegistryClient(address, actor="canary-test")
+    try:
+        client.register_directory(
+            "mapper", make_adapter(tmp_path / "a"), lineage=lineage(), idempotency_key="k"
+        )
+        ctl, _ = controller(client, {"control": HEALTHY, "treatment": HEALTHY})
+        rollout = ctl.start(1)
+        assert rollout.control_version == 0  # rules only
+        assert [ctl.tick().action for _ in range(3)] == [ADVANCE, ADVANCE, PROMOTE]
+        assert client.resolve_alias("mapper", "champion").version == 1
+    finally:
+        client.close()
+        server.stop(None)
