@@ -25,6 +25,13 @@ from llama_mapper.core.errors import FailedPrecondition, Unavailable
 VAR = Path(os.environ.get("MAPPER_VAR_DIR", "var"))
 RAY_GCS_PORT = int(os.environ.get("MAPPER_RAY_PORT", "6380"))  # 6379 is Redis on these machines
 RAY_DASHBOARD_PORT = int(os.environ.get("MAPPER_RAY_DASHBOARD_PORT", "8265"))
+# Its own temp dir, so a plain `ray.init()` elsewhere on the machine (tests, notebooks) does not
+# attach to the stack's cluster by discovering /tmp/ray/ray_current_cluster.
+RAY_TEMP_DIR = os.environ.get(
+    "MAPPER_RAY_TEMP_DIR",
+    "/tmp/ray-mapper",  # noqa: S108 - Ray puts unix sockets here, whose paths must stay short
+)
+RAY_ADDRESS = f"127.0.0.1:{RAY_GCS_PORT}"
 START_TIMEOUT_S = 120.0
 
 
@@ -134,7 +141,7 @@ def _ray() -> str:
     return str(ray)
 
 
-def _start_ray() -> None:
+def _start_ray(env: dict[str, str]) -> None:
     status = subprocess.run(
         [_ray(), "status", f"--address=127.0.0.1:{RAY_GCS_PORT}"],
         capture_output=True,
@@ -154,10 +161,13 @@ def _start_ray() -> None:
             f"--dashboard-port={RAY_DASHBOARD_PORT}",
             "--include-dashboard=true",
             "--disable-usage-stats",
+            f"--temp-dir={RAY_TEMP_DIR}",
         ],
         check=True,
         stdout=subprocess.DEVNULL,
-        env={**os.environ, "RAY_AUTH_MODE": "token"},
+        # Job drivers inherit the head's environment: the registry address and token reach
+        # training jobs this way, never on a command line or in the dashboard's job record.
+        env={**env, "RAY_AUTH_MODE": "token"},
     )
     _pid_path("ray").parent.mkdir(parents=True, exist_ok=True)
     _pid_path("ray").write_text("started by mapperctl stack up\n")
@@ -177,7 +187,7 @@ def up(args: argparse.Namespace) -> int:
         # Each service reads its settings from MAPPER_<SERVICE>_* variables.
         _start_service(service, {**env, f"MAPPER_{service.name.upper()}_PORT": str(service.port)})
     if not args.no_ray and (not args.only or "ray" in args.only):
-        _start_ray()
+        _start_ray(env)
     print(f"registry token: {VAR / 'registry-token'} (or MAPPER_REGISTRY_TOKEN)")
     return 0
 
