@@ -52,7 +52,7 @@ unit: setup ## Run the fast unit tests only
 
 .PHONY: demo
 demo: setup ## Run the main job end to end on embedded defaults
-	@$(BIN)/mapperctl demo
+	@$(BIN)/mapperctl demo $(if $(QUICK),--quick,)
 
 .PHONY: clean
 clean: ## Remove caches (keeps .venv)
