@@ -99,7 +99,12 @@ def _config(demo: Demo, adapter: str) -> Path:
 
 def _train(demo: Demo, adapter: str) -> int:
     proc = demo.mapperctl(
-        "train", "submit", "--config", str(_config(demo, adapter)), "--json", capture=True
+        "train",
+        "submit",
+        "--config",
+        str(_config(demo, adapter).resolve()),
+        "--json",
+        capture=True,
     )
     summary = _last_json_document(proc.stdout)
     version = int((summary.get("registration") or {}).get("version") or 0)

@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     use_local_token()
+    # Ray 2.60 clusters run with token authentication; its clients need to be told to use it.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

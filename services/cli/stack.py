@@ -10,6 +10,7 @@ import argparse
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -141,14 +142,14 @@ def _ray() -> str:
     return str(ray)
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _start_ray(env: dict[str, str]) -> None:
-    status = subprocess.run(
-        [_ray(), "status", f"--address=127.0.0.1:{RAY_GCS_PORT}"],
-        capture_output=True,
-        check=False,
-        env={**os.environ, "RAY_AUTH_MODE": "token"},
-    )
-    if status.returncode == 0:
+    if _listening(RAY_GCS_PORT) and _listening(RAY_DASHBOARD_PORT):
         print(f"ray: already running (dashboard http://127.0.0.1:{RAY_DASHBOARD_PORT})")
         return
     subprocess.run(
@@ -167,7 +168,14 @@ def _start_ray(env: dict[str, str]) -> None:
         stdout=subprocess.DEVNULL,
         # Job drivers inherit the head's environment: the registry address and token reach
         # training jobs this way, never on a command line or in the dashboard's job record.
-        env={**env, "RAY_AUTH_MODE": "token"},
+        # `python` in a job's entrypoint is this environment's interpreter, and relative paths in
+        # a job (configs, datasets) resolve against the project that started the stack.
+        env={
+            **env,
+            "RAY_AUTH_MODE": "token",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "MAPPER_PROJECT_DIR": str(Path.cwd()),
+        },
     )
     _pid_path("ray").parent.mkdir(parents=True, exist_ok=True)
     _pid_path("ray").write_text("started by mapperctl stack up\n")
