@@ -7,6 +7,7 @@ Every process runs in its own session with its log under var/log/ and its pid un
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -217,14 +218,49 @@ def _stop_pid(name: str, timeout: float = 15.0) -> bool:
 def down(args: argparse.Namespace) -> int:
     for service in SERVICES:
         print(f"{service.name}: {'stopped' if _stop_pid(service.name) else 'not running'}")
-    # `ray stop` ends every Ray process of this user, so only when `up` started the head.
+    # Not `ray stop`: that ends every Ray cluster of this user on the machine (test clusters,
+    # notebooks). Only the processes of the head `up` started, found by its own temp dir.
     if _pid_path("ray").exists():
-        subprocess.run([_ray(), "stop", "--force"], capture_output=True, check=False)
+        _stop_ray_head()
         _pid_path("ray").unlink()
         print("ray: stopped")
     else:
         print("ray: not started by `make up`")
     return 0
+
+
+def _ray_head_pids() -> list[int]:
+    """The head's processes (their command lines name its temp dir) and all their descendants
+    (workers and agents rename themselves `ray::...`)."""
+    marker = RAY_TEMP_DIR.rstrip("/").encode() + b"/"
+    roots, parents = set(), {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            if marker in (entry / "cmdline").read_bytes():
+                roots.add(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = set(roots), set(roots)
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return sorted(found)
+
+
+def _stop_ray_head(timeout: float = 15.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _ray_head_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _ray_head_pids():
+            time.sleep(0.3)
+        if not _ray_head_pids():
+            return
 
 
 def status(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from llama_mapper.core.basemodel import DEFAULT_MODEL_ID, prepare_base_model
 from llama_mapper.core.errors import MapperError
+from llama_mapper.training.job import GIT_COMMIT_ENV
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -72,12 +73,21 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _git_commit() -> str | None:
+    from llama_mapper.training.job import git_commit
+
+    return git_commit()
+
+
 def submit_command(args: argparse.Namespace) -> list[str]:
     """The `ray job submit` command line this wraps: what a user could type by hand."""
     ray = str(Path(sys.executable).with_name("ray"))
     command = [ray, "job", "submit", f"--address={args.address}", "--working-dir=."]
     if args.submission_id:
         command.append(f"--submission-id={args.submission_id}")
+    commit = _git_commit()
+    if commit:  # the job's working dir is an upload without .git: lineage needs it passed on
+        command.append(f"--runtime-env-json={json.dumps({'env_vars': {GIT_COMMIT_ENV: commit}})}")
     return [*command, "--", "python", "-m", "llama_mapper.training.train", "--config", args.config]
 
 
