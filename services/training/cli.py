@@ -105,9 +105,8 @@ def run_submit(args: argparse.Namespace) -> int:
     )
     summary: dict = {}
     assert proc.stdout is not None
-    for line in proc.stdout:  # the job's logs, streamed as they come
-        if not args.json:
-            print(line, end="", flush=True)
+    for line in proc.stdout:  # the job's logs, streamed as they come (to stderr under --json)
+        print(line, end="", flush=True, file=sys.stderr if args.json else sys.stdout)
         stripped = line.strip()
         if stripped.startswith("{") and '"registration"' in stripped:
             summary = json.loads(stripped)
