@@ -78,6 +78,9 @@ class RunInfo:
     cases_per_second: float = 0.0
     elapsed_s: float = 0.0
     finished_at: str = ""
+    # Every phase entered, in order: a watcher that polls between two fast phases still reports
+    # each one.
+    phases: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,6 +191,8 @@ class EvaluationService:
             info = self._runs[run_id]
             for key, value in changes.items():
                 setattr(info, key, value)
+            if changes.get("phase") and (not info.phases or info.phases[-1] != info.phase):
+                info.phases = [*info.phases, info.phase]
             if "state" in changes:
                 self._persist(info)
             self._changed.notify_all()
@@ -310,8 +315,15 @@ class EvaluationService:
         of cases a second); the last one is terminal. A finished run yields once."""
         deadline = time.monotonic() + timeout_s if timeout_s else None
         last: tuple | None = None
+        phases_seen: int | None = None
         while True:
             info = self.get(run_id)
+            if phases_seen is None:  # a finished run is reported once, a live one from its start
+                phases_seen = len(info.phases) if info.state in TERMINAL else 0
+            # Phases that began and ended between two polls are reported, each once.
+            for phase in info.phases[phases_seen:-1]:
+                yield replace(info, phase=phase, state=RUNNING)
+            phases_seen = max(phases_seen, len(info.phases))
             key = (info.state, info.phase, info.cases_done)
             if key != last or info.state in TERMINAL:
                 yield info

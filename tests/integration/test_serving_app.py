@@ -91,6 +91,18 @@ def wait_revision(url, revision, timeout_s=30):
     raise AssertionError(f"router never reached rollout revision {revision}")
 
 
+def wait_adapter_ready(url, version, timeout_s=300):
+    """Until the engine has loaded `version` (a treatment loads in the background; until it is
+    ready, control answers its tenants)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        models = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
+        if any(m.get("version") == version and m.get("status") == "ready" for m in models):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"adapter v{version} never became ready")
+
+
 def set_rollout(stack, *, treatment, weight, stage="canary"):
     client = stack["client"]
     try:
@@ -185,7 +197,8 @@ def test_weights_are_honoured_sticky_and_only_move_control_to_treatment(stack):
     # Sticky: the same tenants again land on the same arms.
     again = asyncio.run(_arms(url, tenants[:300], MAPPED))
     assert all(again[t]["router_arm"] == first[t]["router_arm"] for t in tenants[:300])
-    # The treatment arm's model really is v2.
+    # The treatment arm's model really is v2 (once loaded; before that control answers for it).
+    wait_adapter_ready(url, stack["versions"][2])
     treated = [t for t in tenants if first[t]["router_arm"] == "treatment"][:3]
     answers = asyncio.run(_arms(url, treated, UNMAPPED))
     assert {a["result"]["provenance"]["model"]["adapter_version"] for a in answers.values()} == {
