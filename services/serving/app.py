@@ -60,7 +60,10 @@ def wait_ready(settings: ServingSettings, *, timeout_s: float = 300.0) -> dict[s
             httpx.get(f"{url}/v1/models", timeout=10, headers=_auth(settings))
             health = httpx.get(f"{url}/healthz", timeout=10).json()
             statuses = set(health.get("adapters", {}).values())
-            if "loading" not in statuses and (statuses or not settings.engine_enabled):
+            # Ready once nothing is loading: with no champion and no rollout yet there is nothing
+            # to load (the rules answer), provided the registry was reached to find that out.
+            known = bool(statuses) or health.get("registry") is True or not settings.engine_enabled
+            if "loading" not in statuses and known:
                 return health
         except httpx.HTTPError:
             pass
