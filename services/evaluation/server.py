@@ -7,17 +7,21 @@ MAPPER_EVALUATION_*, see settings.py; the registry from MAPPER_REGISTRY_ADDRESS 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 from concurrent import futures
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 from pydantic import ValidationError
 
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2_grpc as pb_grpc
+from llama_mapper.core.grpc_server import (
+    add_health_and_reflection,
+    bind,
+    configure_logging,
+    run_until_signal,
+)
 from llama_mapper.evaluation.models import RegistryModels
 from llama_mapper.evaluation.service import EvaluationService
 from llama_mapper.evaluation.servicer import SERVICE_NAME, EvaluationServicer
@@ -80,22 +84,8 @@ def create_server(
     pb_grpc.add_EvaluationServiceServicer_to_server(
         EvaluationServicer(service, stream_interval_s=settings.stream_interval_s), server
     )
-    health_servicer = health_servicer or health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in (SERVICE_NAME, ""):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    address = f"{settings.host}:{settings.port}"
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise RuntimeError(f"could not bind {address}")
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME, health_servicer)
+    port = bind(server, f"{settings.host}:{settings.port}")
     return server, port
 
 
@@ -106,23 +96,11 @@ def serve(settings: EvaluationSettings) -> None:
     log.info(
         "evaluation listening on %s:%s, reports in %s", settings.host, port, settings.reports_dir
     )
-    stopped = threading.Event()
-
-    def stop(signum: int, _frame: object) -> None:
-        log.info("signal %s: draining for up to %ss", signum, GRACE_SECONDS)
-        health_servicer.enter_graceful_shutdown()
-        server.stop(GRACE_SECONDS).wait()
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stopped.wait()
+    run_until_signal(server, health_servicer, GRACE_SECONDS)
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     try:
         serve(EvaluationSettings())
     except ValidationError as exc:

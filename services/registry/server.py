@@ -7,18 +7,20 @@ settings from MAPPER_REGISTRY_*, see settings.py).
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from concurrent import futures
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 from pydantic import ValidationError
 
 from llama_mapper._proto.registry.v1 import registry_pb2_grpc as pb_grpc
+from llama_mapper.core.grpc_server import (
+    add_health_and_reflection,
+    configure_logging,
+    run_until_signal,
+)
 from llama_mapper.registry.artifacts import open_artifact_store
 from llama_mapper.registry.db import make_engine, migrate
 from llama_mapper.registry.registrar import Registrar
@@ -81,18 +83,7 @@ def create_server(
         ],
     )
     pb_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(store, registrar), server)
-    health_servicer = health_servicer or health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in (SERVICE_NAME, ""):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME, health_servicer)
 
     address = f"{settings.host}:{settings.port}"
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
@@ -119,24 +110,11 @@ def serve(settings: RegistrySettings) -> None:
         scheme,
         settings.database_url.split("@")[-1],
     )
-    stopped = threading.Event()
-
-    def stop(signum, _frame) -> None:
-        log.info("signal %s: draining for up to %ss", signum, settings.grace_seconds)
-        # Health checks answer NOT_SERVING first, so load balancers stop sending new calls.
-        health_servicer.enter_graceful_shutdown()
-        server.stop(settings.grace_seconds).wait()
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stopped.wait()
+    run_until_signal(server, health_servicer, settings.grace_seconds)
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     try:
         settings = RegistrySettings()
         serve(settings)
