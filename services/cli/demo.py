@@ -21,7 +21,7 @@ from typing import Any
 
 from llama_mapper.cli.stack import RAY_ADDRESS, RAY_DASHBOARD_PORT, SERVICES, VAR
 from llama_mapper.cli.table import print_table
-from llama_mapper.core.errors import FailedPrecondition
+from llama_mapper.core.errors import FailedPrecondition, NotFound
 
 PROFILE = "cpu-2core"
 P95_TARGET_MS = 20000  # a 2-core CPU shared with Locust itself: the demo's target is generous
@@ -215,20 +215,30 @@ def _last_json_document(text: str) -> dict[str, Any]:
 def _serve_and_canary(demo: Demo, version: int) -> None:
     from llama_mapper.registry.client import RegistryClient
 
+    # A 2-core CPU shared with Locust and the engine: the model's per-request budget is generous
+    # here (the production default is 2 s), so the canary judges its answers, not the queue.
+    os.environ.setdefault("MAPPER_SERVING_DEADLINE_S", "30")
     demo.mapperctl("serve", "deploy", "--address", RAY_ADDRESS, "--registry", SERVICES[1].address)
     steps = "50,100" if demo.quick else "5,25,50,100"
-    demo.run(
-        [
-            str(Path(sys.executable).with_name("mapperctl")),
-            "canary", "--model", "mapper", "--url", SERVING_URL, "start",
-            "--treatment", str(version), "--steps", steps,
-            "--interval", "20" if demo.quick else "60",
-            "--min-requests", "5" if demo.quick else "50",
-            "--bench-gate", "--profile", PROFILE, "--follow",
-        ]
-    )  # fmt: skip
+    canary_argv = [
+        str(Path(sys.executable).with_name("mapperctl")),
+        "canary", "--model", "mapper", "--url", SERVING_URL, "start",
+        "--treatment", str(version), "--steps", steps,
+        "--interval", "20" if demo.quick else "60",
+        "--min-requests", "5" if demo.quick else "50",
+        "--bench-gate", "--profile", PROFILE, "--follow",
+    ]  # fmt: skip
+    print(f"$ {shlex.join(canary_argv)}", flush=True)
+    canary = subprocess.run(canary_argv, check=False)
+    # Exit 1 is the controller's verdict (rolled back, with the reason in the registry), which the
+    # closing table reports; anything else is a failure of the demo itself.
+    if canary.returncode not in (0, 1):
+        raise FailedPrecondition(f"the canary controller exited with {canary.returncode}")
     with RegistryClient.from_env(address=SERVICES[1].address) as registry:
-        demo.facts["champion"] = registry.resolve_alias("mapper", "champion").version
+        try:
+            demo.facts["champion"] = f"v{registry.resolve_alias('mapper', 'champion').version}"
+        except NotFound:
+            demo.facts["champion"] = "none (rules only)"
         rollout = registry.get_rollout("mapper")
         demo.facts["canary"] = f"{rollout.stage}: {rollout.reason}"
 
@@ -242,7 +252,7 @@ def _closing_table(demo: Demo) -> None:
         ("quality (hybrid, golden set)", f"accuracy {facts.get('accuracy')}, macro-F1 {facts.get('macro_f1')}, ECE {facts.get('ece')}"),
         ("p95 target", f"{facts.get('p95_target_ms')} ms ({PROFILE}); bench reports in var/bench/"),
         ("canary", f"{facts.get('canary')}"),
-        ("champion", f"v{facts.get('champion')}"),
+        ("champion", f"{facts.get('champion')}"),
         ("evaluation report", f"{facts.get('eval_report')} (report.json, summary.md, plots)"),
         ("Ray dashboard", f"http://127.0.0.1:{RAY_DASHBOARD_PORT}"),
     ]  # fmt: skip
