@@ -203,16 +203,19 @@ def _evaluate(demo: Demo, version: int) -> None:
 
 
 def _last_json_document(text: str) -> dict[str, Any]:
-    """`--json` prints one indented JSON object after any progress lines."""
-    start = text.find("\n{")
-    start = 0 if text.startswith("{") else start + 1
+    """`--json` prints one indented JSON object between progress lines and trailing output."""
+    start = 0 if text.startswith("{") else text.find("\n{") + 1
+    if start == 0 and not text.startswith("{"):
+        return {}
     try:
-        return json.loads(text[start:]) if start >= 0 else {}
+        document, _ = json.JSONDecoder().raw_decode(text, start)
     except ValueError:
         return {}
+    return document if isinstance(document, dict) else {}
 
 
 def _serve_and_canary(demo: Demo, version: int) -> None:
+    from llama_mapper._proto.registry.v1 import registry_pb2
     from llama_mapper.registry.client import RegistryClient
 
     # A 2-core CPU shared with Locust and the engine: the model's per-request budget is generous
@@ -240,7 +243,8 @@ def _serve_and_canary(demo: Demo, version: int) -> None:
         except NotFound:
             demo.facts["champion"] = "none (rules only)"
         rollout = registry.get_rollout("mapper")
-        demo.facts["canary"] = f"{rollout.stage}: {rollout.reason}"
+        stage = registry_pb2.RolloutStage.Name(rollout.stage).removeprefix("ROLLOUT_STAGE_")
+        demo.facts["canary"] = f"{stage.lower()}: {rollout.reason}"
 
 
 def _closing_table(demo: Demo) -> None:

@@ -1,0 +1,15 @@
+"""The demo reads the JSON documents its commands print between their progress lines."""
+
+from llama_mapper.cli.demo import _last_json_document
+
+
+def test_json_document_between_progress_and_trailing_lines():
+    text = 'run 1: hybrid on eval set abc\n{\n  "quality": {"macro_f1": 0.5}\n}\ndone\n'
+    assert _last_json_document(text) == {"quality": {"macro_f1": 0.5}}
+
+
+def test_json_document_alone_and_missing():
+    assert _last_json_document('{"registration": {"version": 3}}\n') == {
+        "registration": {"version": 3}
+    }
+    assert _last_json_document("no document here\n") == {}
