@@ -153,6 +153,17 @@ def _start_ray(env: dict[str, str]) -> None:
     if _listening(RAY_GCS_PORT) and _listening(RAY_DASHBOARD_PORT):
         print(f"ray: already running (dashboard http://127.0.0.1:{RAY_DASHBOARD_PORT})")
         return
+    # `ray start` with token auth refuses to run without a token, and on a fresh machine there is
+    # none yet: create ~/.ray/auth_token once (a no-op when a token exists or RAY_AUTH_TOKEN is set).
+    subprocess.run(
+        [_ray(), "get-auth-token", "--generate"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**env, "RAY_AUTH_MODE": "token"},
+    )
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():
+        token.chmod(0o600)  # Ray writes it with the umask's mode; it is a credential
     subprocess.run(
         [
             _ray(),
