@@ -75,3 +75,30 @@ class DataLoss(MapperError):
 
     grpc_status = grpc.StatusCode.DATA_LOSS
     http_status = 500
+
+
+_BY_STATUS: dict[grpc.StatusCode, type[MapperError]] = {
+    cls.grpc_status: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Aborted,
+        Unauthenticated,
+        PermissionDenied,
+        ResourceExhausted,
+        Unavailable,
+        DataLoss,
+    )
+}
+_BY_STATUS[grpc.StatusCode.DEADLINE_EXCEEDED] = Unavailable
+
+
+def from_rpc_error(exc: grpc.RpcError) -> MapperError:
+    """A client's view of a failed call: the error class the server raised, with its message."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    error = _BY_STATUS.get(code, MapperError)(details or code.name)
+    error.grpc_code = code  # type: ignore[attr-defined]
+    return error

@@ -1,39 +1,81 @@
-"""`mapperctl eval run|compare|gate`: evaluation from a terminal, in-process on the same code as the
-service (runs land in the same report directories, so the server and the CLI share history)."""
+"""`mapperctl eval run|compare|gate`: through the evaluation service when one answers, else
+in-process on the same code (runs land in the same report directories, so both share history)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
 
 from llama_mapper.cli.table import print_table
-from llama_mapper.core.errors import InvalidArgument
+from llama_mapper.core.errors import InvalidArgument, Unavailable
 from llama_mapper.evaluation.runner import RunOptions
 from llama_mapper.evaluation.settings import EvaluationSettings
+
+if TYPE_CHECKING:  # imported when a command runs: every mapperctl start builds this parser
+    from llama_mapper.evaluation.client import EvaluationClient
+    from llama_mapper.evaluation.service import EvaluationService, RunInfo
+
+# host:port of the evaluation service mapperctl talks to (a client setting, not the server's).
+ADDRESS_ENV = "MAPPER_EVALUATION_ADDRESS"
+WHERE = (
+    "Each command goes through the evaluation service at --address (default $"
+    + ADDRESS_ENV
+    + ", else the local stack's when it answers health checks). It runs in-process, on this "
+    "process's code and registry settings, when no address is set and no local stack answers, "
+    "with --in-process, or when --reports-dir, --registry or --engine configure an in-process run. "
+    "An address that is given and does not answer is an error."
+)
+
+
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        default=None,
+        help=f"the evaluation service (default ${ADDRESS_ENV}, else the local stack's evaluation "
+        "service if it answers, else in-process)",
+    )
+    where.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run on this process's code even when an evaluation service answers",
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `eval ...` on mapperctl's subparsers; each command sets `func(args) -> int`."""
-    defaults = EvaluationSettings()
     evaluation = subparsers.add_parser(
-        "eval", help="evaluate mappers, compare versions, check gates"
+        "eval",
+        help="evaluate mappers, compare versions, check gates (through the evaluation service)",
+        description=WHERE,
     )
     evaluation.add_argument(
         "--reports-dir",
         type=Path,
-        default=defaults.reports_dir,
-        help="run directories (default %(default)s)",
+        default=None,
+        help="run directories of an in-process run (default $MAPPER_EVALUATION_REPORTS_DIR or "
+        "var/evaluation/runs)",
     )
     evaluation.add_argument(
-        "--registry", default=None, help="registry host:port (default $MAPPER_REGISTRY_ADDRESS)"
+        "--registry",
+        default=None,
+        help="registry host:port of an in-process run (default $MAPPER_REGISTRY_ADDRESS)",
     )
     commands = evaluation.add_subparsers(dest="eval_command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="evaluate a model version, the rules, or the hybrid")
+    run = commands.add_parser(
+        "run", help="evaluate a model version, the rules, or the hybrid", description=WHERE
+    )
+    _add_target_options(run)
     run.add_argument("--model", default="mapper", help="registry model name (default %(default)s)")
     which = run.add_mutually_exclusive_group()
     which.add_argument("--version", type=int, help="the version to evaluate")
@@ -66,22 +108,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     run.add_argument(
         "--profile",
-        default=defaults.hardware_profile,
-        help="hardware profile (default %(default)s)",
+        default=None,
+        help="hardware profile (default: the evaluating side's $MAPPER_EVALUATION_HARDWARE_PROFILE, "
+        "cpu-2core)",
     )
     run.add_argument(
         "--engine",
         choices=("auto", "vllm", "transformers"),
-        default=defaults.engine,
-        help="batch engine",
+        default=None,
+        help="batch engine of an in-process run (default $MAPPER_EVALUATION_ENGINE or auto); "
+        "a service uses its own",
     )
     run.add_argument("--seed", type=int, default=0, help="seed of perturbations and splits")
-    run.add_argument("--json", action="store_true", help="print report.json instead of the summary")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print report.json (plus report_dir) instead of the summary",
+    )
     run.set_defaults(func=cmd_run)
 
     compare = commands.add_parser(
-        "compare", help="a candidate against a baseline (default: the champion)"
+        "compare", help="a candidate against a baseline (default: the champion)", description=WHERE
     )
+    _add_target_options(compare)
     compare.add_argument("candidate", type=int, help="candidate version")
     compare.add_argument("--model", default="mapper")
     compare.add_argument(
@@ -94,13 +143,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(func=cmd_compare)
 
-    gate = commands.add_parser("gate", help="check a version against its targets and the champion")
+    gate = commands.add_parser(
+        "gate",
+        help="check a version against its targets and the champion (exit 1 when it fails)",
+        description=WHERE,
+    )
+    _add_target_options(gate)
     gate.add_argument("version", type=int)
     gate.add_argument("--model", default="mapper")
     gate.add_argument(
         "--profile",
-        default=defaults.hardware_profile,
-        help="hardware profile (default %(default)s)",
+        default=None,
+        help="hardware profile whose targets apply (default: the evaluating side's "
+        "$MAPPER_EVALUATION_HARDWARE_PROFILE, cpu-2core)",
     )
     gate.add_argument("--alpha", type=float, default=0.05)
     gate.add_argument("--json", action="store_true")
@@ -108,7 +163,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return evaluation
 
 
-def _service(args: argparse.Namespace, engine: str | None = None) -> Any:
+def _service(args: argparse.Namespace) -> EvaluationService:
     from llama_mapper.evaluation.server import build_service
 
     try:
@@ -117,16 +172,92 @@ def _service(args: argparse.Namespace, engine: str | None = None) -> Any:
         use_local_token()
     except ImportError:  # the stack module is optional in slim images
         pass
-    overrides: dict[str, Any] = {"reports_dir": args.reports_dir}
+    overrides: dict[str, Any] = {}
+    if args.reports_dir:
+        overrides["reports_dir"] = args.reports_dir
     if args.registry:
         overrides["registry_address"] = args.registry
-    if engine:
-        overrides["engine"] = engine
+    if getattr(args, "engine", None):
+        overrides["engine"] = args.engine
     return build_service(EvaluationSettings(**overrides))
 
 
+def _local_stack_address() -> str | None:
+    """The local stack's evaluation service when it answers health checks."""
+    try:
+        from llama_mapper.cli.stack import SERVICES, healthy
+    except ImportError:
+        return None
+    address = next(s.address for s in SERVICES if s.name == "evaluation")
+    return address if healthy(address) else None
+
+
+def _evaluator(args: argparse.Namespace) -> EvaluationService | EvaluationClient:
+    """The evaluation service's client, or the service itself in this process (see WHERE)."""
+    named = {"--reports-dir": args.reports_dir, "--registry": args.registry}
+    named["--engine"] = getattr(args, "engine", None)
+    local_flags = [flag for flag, value in named.items() if value is not None]
+    if args.address and local_flags:
+        raise InvalidArgument(
+            f"{', '.join(local_flags)} configure an in-process run; the evaluation service at "
+            f"{args.address} uses its own settings: drop them or --address"
+        )
+    address = None
+    if not args.in_process and not local_flags:
+        address = args.address or os.environ.get(ADDRESS_ENV) or _local_stack_address()
+    if address is None:
+        print("evaluating in-process", file=sys.stderr)
+        return _service(args)
+    from llama_mapper.evaluation.client import EvaluationClient
+
+    try:
+        client = EvaluationClient.connect(
+            address, token=os.environ.get("MAPPER_REGISTRY_TOKEN") or None
+        )
+    except Unavailable as exc:
+        raise Unavailable(
+            f"{exc.message}: start the stack (`mapperctl stack up`), point --address or "
+            f"${ADDRESS_ENV} at a running service, or pass --in-process"
+        ) from None
+    print(f"evaluating through the evaluation service at {address}", file=sys.stderr)
+    return client
+
+
+def _follow(snapshots: Iterable[RunInfo]) -> RunInfo:
+    """Progress on stderr (a bar per phase on a terminal, a line per phase otherwise); returns the
+    last, terminal snapshot."""
+    tty = sys.stderr.isatty()
+    bar: tqdm | None = None
+    phase = None
+    last = None
+    try:
+        for info in snapshots:
+            last = info
+            if info.phase != phase:
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                phase = info.phase
+                if phase and phase != "done":
+                    if tty:
+                        bar = tqdm(desc=phase, unit="case", leave=False, file=sys.stderr)
+                    else:
+                        total = f": {info.cases_total} cases" if info.cases_total else ""
+                        print(f"  {phase}{total}", file=sys.stderr)
+            if bar is not None:
+                bar.total = info.cases_total or None
+                bar.n = info.cases_done
+                bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    assert last is not None  # both sources yield at least the terminal snapshot
+    print(f"run {last.run_id} {last.state.lower()} after {last.elapsed_s:.1f} s", file=sys.stderr)
+    return last
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from llama_mapper.evaluation.report import SUMMARY_MD, load_report
+    from llama_mapper.evaluation.report import summary_markdown
     from llama_mapper.evaluation.service import FAILED, RunRequest
 
     if args.rules_only:
@@ -135,45 +266,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.version is None and args.alias is None:
             raise InvalidArgument("name --version N or --alias NAME (or pass --rules-only)")
         mode = "hybrid" if args.hybrid else "model"
-    service = _service(args, args.engine)
+    request = RunRequest(
+        mode=mode,
+        model=args.model,
+        version=args.version,
+        alias=args.alias,
+        eval_set_uri=args.eval_set,
+        expected_eval_set_sha256=args.expected_sha256,
+        held_out_set_uri=args.held_out,
+        calibration_set_uri=args.calibration_set,
+        record_in_registry=not args.no_record and mode != "rules",
+        analyst_model=args.analyst_model if args.analyst_version else "",
+        analyst_version=args.analyst_version,
+        analyst_set_uri=args.analyst_set,
+        options=RunOptions(
+            robustness=not args.no_robustness,
+            calibrate=not args.no_calibrate,
+            hardware_profile=args.profile or "",  # empty: the evaluating side's default
+            max_cases=args.max_cases,
+            seed=args.seed,
+            show_progress=False,  # _follow draws the progress, whichever side runs
+        ),
+    )
+    evaluator = _evaluator(args)
+    remote = getattr(evaluator, "address", None)
+    info = None
     try:
-        info = service.start(
-            RunRequest(
-                mode=mode,
-                model=args.model,
-                version=args.version,
-                alias=args.alias,
-                eval_set_uri=args.eval_set,
-                expected_eval_set_sha256=args.expected_sha256,
-                held_out_set_uri=args.held_out,
-                calibration_set_uri=args.calibration_set,
-                record_in_registry=not args.no_record and mode != "rules",
-                analyst_model=args.analyst_model if args.analyst_version else "",
-                analyst_version=args.analyst_version,
-                analyst_set_uri=args.analyst_set,
-                options=RunOptions(
-                    robustness=not args.no_robustness,
-                    calibrate=not args.no_calibrate,
-                    hardware_profile=args.profile,
-                    max_cases=args.max_cases,
-                    seed=args.seed,
-                    show_progress=sys.stderr.isatty(),
-                ),
+        info = evaluator.start(request)
+        on = f" on eval set {info.eval_set_sha256[:12]}" if info.eval_set_sha256 else ""
+        print(f"run {info.run_id}: {mode}{on}", file=sys.stderr)
+        info = _follow(evaluator.watch(info.run_id))
+        if info.state == FAILED:
+            print(
+                f"mapperctl eval run: {info.run_id} failed: {info.failure_reason}", file=sys.stderr
             )
-        )
-        print(f"run {info.run_id}: {mode} on eval set {info.eval_set_sha256[:12]}", file=sys.stderr)
-        *_, info = service.watch(info.run_id, interval_s=2.0)
+            return 1
+        info, report = evaluator.report(info.run_id)
+    except KeyboardInterrupt:
+        if remote and info is not None:
+            print(f"run {info.run_id} goes on at the evaluation service {remote}", file=sys.stderr)
+        raise
     finally:
-        service.close()
-    if info.state == FAILED:
-        print(f"mapperctl eval run: {info.run_id} failed: {info.failure_reason}", file=sys.stderr)
-        return 1
-    report_dir = Path(info.report_dir)
+        evaluator.close()
     if args.json:
-        print(json.dumps(load_report(report_dir), indent=2, sort_keys=True))
+        print(json.dumps({**report, "report_dir": info.report_dir}, indent=2, sort_keys=True))
     else:
-        print((report_dir / SUMMARY_MD).read_text(encoding="utf-8"))
-        print(f"report: {report_dir}")
+        print(summary_markdown(report))
+        where = f" (written by the evaluation service at {remote})" if remote else ""
+        print(f"report: {info.report_dir}{where}")
     return 0
 
 
@@ -182,13 +322,13 @@ def _fmt(value: float) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    service = _service(args)
+    evaluator = _evaluator(args)
     try:
-        cand, base, comparison = service.compare(
+        cand, base, comparison = evaluator.compare(
             args.model, args.candidate, args.baseline, args.eval_set_sha256, args.alpha
         )
     finally:
-        service.close()
+        evaluator.close()
     if args.json:
         print(
             json.dumps(
@@ -221,11 +361,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    service = _service(args)
+    evaluator = _evaluator(args)
     try:
-        outcome = service.gate(args.model, args.version, args.profile, args.alpha)
+        outcome = evaluator.gate(args.model, args.version, args.profile or "", args.alpha)
     finally:
-        service.close()
+        evaluator.close()
     if args.json:
         printable = {
             **outcome,

@@ -141,7 +141,14 @@ class RegistryModels:
         return HFAnalystModel(base.path, dest)
 
     def targets(self, model: str, hardware_profile: str) -> dict[str, float]:
-        found = self.client_factory().get_targets(model, hardware_profile)
+        # All of the model's targets, filtered here: the registry answers NOT_FOUND for a profile
+        # without targets, which this service reports as FAILED_PRECONDITION (NOT_FOUND stays for
+        # an unknown model).
+        found = [
+            t
+            for t in self.client_factory().get_targets(model)
+            if t.hardware_profile == hardware_profile
+        ]
         if not found:
             raise FailedPrecondition(
                 f"no targets stored for {model} on hardware profile {hardware_profile!r}"

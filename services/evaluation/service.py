@@ -176,6 +176,10 @@ class EvaluationService:
             self._runs[run_id] = info
             self._persist(info)
         resolved = replace(request, version=version, alias=None)
+        if not request.options.hardware_profile:
+            resolved = replace(
+                resolved, options=replace(request.options, hardware_profile=self.hardware_profile)
+            )
         self._executor.submit(self._execute, run_id, resolved, eval_set)
         return replace(info)
 

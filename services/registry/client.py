@@ -22,22 +22,6 @@ from llama_mapper.registry.artifacts import CHUNK_SIZE, collect_upload_files, sh
 DEFAULT_ADDRESS = "127.0.0.1:50052"
 T = TypeVar("T")
 
-_STATUS_TO_ERROR: dict[grpc.StatusCode, type[errors.MapperError]] = {}
-for _cls in (
-    errors.InvalidArgument,
-    errors.NotFound,
-    errors.AlreadyExists,
-    errors.FailedPrecondition,
-    errors.Aborted,
-    errors.Unauthenticated,
-    errors.PermissionDenied,
-    errors.ResourceExhausted,
-    errors.Unavailable,
-    errors.DataLoss,
-):
-    _STATUS_TO_ERROR[_cls.grpc_status] = _cls
-_STATUS_TO_ERROR[grpc.StatusCode.DEADLINE_EXCEEDED] = errors.Unavailable
-
 STAGES = {
     "shadow": pb.ROLLOUT_STAGE_SHADOW,
     "canary": pb.ROLLOUT_STAGE_CANARY,
@@ -47,14 +31,8 @@ STAGES = {
 }
 
 
-def _translate(exc: grpc.RpcError) -> errors.MapperError:
-    """The server's status as the same error class the server raised (Aborted, NotFound, ...)."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    cls = _STATUS_TO_ERROR.get(code, errors.MapperError)
-    error = cls(details or code.name)
-    error.grpc_code = code  # type: ignore[attr-defined]
-    return error
+# The server's status as the same error class the server raised (Aborted, NotFound, ...).
+_translate = errors.from_rpc_error
 
 
 class RegistryClient:

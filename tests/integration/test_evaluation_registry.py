@@ -1,5 +1,6 @@
 """`mapperctl eval run|compare|gate` against a real registry server: a tiny random Llama + random
-LoRA registered as versions, evaluated on the transformers engine, metrics and gates recorded."""
+LoRA registered as versions, evaluated on the transformers engine in-process and through the
+evaluation service (port 0), metrics and gates recorded, registry errors mapped back to the CLI."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from llama_mapper.core.errors import NotFound
+from llama_mapper.core.errors import FailedPrecondition, NotFound
 from llama_mapper.evaluation import cli
+from llama_mapper.evaluation.server import create_server as create_evaluation_server
+from llama_mapper.evaluation.settings import EvaluationSettings
 from llama_mapper.registry.client import RegistryClient
 from llama_mapper.registry.server import create_server
 from llama_mapper.registry.settings import RegistrySettings
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 from eval_cases import build_eval_set
+from registry_support import lineage, make_adapter
 
 pytestmark = pytest.mark.integration
 TOKEN = "eval-test-token-" + "y" * 16
@@ -75,11 +79,33 @@ def _mapperctl(argv, capsys):
     return code, capsys.readouterr().out
 
 
-def test_run_compare_gate_through_the_registry(tiny, registry, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def evaluation_service(registry, tmp_path):
+    """The evaluation service on port 0, on the test registry and the CLI's report directory."""
+    _, port = registry
+    settings = EvaluationSettings(
+        port=0,
+        reports_dir=tmp_path / "runs",
+        adapters_dir=tmp_path / "adapters",
+        registry_address=f"127.0.0.1:{port}",
+        registry_token=TOKEN,
+        engine="transformers",
+        stream_interval_s=0.1,
+    )
+    server, evaluation_port = create_evaluation_server(settings)
+    server.start()
+    yield f"127.0.0.1:{evaluation_port}"
+    server.stop(0)
+
+
+def test_run_compare_gate_through_the_registry(
+    tiny, registry, evaluation_service, tmp_path, monkeypatch, capsys
+):
     base, adapters = tiny
     client, port = registry
     monkeypatch.setenv("MAPPER_EVALUATION_REGISTRY_TOKEN", TOKEN)
     monkeypatch.setenv("MAPPER_EVALUATION_ADAPTERS_DIR", str(tmp_path / "adapters"))
+    monkeypatch.delenv(cli.ADDRESS_ENV, raising=False)
     lineage = {"base_model_id": str(base.path), "base_model_sha256": base.sha256}
     for adapter in adapters:
         client.register_directory("mapper", adapter, lineage=lineage)
@@ -93,28 +119,23 @@ def test_run_compare_gate_through_the_registry(tiny, registry, tmp_path, monkeyp
         p95_latency_ms=60_000.0,
     )
     eval_dir = build_eval_set(tmp_path / "set", per_detector=2)
-    common = ["eval", "--reports-dir", str(tmp_path / "runs"), "--registry", f"127.0.0.1:{port}"]
+    # --reports-dir / --registry / --engine: in-process; --address: the evaluation service.
+    in_process = ["--reports-dir", str(tmp_path / "runs"), "--registry", f"127.0.0.1:{port}"]
+    through_service = {"--address": evaluation_service}
 
-    for version in (1, 2):
-        code, out = _mapperctl(
-            [
-                *common,
-                "run",
-                "--model",
-                "mapper",
-                "--version",
-                str(version),
-                "--hybrid",
-                "--engine",
-                "transformers",
-                "--eval-set",
-                str(eval_dir),
-                "--json",
-            ],
-            capsys,
-        )
+    for version, where in ((1, in_process), (2, through_service)):
+        run_argv = [
+            *("run", "--model", "mapper", "--version", str(version), "--hybrid"),
+            *("--eval-set", str(eval_dir), "--json"),
+        ]
+        if where is in_process:
+            argv = ["eval", *in_process, *run_argv, "--engine", "transformers"]
+        else:
+            argv = ["eval", *run_argv, "--address", evaluation_service]
+        code, out = _mapperctl(argv, capsys)
         assert code == 0
         report = json.loads(out)
+        assert Path(report["report_dir"]).parent == tmp_path / "runs"
         assert report["recorded_in_registry"] and report["quality"]["schema_valid_rate"] == 1.0
         for p in report["robustness"]["perturbations"]:
             assert p["out_of_taxonomy_count"] == 0
@@ -125,7 +146,7 @@ def test_run_compare_gate_through_the_registry(tiny, registry, tmp_path, monkeyp
         )
         assert record.HasField("temperature")
 
-    code, out = _mapperctl([*common, "compare", "2", "--json"], capsys)
+    code, out = _mapperctl(["eval", *in_process, "compare", "2", "--json"], capsys)
     assert code == 0
     comparison = json.loads(out)
     assert {d["metric"] for d in comparison["deltas"]} >= {
@@ -133,8 +154,12 @@ def test_run_compare_gate_through_the_registry(tiny, registry, tmp_path, monkeyp
         "macro_f1",
         "p95_ms",
     }
+    code, out = _mapperctl(
+        ["eval", "compare", "2", "--json", "--address", evaluation_service], capsys
+    )
+    assert code == 0 and json.loads(out) == comparison
 
-    code, out = _mapperctl([*common, "gate", "2", "--json"], capsys)
+    code, out = _mapperctl(["eval", "gate", "2", "--json", "--address", evaluation_service], capsys)
     outcome = json.loads(out)
     assert code == (0 if outcome["passed"] else 1)
     assert {c["name"] for c in outcome["criteria"]} >= {
@@ -144,3 +169,24 @@ def test_run_compare_gate_through_the_registry(tiny, registry, tmp_path, monkeyp
     }
     gate = client.get_version("mapper", 2).gate_results[-1]
     assert gate.hardware_profile == "cpu-2core" and gate.passed == outcome["passed"]
+
+
+def test_registry_errors_reach_the_cli_through_the_service(
+    registry, evaluation_service, tmp_path, capsys
+):
+    """No model is loaded: an unknown version, a profile without targets, a version never run."""
+    client, _ = registry
+    model = "mapper-errors"  # its own model: the test above numbers the "mapper" versions
+    client.register_directory(model, make_adapter(tmp_path / "adapter"), lineage=lineage())
+    client.set_targets(model, "cpu-2core", min_accuracy=0.5)
+    gate = ["eval", "gate", "--model", model, "--address", evaluation_service]
+    with pytest.raises(NotFound, match="7"):
+        _mapperctl([*gate, "7"], capsys)
+    with pytest.raises(FailedPrecondition, match=f"no targets stored for {model}"):
+        _mapperctl([*gate, "1", "--profile", "h100"], capsys)
+    with pytest.raises(NotFound, match=f"no succeeded evaluation run of {model} v1"):
+        _mapperctl([*gate, "1"], capsys)
+    with pytest.raises(NotFound, match=f"{model} has no champion to compare with"):
+        _mapperctl(
+            ["eval", "compare", "1", "--model", model, "--address", evaluation_service], capsys
+        )

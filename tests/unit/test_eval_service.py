@@ -2,92 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import grpc
 import pytest
-from eval_cases import build_eval_set
+from eval_cases import FakeRegistry, build_eval_set
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2 as pb
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2_grpc as pb_grpc
-from llama_mapper.core.errors import FailedPrecondition, NotFound
-from llama_mapper.core.inference import Prediction
-from llama_mapper.core.rules import RulesMapper
-from llama_mapper.evaluation.models import LoadedModel
 from llama_mapper.evaluation.server import build_service, create_server
+from llama_mapper.evaluation.servicer import report_parts
 from llama_mapper.evaluation.settings import EvaluationSettings
-
-
-class RulesBackedModel:
-    """A MapperModel that answers with the rules' label (or a fixed wrong one): deterministic quality."""
-
-    def __init__(self, wrong_every: int) -> None:
-        self.rules = RulesMapper()
-        self.wrong_every = wrong_every
-        self.calls = 0
-
-    @property
-    def description(self):
-        return {"engine": "fake"}
-
-    def predict(self, queries):
-        from llama_mapper.evaluation.evalset import MapperCase
-
-        out = []
-        for q in queries:
-            self.calls += 1
-            case = MapperCase("x", q.detector, q.finding, frozenset())
-            match = self.rules.match(case.normalized())
-            label = match.labels[0] if match else "other.no_finding"
-            if self.wrong_every and self.calls % self.wrong_every == 0:
-                label = "pii.other"
-            out.append(Prediction(label, 0.95, -0.05, 0.001))
-        return out
-
-
-class FakeRegistry:
-    """What the service needs of the registry: versions 1 (good, champion) and 2 (worse)."""
-
-    def __init__(self) -> None:
-        self.metrics: list[tuple] = []
-        self.gates: list[tuple] = []
-        self.targets_by_profile = {
-            "cpu-2core": {
-                "min_accuracy": 0.5,
-                "min_schema_valid_rate": 1.0,
-                "max_ece": 0.5,
-                "p95_latency_ms": 1000.0,
-            }
-        }
-
-    def resolve(self, model, version, alias):
-        if model != "mapper":
-            raise NotFound(f"unknown model {model!r}")
-        if alias:
-            if alias != "champion":
-                raise NotFound(f"no alias {alias!r}")
-            return 1
-        if version not in (1, 2):
-            raise NotFound(f"no version {version}")
-        return version
-
-    def champion(self, model):
-        return 1
-
-    def load(self, model, version):
-        return LoadedModel(
-            RulesBackedModel(0 if version == 1 else 2), {"name": model, "version": version}
-        )
-
-    def targets(self, model, profile):
-        if profile not in self.targets_by_profile:
-            raise FailedPrecondition(f"no targets for {profile}")
-        return self.targets_by_profile[profile]
-
-    def record_metrics(self, model, version, values, **kw):
-        self.metrics.append((model, version, values, kw))
-
-    def record_gate(self, model, version, profile, **kw):
-        self.gates.append((model, version, profile, kw))
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +73,20 @@ def test_rules_run_streams_progress_and_reports(stack):
     assert run.state in (pb.RUN_STATE_QUEUED, pb.RUN_STATE_RUNNING)
     assert events[-1].run.state == pb.RUN_STATE_SUCCEEDED
     assert {"golden"} <= {e.phase for e in events}
-    report = stub.GetReport(pb.GetReportRequest(run_id=run.run_id)).report
+    response = stub.GetReport(pb.GetReportRequest(run_id=run.run_id))
+    report = response.report
     assert report.quality.exact_set_accuracy == 1.0
+    assert run.eval_set_sha256 == report.eval_set_sha256 == report.run.eval_set_sha256
+    # report_json is the run's report.json, field for field (and more: subject, truncation).
+    on_disk = json.loads((Path(report.run.report_dir) / "report.json").read_text())
+    assert json.loads(response.report_json) == on_disk
+    # From a service too old to send report_json, the client reads the typed report: the same
+    # figures under the same names, int64 counts as numbers.
+    response.ClearField("report_json")
+    info, fallback = report_parts(response)
+    assert info.run_id == run.run_id and info.state == "SUCCEEDED"
+    for key in ("quality", "held_out", "latency", "robustness", "eval_set_sha256"):
+        assert fallback[key] == on_disk[key], key
     assert report.quality.schema_valid_rate == 1.0
     assert report.held_out[0].name == "held_out_pairs"
     assert len(report.robustness.perturbations) == 8
@@ -181,6 +120,10 @@ def test_model_runs_compare_and_gate(stack):
     assert comparison.baseline_run.subject.model_version.version == 1
     assert comparison.mcnemar.baseline_only_correct > comparison.mcnemar.candidate_only_correct
     assert comparison.significant_regression
+    assert comparison.paired_case_count == sum(
+        getattr(comparison.mcnemar, f)
+        for f in ("both_correct", "candidate_only_correct", "baseline_only_correct", "both_wrong")
+    )
     deltas = {d.metric: d for d in comparison.deltas}
     assert deltas["exact_set_accuracy"].delta < 0
 

@@ -106,20 +106,22 @@ class StartEvaluationResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[EvaluationRun, _Mapping]] = ...) -> None: ...
 
 class EvaluationRun(_message.Message):
-    __slots__ = ("run_id", "state", "subject", "report_dir", "created_at", "failure_reason")
+    __slots__ = ("run_id", "state", "subject", "report_dir", "created_at", "failure_reason", "eval_set_sha256")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     REPORT_DIR_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    EVAL_SET_SHA256_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: RunState
     subject: EvaluationSubject
     report_dir: str
     created_at: _timestamp_pb2.Timestamp
     failure_reason: str
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., subject: _Optional[_Union[EvaluationSubject, _Mapping]] = ..., report_dir: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ...) -> None: ...
+    eval_set_sha256: str
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., subject: _Optional[_Union[EvaluationSubject, _Mapping]] = ..., report_dir: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., eval_set_sha256: _Optional[str] = ...) -> None: ...
 
 class StreamProgressRequest(_message.Message):
     __slots__ = ("run_id",)
@@ -150,10 +152,12 @@ class GetReportRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class GetReportResponse(_message.Message):
-    __slots__ = ("report",)
+    __slots__ = ("report", "report_json")
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
     report: EvaluationReport
-    def __init__(self, report: _Optional[_Union[EvaluationReport, _Mapping]] = ...) -> None: ...
+    report_json: str
+    def __init__(self, report: _Optional[_Union[EvaluationReport, _Mapping]] = ..., report_json: _Optional[str] = ...) -> None: ...
 
 class LabelMetrics(_message.Message):
     __slots__ = ("label", "precision", "recall", "f1", "support")
@@ -388,7 +392,7 @@ class McNemarTest(_message.Message):
     def __init__(self, both_correct: _Optional[int] = ..., candidate_only_correct: _Optional[int] = ..., baseline_only_correct: _Optional[int] = ..., both_wrong: _Optional[int] = ..., statistic: _Optional[float] = ..., p_value: _Optional[float] = ..., exact: _Optional[bool] = ...) -> None: ...
 
 class Comparison(_message.Message):
-    __slots__ = ("candidate_run", "baseline_run", "eval_set_sha256", "deltas", "mcnemar", "alpha", "significant_regression")
+    __slots__ = ("candidate_run", "baseline_run", "eval_set_sha256", "deltas", "mcnemar", "alpha", "significant_regression", "paired_case_count")
     CANDIDATE_RUN_FIELD_NUMBER: _ClassVar[int]
     BASELINE_RUN_FIELD_NUMBER: _ClassVar[int]
     EVAL_SET_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -396,6 +400,7 @@ class Comparison(_message.Message):
     MCNEMAR_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
     SIGNIFICANT_REGRESSION_FIELD_NUMBER: _ClassVar[int]
+    PAIRED_CASE_COUNT_FIELD_NUMBER: _ClassVar[int]
     candidate_run: EvaluationRun
     baseline_run: EvaluationRun
     eval_set_sha256: str
@@ -403,7 +408,8 @@ class Comparison(_message.Message):
     mcnemar: McNemarTest
     alpha: float
     significant_regression: bool
-    def __init__(self, candidate_run: _Optional[_Union[EvaluationRun, _Mapping]] = ..., baseline_run: _Optional[_Union[EvaluationRun, _Mapping]] = ..., eval_set_sha256: _Optional[str] = ..., deltas: _Optional[_Iterable[_Union[MetricDelta, _Mapping]]] = ..., mcnemar: _Optional[_Union[McNemarTest, _Mapping]] = ..., alpha: _Optional[float] = ..., significant_regression: _Optional[bool] = ...) -> None: ...
+    paired_case_count: int
+    def __init__(self, candidate_run: _Optional[_Union[EvaluationRun, _Mapping]] = ..., baseline_run: _Optional[_Union[EvaluationRun, _Mapping]] = ..., eval_set_sha256: _Optional[str] = ..., deltas: _Optional[_Iterable[_Union[MetricDelta, _Mapping]]] = ..., mcnemar: _Optional[_Union[McNemarTest, _Mapping]] = ..., alpha: _Optional[float] = ..., significant_regression: _Optional[bool] = ..., paired_case_count: _Optional[int] = ...) -> None: ...
 
 class CheckGateRequest(_message.Message):
     __slots__ = ("candidate", "hardware_profile", "alpha")
