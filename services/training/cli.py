@@ -120,7 +120,9 @@ def run_submit(args: argparse.Namespace) -> int:
     if registration:
         print(f"registered {registration['model']} version {registration['version']}")
     else:
-        print("finished; not registered (storage.registry is empty in the config)")
+        print(
+            "finished; not registered (no storage.registry in the config, no MAPPER_REGISTRY_ADDRESS)"
+        )
     return 0
 
 

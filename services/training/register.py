@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,14 @@ def register_result(
     The submission id is the idempotency key: a driver retried after a crash, or a job whose worker
     died and recovered, gets the version registered the first time instead of a second one.
     """
-    address = config["storage"].get("registry") or ""
+    # A job submitted to the `make up` cluster inherits MAPPER_REGISTRY_ADDRESS from the Ray head.
+    address = config["storage"].get("registry") or os.environ.get("MAPPER_REGISTRY_ADDRESS", "")
     if not address:
-        log.info("storage.registry is empty: the adapter stays at %s, unregistered", adapter_dir)
+        log.info(
+            "no registry (storage.registry and MAPPER_REGISTRY_ADDRESS are empty): the adapter "
+            "stays at %s, unregistered",
+            adapter_dir,
+        )
         return None
     from llama_mapper.registry.client import RegistryClient
 
