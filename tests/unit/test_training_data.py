@@ -111,6 +111,68 @@ def test_completion_loss_equals_the_full_causal_lm_loss(tokenizer, tmp_path) -> 
     torch.testing.assert_close(actual, expected)
 
 
+def test_shared_prefix_gives_the_same_loss_and_gradients(tokenizer, tmp_path) -> None:
+    """Running the batch's common prompt prefix once (cached keys/values repeated across rows) is
+    an optimisation only: loss and every LoRA gradient match the row-by-row forward."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llama_mapper.core.basemodel import prepare_base_model, tiny_llama
+    from llama_mapper.training.recipe import CompletionLoss, shared_prefix_length
+
+    tiny = tiny_llama(prepare_base_model().path, tmp_path / "tiny")
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float64),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                   lora_dropout=0.0),
+    )  # fmt: skip
+    with torch.no_grad():  # B = 0 at init would make every LoRA gradient but B's vanish
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.05)
+    findings = [{"label": "EMAIL"}, {"label": "a much longer label", "score": 0.5}, {"x": 1}]
+    rows = encode_all(
+        tokenizer,
+        [row_to_example({"detector": "presidio", "finding": f, "label": label}, "mapper")
+         for f, label in zip(findings, ["pii.email_address", "other.unknown", "pii.other"], strict=True)],
+        512,
+    )  # fmt: skip
+    batch = collate(rows, tokenizer.pad_token_id)
+    prefix = shared_prefix_length(batch["input_ids"], batch["labels"])
+    assert prefix >= CompletionLoss.MIN_SHARED_PREFIX
+
+    def loss_and_grads(share: bool):
+        model.zero_grad()
+        loss = CompletionLoss(model, share_prefix=share)(**batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return loss.detach(), grads
+
+    expected_loss, expected_grads = loss_and_grads(False)
+    actual_loss, actual_grads = loss_and_grads(True)
+    torch.testing.assert_close(actual_loss, expected_loss)
+    assert expected_grads.keys() == actual_grads.keys()
+    for name, grad in expected_grads.items():
+        assert grad.abs().sum() > 0, name  # the prefix's LoRA contribution is not dropped
+        torch.testing.assert_close(actual_grads[name], grad, msg=name)
+
+
+def test_shared_prefix_stops_before_the_first_supervised_position() -> None:
+    import torch
+
+    from llama_mapper.training.recipe import shared_prefix_length
+
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 9, 9]])
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    assert shared_prefix_length(ids, labels) == 4
+    labels[0, 3] = 4  # position 2's hidden state predicts it: the prefix must end before 2
+    assert shared_prefix_length(ids, labels) == 2
+    same = torch.tensor([[1, 2, 3], [1, 2, 3]])
+    assert shared_prefix_length(same, torch.full_like(same, IGNORE_INDEX)) == 2
+
+
 def test_data_builder_rows_are_read_as_built() -> None:
     """schemas/mapper-example.json: `input` holds the chat messages, `output` the label."""
     messages = mapper_messages("presidio", {"label": "PERSON"})
