@@ -25,7 +25,7 @@ from llama_mapper.core.errors import FailedPrecondition, NotFound
 
 PROFILE = "cpu-2core"
 P95_TARGET_MS = 20000  # a 2-core CPU shared with Locust itself: the demo's target is generous
-SERVING_URL = "http://127.0.0.1:8000"
+SERVING_URL = f"http://127.0.0.1:{os.environ.get('MAPPER_SERVING_HTTP_PORT', '8000')}"
 
 
 @dataclass
@@ -119,6 +119,15 @@ def _train(demo: Demo, adapter: str) -> int:
 def run_demo(demo: Demo) -> int:
     demo.root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    # Every command below talks to this stack, whatever ports it was given (MAPPER_*_PORT).
+    os.environ.update(
+        {
+            "MAPPER_REGISTRY_ADDRESS": SERVICES[1].address,
+            "MAPPER_EVALUATION_ADDRESS": SERVICES[2].address,
+            "RAY_JOB_ADDRESS": f"http://127.0.0.1:{RAY_DASHBOARD_PORT}",
+            "MAPPER_SERVING_URL": SERVING_URL,
+        }
+    )
     with demo.step("1. start the stack (validation, registry, evaluation, Ray head)"):
         demo.mapperctl("stack", "up")
     from llama_mapper.cli.stack import use_local_token

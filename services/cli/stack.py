@@ -27,6 +27,10 @@ from llama_mapper.core.errors import FailedPrecondition, Unavailable
 VAR = Path(os.environ.get("MAPPER_VAR_DIR", "var"))
 RAY_GCS_PORT = int(os.environ.get("MAPPER_RAY_PORT", "6380"))  # 6379 is Redis on these machines
 RAY_DASHBOARD_PORT = int(os.environ.get("MAPPER_RAY_DASHBOARD_PORT", "8265"))
+# Ray's fixed defaults (client server 10001, dashboard agent 52365) would collide with a second
+# head on the same machine (e.g. the demo that `make test` runs beside a developer's stack).
+RAY_CLIENT_PORT = int(os.environ.get("MAPPER_RAY_CLIENT_PORT", "10001"))
+RAY_AGENT_PORT = int(os.environ.get("MAPPER_RAY_AGENT_PORT", "52365"))
 # Its own temp dir, so a plain `ray.init()` elsewhere on the machine (tests, notebooks) does not
 # attach to the stack's cluster by discovering /tmp/ray/ray_current_cluster.
 RAY_TEMP_DIR = os.environ.get(
@@ -48,10 +52,23 @@ class Service:
         return f"127.0.0.1:{self.port}"
 
 
+# The ports are the variables each service reads itself (MAPPER_<SERVICE>_PORT).
 SERVICES = (
-    Service("validation", "llama_mapper.validation.server", 50051),
-    Service("registry", "llama_mapper.registry.server", 50052),
-    Service("evaluation", "llama_mapper.evaluation.server", 50053),
+    Service(
+        "validation",
+        "llama_mapper.validation.server",
+        int(os.environ.get("MAPPER_VALIDATION_PORT", "50051")),
+    ),
+    Service(
+        "registry",
+        "llama_mapper.registry.server",
+        int(os.environ.get("MAPPER_REGISTRY_PORT", "50052")),
+    ),
+    Service(
+        "evaluation",
+        "llama_mapper.evaluation.server",
+        int(os.environ.get("MAPPER_EVALUATION_PORT", "50053")),
+    ),
 )
 
 
@@ -172,6 +189,8 @@ def _start_ray(env: dict[str, str]) -> None:
             f"--port={RAY_GCS_PORT}",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={RAY_DASHBOARD_PORT}",
+            f"--ray-client-server-port={RAY_CLIENT_PORT}",
+            f"--dashboard-agent-listen-port={RAY_AGENT_PORT}",
             "--include-dashboard=true",
             "--disable-usage-stats",
             f"--temp-dir={RAY_TEMP_DIR}",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_ROOT = Path("var/evaluation")
+DEFAULT_ROOT = Path(os.environ.get("MAPPER_VAR_DIR", "var")) / "evaluation"
 
 
 class EvaluationSettings(BaseSettings):

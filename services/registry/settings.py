@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -9,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llama_mapper.registry.compat import LLAMA_TARGET_MODULES
 
-DEFAULT_ROOT = Path("var/registry")
+DEFAULT_ROOT = Path(os.environ.get("MAPPER_VAR_DIR", "var")) / "registry"
 
 
 class RegistrySettings(BaseSettings):
