@@ -1,4 +1,4 @@
-"""The Serve application: the engine deployment and the router (HTTP + gRPC ingress), and deploy().
+"""The Serve application: the engine deployment(s) and the router (HTTP + gRPC ingress), and deploy().
 
 `serve run llama_mapper.serving.app:app_builder` and deploy/serve/mapper.yaml use `app_builder`;
 `mapperctl serve deploy` calls `deploy`, which also waits for the adapters and warms the engine up
@@ -15,7 +15,7 @@ import httpx
 from ray import serve
 from ray.serve.config import HTTPOptions, gRPCOptions
 
-from llama_mapper.serving.engine import MapperEngine
+from llama_mapper.serving.engine import MAIN_DEPLOYMENT, TREATMENT_DEPLOYMENT, MapperEngine
 from llama_mapper.serving.grpc_ingress import SERVICER_FUNCTION
 from llama_mapper.serving.router import MapperRouter
 from llama_mapper.serving.settings import ServingSettings
@@ -23,16 +23,36 @@ from llama_mapper.serving.settings import ServingSettings
 log = logging.getLogger(__name__)
 
 
+def engine_deployments(settings: ServingSettings) -> list[str]:
+    """Names of the engine deployments `build` binds for these settings."""
+    if not settings.engine_enabled or settings.external_engine_url:
+        return []
+    if settings.treatment_engine_deployed:
+        return [MAIN_DEPLOYMENT, TREATMENT_DEPLOYMENT]
+    return [MAIN_DEPLOYMENT]
+
+
 def build(settings: ServingSettings) -> Any:
-    """The application graph: MapperRouter(MapperEngine) or, with the engine disabled, the router alone."""
+    """The application graph: MapperRouter(MapperEngine[, MapperEngineTreatment]) or, with the
+    engine disabled, the router alone."""
     # Secrets stay SecretStr in the bound arguments (pickled to the replicas, never logged).
     config = settings.model_dump(mode="python")
-    engine = None
-    if settings.engine_enabled and not settings.external_engine_url:
+    engine = treatment = None
+    deployments = engine_deployments(settings)
+    if MAIN_DEPLOYMENT in deployments:
         engine = MapperEngine.options(
             ray_actor_options={"num_cpus": settings.engine_num_cpus}
         ).bind(config)
-    return MapperRouter.options(ray_actor_options={"num_cpus": 0.25}).bind(engine, config)
+    if TREATMENT_DEPLOYMENT in deployments:
+        # The same replica class under its own name: its own process, restarts and health checks.
+        treatment = MapperEngine.options(
+            name=TREATMENT_DEPLOYMENT,
+            ray_actor_options={"num_cpus": settings.treatment_engine_num_cpus},
+        ).bind(settings.treatment_engine_settings().model_dump(mode="python"))
+    router = MapperRouter.options(ray_actor_options={"num_cpus": 0.25})
+    if treatment is None:
+        return router.bind(engine, config)
+    return router.bind(engine, config, treatment_engine=treatment)
 
 
 def app_builder(args: dict[str, Any]) -> Any:
@@ -87,8 +107,9 @@ def deploy(
     health = wait_ready(settings, timeout_s=timeout_s)
     warm_s = None
     if warm_up and settings.engine_enabled:
-        handle = serve.get_deployment_handle("MapperEngine", app_name=settings.app_name)
-        warm_s = handle.warm_up.remote().result(timeout_s=timeout_s)
+        for name in engine_deployments(settings):
+            handle = serve.get_deployment_handle(name, app_name=settings.app_name)
+            warm_s = (warm_s or 0.0) + handle.warm_up.remote().result(timeout_s=timeout_s)
     return {
         "url": f"http://{settings.http_host}:{settings.http_port}",
         "grpc_port": settings.grpc_port or None,

@@ -123,9 +123,12 @@ class EngineReplica:
             raise Unavailable("the vLLM engine is not running")
 
 
+# Deployment names: the main engine, and the rollout treatment's own (ServingSettings.isolate_treatment).
+MAIN_DEPLOYMENT, TREATMENT_DEPLOYMENT = "MapperEngine", "MapperEngineTreatment"
+
 MapperEngine = serve.deployment(
     EngineReplica,
-    name="MapperEngine",
+    name=MAIN_DEPLOYMENT,
     max_ongoing_requests=256,
     health_check_period_s=10,
     health_check_timeout_s=30,

@@ -72,7 +72,12 @@ app = build_app(_core)
 class MapperRouter:
     """HTTP via FastAPI; gRPC methods `Map` / `MapBatch` via Serve's gRPC ingress."""
 
-    def __init__(self, engine: DeploymentHandle | None, settings: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        engine: DeploymentHandle | None,
+        settings: dict[str, Any],
+        treatment_engine: DeploymentHandle | None = None,
+    ) -> None:
         self.settings = ServingSettings.model_validate(settings)
         client = self.settings.registry_client()
         source = RegistrySource(client) if client is not None else None
@@ -83,7 +88,14 @@ class MapperRouter:
             client_engine = OpenAIEngine(
                 self.settings.external_engine_url, flavor=self.settings.external_engine_flavor
             )
-        self.core = _install(RouterCore(self.settings, client_engine, source))
+        self.core = _install(
+            RouterCore(
+                self.settings,
+                client_engine,
+                source,
+                treatment_engine=HandleEngine(treatment_engine) if treatment_engine else None,
+            )
+        )
 
     # --- gRPC (llama_mapper.mapper.v1.MapperService) ---------------------------------------------
 

@@ -10,10 +10,14 @@ construction.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 BUCKETS = 10_000
 CONTROL, TREATMENT = "control", "treatment"
+# The engine deployments an adapter can live on: the main one, and the treatment's own one when
+# the rollout's treatment is isolated (ServingSettings.isolate_treatment).
+MAIN_ENGINE, TREATMENT_ENGINE = "main", "treatment"
 # Stages during which the treatment arm takes traffic or mirrored traffic.
 ACTIVE_STAGES = frozenset({"shadow", "canary"})
 
@@ -78,3 +82,26 @@ def assign(rollout: RolloutView | None, key: str, *, champion_version: int = 0) 
         rollout.shadow_fraction
     )
     return Assignment(CONTROL, rollout.control_version, b, mirror=mirror)
+
+
+def engine_for(arm: str, *, isolated: bool) -> str:
+    """The engine that serves `arm`'s adapter. Isolated, the treatment (its share and its shadow
+    mirror) runs on an engine of its own, so its failure cannot take control down with it;
+    control, champions and the analyst always run on the main engine."""
+    return TREATMENT_ENGINE if isolated and arm == TREATMENT else MAIN_ENGINE
+
+
+def placements(
+    rollout: RolloutView | None,
+    champions: Mapping[str, int],
+    model: str,
+    *,
+    isolated: bool,
+) -> set[tuple[str, int, str]]:
+    """(model, version, engine) of every adapter the router needs loaded: each model's champion and,
+    during a rollout of `model`, its control and its treatment (on the treatment's engine)."""
+    wanted = {(name, version, MAIN_ENGINE) for name, version in champions.items()}
+    if rollout is not None and rollout.active:
+        wanted.add((model, rollout.control_version, MAIN_ENGINE))
+        wanted.add((model, rollout.treatment_version, engine_for(TREATMENT, isolated=isolated)))
+    return wanted

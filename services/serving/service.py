@@ -1,10 +1,11 @@
 """The router's logic without Ray or HTTP: A/B arm, hybrid mapping, stats, feedback, shadowing.
 
 `RouterCore` is driven by the Serve deployment (router.py) and by tests directly. It talks to the
-model through `EngineClient` (the engine deployment's handle, or anything with the same methods)
-and learns the rollout from `RolloutSource` (the registry). Nothing here fails a request because
-the model is unavailable: the hybrid mapper's fallback answers instead, and the arm's statistics
-record it so the canary controller can roll back.
+model through `EngineClient` (the engine deployment's handle, or anything with the same methods),
+optionally a second one that serves only the rollout's treatment, and learns the rollout from
+`RolloutSource` (the registry). Nothing here fails a request because the model is unavailable:
+control's model or the hybrid mapper's fallback answers instead, and the arm's statistics record
+it so the canary controller can roll back.
 """
 
 from __future__ import annotations
@@ -32,7 +33,17 @@ from llama_mapper.core.inference import MapperQuery, Prediction
 from llama_mapper.core.prompt import analyst_messages
 from llama_mapper.core.schemas import load_schema, validate
 from llama_mapper.serving.ratelimit import RateLimiter
-from llama_mapper.serving.routing import CONTROL, TREATMENT, RolloutView, assign, routing_key
+from llama_mapper.serving.routing import (
+    CONTROL,
+    MAIN_ENGINE,
+    TREATMENT,
+    TREATMENT_ENGINE,
+    RolloutView,
+    assign,
+    engine_for,
+    placements,
+    routing_key,
+)
 from llama_mapper.serving.settings import ServingSettings
 from llama_mapper.serving.stats import RolloutWindows, ServingMetrics
 
@@ -74,7 +85,9 @@ class RolloutSource(Protocol):
 class VersionState:
     model: str
     version: int
+    engine: str = MAIN_ENGINE  # the engine that holds it: MAIN_ENGINE or TREATMENT_ENGINE
     status: str = "loading"  # loading | ready | failed
+    engine_lost: bool = False  # failed because its (isolated) engine died or errored
     adapter: str = ""
     temperature: float = 1.0
     error: str = ""
@@ -92,6 +105,10 @@ class Mapped:
     version: int
 
 
+class EngineLost(Exception):
+    """The treatment's own engine failed a request: control answers it instead."""
+
+
 class RouterCore:
     def __init__(
         self,
@@ -99,10 +116,18 @@ class RouterCore:
         engine: EngineClient | None,
         source: RolloutSource | None,
         *,
+        treatment_engine: EngineClient | None = None,
         metrics: ServingMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
+        # With a treatment engine the rollout's treatment is isolated on it (routing.engine_for).
+        self.engines: dict[str, EngineClient] = {
+            role: client
+            for role, client in ((MAIN_ENGINE, engine), (TREATMENT_ENGINE, treatment_engine))
+            if client is not None and engine is not None
+        }
+        self.isolated = TREATMENT_ENGINE in self.engines
         self.source = source
         self.hybrid = HybridMapper(threshold=settings.threshold, deadline_s=settings.deadline_s)
         self.metrics = metrics or ServingMetrics()
@@ -110,11 +135,14 @@ class RouterCore:
         self.windows = RolloutWindows()
         self.rollout: RolloutView | None = None
         self.champion: dict[str, int] = {}
-        self.versions: dict[tuple[str, int], VersionState] = {}
+        self.versions: dict[tuple[str, int, str], VersionState] = {}
         self._answers: OrderedDict[str, tuple[str, frozenset[str], int]] = OrderedDict()
         self._refreshed_at = float("-inf")
         self._refresh_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        # Resolved when an engine is found failing: requests still waiting on it give up at once.
+        self._lost: dict[str, asyncio.Future[None]] = {}
+        self._watching = False
 
     # --- rollout state ---------------------------------------------------------------------------
 
@@ -147,14 +175,14 @@ class RouterCore:
                 for model in models:
                     if model in self.settings.local_adapters:
                         self.champion[model] = LOCAL_VERSION
-            wanted = {(m, v) for m, v in self.champion.items()}
-            if self.rollout is not None and self.rollout.active:
-                wanted |= {
-                    (self.settings.model, self.rollout.control_version),
-                    (self.settings.model, self.rollout.treatment_version),
-                }
-            for model, version in wanted:
-                self._ensure_loaded(model, version)
+            if self.isolated and not self._watching:
+                self._watching = True
+                self._spawn(self._watch(TREATMENT_ENGINE))
+            wanted = placements(
+                self.rollout, self.champion, self.settings.model, isolated=self.isolated
+            )
+            for model, version, engine in sorted(wanted):
+                self._ensure_loaded(model, version, engine)
 
     def _set_rollout(self, rollout: RolloutView | None) -> None:
         self.rollout = rollout
@@ -163,27 +191,29 @@ class RouterCore:
             rollout.treatment_weight if rollout and rollout.active else 0.0
         )
 
-    def _ensure_loaded(self, model: str, version: int) -> None:
-        if self.engine is None or (version <= 0 and model not in self.settings.local_adapters):
+    def _ensure_loaded(self, model: str, version: int, engine: str = MAIN_ENGINE) -> None:
+        if engine not in self.engines or (
+            version <= 0 and model not in self.settings.local_adapters
+        ):
             return
-        state = self.versions.get((model, version))
+        state = self.versions.get((model, version, engine))
         if state is not None and (
             state.status != "failed" or time.monotonic() - state.since < _FAILED_RETRY_S
         ):
             return
-        state = VersionState(model, version, since=time.monotonic())
-        self.versions[(model, version)] = state
+        state = VersionState(model, version, engine, since=time.monotonic())
+        self.versions[(model, version, engine)] = state
         self._spawn(self._load(state))
 
     async def _load(self, state: VersionState) -> None:
-        assert self.engine is not None
+        engine = self.engines[state.engine]
         try:
             if state.version == LOCAL_VERSION:
-                info = await self.engine.load_local(
+                info = await engine.load_local(
                     state.model, str(self.settings.local_adapters[state.model])
                 )
             else:
-                info = await self.engine.load_version(state.model, state.version)
+                info = await engine.load_version(state.model, state.version)
                 if self.source is not None:
                     state.temperature = await asyncio.to_thread(
                         self.source.temperature, state.model, state.version
@@ -200,8 +230,50 @@ class RouterCore:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _state(self, model: str, version: int) -> VersionState | None:
-        return self.versions.get((model, version))
+    def _state(self, model: str, version: int, engine: str = MAIN_ENGINE) -> VersionState | None:
+        """The version on `engine`, or wherever else it is ready (after a promotion the treatment's
+        engine keeps answering for the new champion until the main engine has loaded it)."""
+        state = self.versions.get((model, version, engine))
+        if state is not None and state.ready:
+            return state
+        for (m, v, _), other in sorted(self.versions.items()):
+            if (m, v) == (model, version) and other.ready:
+                return other
+        return state
+
+    async def _watch(self, engine: str) -> None:
+        """Probes an isolated engine while it holds a ready adapter. Serve holds requests to a dead
+        replica until a replacement is up (a minute for vLLM on CPU), so without the probe a dead
+        engine that had nothing in flight would go unnoticed until its requests time out."""
+        client = self.engines[engine]
+        while True:
+            await asyncio.sleep(self.settings.treatment_probe_s)
+            held = {s.adapter for s in self.versions.values() if s.engine == engine and s.ready}
+            if not held or self.rollout is None or not self.rollout.active:
+                continue
+            timeout = self.settings.treatment_probe_timeout_s
+            try:
+                listed = await asyncio.wait_for(client.adapters(), timeout=timeout)
+                missing = held - {adapter["name"] for adapter in listed}
+                if missing:  # a replacement replica starts empty
+                    raise NotFound(f"adapters {sorted(missing)} are no longer loaded")
+            except TimeoutError:
+                self._lose(engine, Unavailable(f"no answer to a probe within {timeout:g}s"))
+            except Exception as exc:
+                self._lose(engine, exc)
+
+    def _lose(self, engine: str, exc: BaseException) -> None:
+        """An isolated engine failed: what it holds counts as failed (reloaded after
+        _FAILED_RETRY_S), and requests waiting on it stop waiting."""
+        reason = f"engine {engine!r} failed: {type(exc).__name__}: {exc}"[:500]
+        for state in self.versions.values():
+            if state.engine == engine and state.status != "failed":
+                state.status, state.error, state.since = "failed", reason, time.monotonic()
+                state.engine_lost = True
+                log.error("%s v%s lost with its engine: %s", state.model, state.version, reason)
+        lost = self._lost.pop(engine, None)
+        if lost is not None and not lost.done():
+            lost.set_result(None)
 
     # --- mapping ---------------------------------------------------------------------------------
 
@@ -227,22 +299,30 @@ class RouterCore:
         plan = self.hybrid.plan(detector, output, request_id=request_id)  # InvalidArgument: 422
 
         arm_name, version = assignment.arm, assignment.version
-        state = self._state(model, version)
+        state = self._state(model, version, engine_for(arm_name, isolated=self.isolated))
         if plan.pending and assignment.arm == TREATMENT and not (state and state.ready):
-            # Treatment cannot answer (still loading, or its artifact failed): control answers
-            # the client; a failed treatment counts as an error on its arm so the canary rolls back.
+            # Treatment cannot answer (still loading, or its artifact or its engine failed):
+            # control answers the client; a failed treatment counts as an error on its arm so the
+            # canary rolls back.
             if state is not None and state.status == "failed":
-                window = self.windows.arm(TREATMENT)
-                window.requests += 1
-                window.errors += 1
-                self.metrics.errors.labels(TREATMENT, endpoint, "adapter_failed").inc()
+                lost = state.engine_lost
+                self._treatment_error(endpoint, "engine_unavailable" if lost else "adapter_failed")
             arm_name, version = CONTROL, self.rollout.control_version if self.rollout else 0
             state = self._state(model, version)
 
-        arm = None
-        if self.engine is not None and state is not None:
-            arm = ModelArm(model, version or None, state.temperature, arm_name if active else None)
-        outcome = await self._answer(plan, state, arm)
+        arm = self._arm(arm_name, state, active)
+        asked = time.perf_counter()
+        try:
+            outcome = await self._answer(plan, state, arm)
+        except EngineLost:
+            # The treatment's own engine died or errored on this request: control answers it
+            # within what is left of the deadline, and the treatment is charged with an error.
+            self._treatment_error(endpoint, "engine_unavailable")
+            arm_name, version = CONTROL, self.rollout.control_version if self.rollout else 0
+            state = self._state(model, version)
+            arm = self._arm(arm_name, state, active)
+            left = self.settings.deadline_s - (time.perf_counter() - asked)
+            outcome = await self._answer(plan, state, arm, timeout=left)
 
         latency = time.perf_counter() - started
         self._record(arm_name, endpoint, outcome, latency, counted=arm is not None)
@@ -254,31 +334,87 @@ class RouterCore:
             outcome.result["provenance"]["router_arm"] = arm_name
         return Mapped(outcome.result, arm_name if active else None, version)
 
-    async def _answer(self, plan: Any, state: VersionState | None, arm: ModelArm | None) -> Outcome:
+    def _arm(self, arm_name: str, state: VersionState | None, active: bool) -> ModelArm | None:
+        if self.engine is None or state is None:
+            return None
+        version = state.version or None
+        return ModelArm(state.model, version, state.temperature, arm_name if active else None)
+
+    def _treatment_error(self, endpoint: str, code: str) -> None:
+        window = self.windows.arm(TREATMENT)
+        window.requests += 1
+        window.errors += 1
+        self.metrics.errors.labels(TREATMENT, endpoint, code).inc()
+
+    async def _answer(
+        self,
+        plan: Any,
+        state: VersionState | None,
+        arm: ModelArm | None,
+        *,
+        timeout: float | None = None,
+    ) -> Outcome:
+        """The model's answer within `timeout` (default: the deadline), else the fallback.
+        Raises EngineLost when an isolated engine fails: its caller asks control instead."""
         if not plan.pending or arm is None or state is None:
             return self.hybrid.finish(plan, None, arm=arm, failure=NO_MODEL)
         if not state.ready:
             return self.hybrid.finish(plan, None, arm=arm, failure=UNAVAILABLE)
-        assert self.engine is not None
+        budget = self.settings.deadline_s if timeout is None else timeout
         try:
-            predictions, description = await asyncio.wait_for(
-                self.engine.predict(state.adapter, plan.queries), timeout=self.settings.deadline_s
-            )
+            if budget <= 0:
+                raise TimeoutError
+            predictions, description = await self._predict(state, plan.queries, budget)
         except TimeoutError:
             return self.hybrid.finish(plan, None, arm=arm, failure=TIMEOUT)
+        except EngineLost:
+            raise
         except Exception as exc:
+            if state.engine != MAIN_ENGINE:
+                self._lose(state.engine, exc)
+                raise EngineLost(state.engine) from exc
             log.warning("engine failed (%s): fallback", type(exc).__name__)
             return self.hybrid.finish(plan, None, arm=arm, failure=UNAVAILABLE)
         return self.hybrid.finish(plan, predictions, arm=arm, description=description)
 
+    async def _predict(
+        self, state: VersionState, queries: list[MapperQuery], timeout: float
+    ) -> tuple[list[Prediction], dict[str, Any]]:
+        call = self.engines[state.engine].predict(state.adapter, queries)
+        if state.engine == MAIN_ENGINE:
+            return await asyncio.wait_for(call, timeout=timeout)
+        # Serve holds a request to a dead deployment until a new replica is up (a minute for a
+        # vLLM engine): once one request has found the isolated engine failing, the others stop
+        # waiting and go to control.
+        lost = self._lost.get(state.engine)
+        if lost is None or lost.done():
+            lost = self._lost[state.engine] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(call)
+        done, _ = await asyncio.wait(
+            {task, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            return task.result()
+        task.cancel()
+        if lost in done:
+            raise EngineLost(state.engine)
+        raise TimeoutError
+
     async def _shadow(self, plan: Any, control_labels: frozenset[str]) -> None:
         """Mirrors a control request to treatment; only the agreement is recorded."""
         assert self.rollout is not None
-        state = self._state(self.settings.model, self.rollout.treatment_version)
+        state = self._state(
+            self.settings.model,
+            self.rollout.treatment_version,
+            engine_for(TREATMENT, isolated=self.isolated),
+        )
         if state is None or not state.ready:
             return
         arm = ModelArm(self.settings.model, state.version, state.temperature, TREATMENT)
-        outcome = await self._answer(plan, state, arm)
+        try:
+            outcome = await self._answer(plan, state, arm)
+        except EngineLost:
+            return  # nothing to compare; the treatment is marked failed and mirrors stop
         agree = frozenset(outcome.result["taxonomy"]) == control_labels
         window = self.windows.arm(TREATMENT)
         window.agreement_pairs += 1
@@ -374,10 +510,9 @@ class RouterCore:
     async def analyze(self, framework: str, finding: Mapping[str, Any]) -> dict[str, Any]:
         await self.refresh()
         state = self._adapter_for(self.settings.analyst_model)
-        assert self.engine is not None
         schema = load_schema("analyst-output")
         answer = await asyncio.wait_for(
-            self.engine.chat(
+            self.engines[state.engine].chat(
                 analyst_messages(framework, finding),
                 state.adapter,
                 max_tokens=384,
@@ -399,13 +534,15 @@ class RouterCore:
             "provenance": {"adapter": state.model, "adapter_version": state.version or None},
         }
 
-    def resolve_chat_model(self, name: str) -> str | None:
-        """OpenAI `model`: a registry model name (its champion), `<model>-v<N>`, or the base id."""
-        for state in self.versions.values():
+    def resolve_chat_model(self, name: str) -> VersionState | None:
+        """OpenAI `model`: a registry model name (its champion), `<model>-v<N>`, or the base id
+        (None: the main engine's base model). The main engine's copy is preferred."""
+        ordered = sorted(self.versions.values(), key=lambda s: s.engine != MAIN_ENGINE)
+        for state in ordered:
             if state.ready and name in (state.adapter, f"{state.model}-v{state.version}"):
-                return state.adapter
+                return state
         if name in self.champion:
-            return self._adapter_for(name).adapter
+            return self._adapter_for(name)
         if name == self.settings.engine.base_model:
             return None
         raise NotFound(f"model {name!r} is not served (see GET /v1/models)")
@@ -416,9 +553,13 @@ class RouterCore:
         await self.refresh()
         if self.engine is None:
             raise Unavailable("the engine is not deployed (rules-only serving)")
-        adapter = self.resolve_chat_model(model)
-        return await self.engine.chat(
-            messages, adapter, max_tokens=max_tokens, temperature=temperature
+        state = self.resolve_chat_model(model)
+        engine = self.engines[state.engine] if state is not None else self.engine
+        return await engine.chat(
+            messages,
+            state.adapter if state is not None else None,
+            max_tokens=max_tokens,
+            temperature=temperature,
         )
 
     def models(self) -> list[dict[str, Any]]:
@@ -430,7 +571,7 @@ class RouterCore:
                 "kind": "base",
             }
         ]
-        for state in sorted(self.versions.values(), key=lambda s: (s.model, s.version)):
+        for state in sorted(self.versions.values(), key=lambda s: (s.model, s.version, s.engine)):
             roles = [
                 role
                 for role, hit in (
@@ -465,6 +606,7 @@ class RouterCore:
                     "model": state.model,
                     "version": state.version,
                     "status": state.status,
+                    "engine": state.engine,
                     "roles": roles,
                     "temperature": state.temperature,
                     **({"error": state.error} if state.error else {}),
@@ -482,8 +624,21 @@ class RouterCore:
             "status": "ok",
             "engine": self.engine is not None,
             "registry": self.source is not None,
-            "adapters": {f"{s.model}-v{s.version}": s.status for s in self.versions.values()},
+            "adapters": {
+                f"{s.model}-v{s.version}" + ("" if s.engine == MAIN_ENGINE else f"@{s.engine}"): (
+                    s.status
+                )
+                for s in self.versions.values()
+            },
         }
 
 
-__all__ = ["INVALID", "EngineClient", "Mapped", "RolloutSource", "RouterCore", "VersionState"]
+__all__ = [
+    "INVALID",
+    "EngineClient",
+    "EngineLost",
+    "Mapped",
+    "RolloutSource",
+    "RouterCore",
+    "VersionState",
+]

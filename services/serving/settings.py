@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llama_mapper.core.vllm_engine import VllmEngineConfig
@@ -57,6 +58,33 @@ class ServingSettings(BaseSettings):
         description="vLLM engine (MAPPER_SERVING_ENGINE__<FIELD>).",
     )
     engine_num_cpus: float = Field(1.0, description="Ray CPUs reserved by the engine replica.")
+    isolate_treatment: bool = Field(
+        False,
+        description="Serve a rollout's treatment from an engine deployment of its own "
+        "(MapperEngineTreatment): when it dies or errors, control answers its requests and the "
+        "canary rolls it back. Costs a second vLLM engine (cores, memory): off by default on CPU.",
+    )
+    treatment_engine_num_cpus: float = Field(
+        1.0, description="Ray CPUs reserved by the treatment engine replica (isolate_treatment)."
+    )
+    treatment_probe_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often the router probes the treatment engine during a rollout "
+        "(isolate_treatment). Serve holds requests to a dead replica until its replacement is up: "
+        "the probe is what notices.",
+    )
+    treatment_probe_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="A probe unanswered this long (or a loaded adapter missing from its answer) "
+        "marks the treatment engine lost: its requests go to control.",
+    )
+    treatment_engine_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Engine fields that differ on the treatment engine, e.g. "
+        '{"omp_threads_bind": "1", "kv_cache_space_gib": 1} to give it a core of its own.',
+    )
     threshold: float = Field(
         0.5,
         ge=0,
@@ -82,6 +110,32 @@ class ServingSettings(BaseSettings):
     feedback_memory: int = Field(
         100_000, ge=1, description="Recent request ids remembered for /v1/feedback."
     )
+
+    @model_validator(mode="after")
+    def _treatment_overrides_are_engine_fields(self) -> ServingSettings:
+        unknown = sorted(set(self.treatment_engine_overrides) - set(VllmEngineConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"treatment_engine_overrides: {unknown} are not engine fields "
+                f"(MAPPER_SERVING_ENGINE__<FIELD>: {sorted(VllmEngineConfig.model_fields)})"
+            )
+        self.treatment_engine_settings()  # a value of the wrong type fails here, named
+        return self
+
+    @property
+    def treatment_engine_deployed(self) -> bool:
+        """A second in-cluster engine serves the treatment (never with an external engine)."""
+        return self.isolate_treatment and self.engine_enabled and not self.external_engine_url
+
+    def treatment_engine_settings(self) -> ServingSettings:
+        """These settings with the treatment engine's overrides applied to `engine`."""
+        try:
+            engine = VllmEngineConfig.model_validate(
+                {**self.engine.model_dump(), **self.treatment_engine_overrides}
+            )
+        except ValidationError as exc:
+            raise ValueError(f"treatment_engine_overrides: {exc}") from None
+        return self.model_copy(update={"engine": engine})
 
     def registry_client(self):  # -> RegistryClient (imported lazily: the router may run without it)
         from llama_mapper.registry.client import RegistryClient

@@ -1,8 +1,10 @@
-"""The Serve app end to end: registry -> engine (real base, real adapters) -> router, HTTP and gRPC.
+"""The Serve app end to end: registry -> engines (real base, real adapters) -> router, HTTP and gRPC.
 
-One Ray cluster, one engine start. The A/B split is measured at the router with payloads the rules
-answer (the arm is assigned before the model is needed, and such answers need no engine time);
-the model path of each arm is checked with payloads only the model can map.
+One Ray cluster, one deployment. The rollout's treatment is isolated on an engine of its own
+(`isolate_treatment`), so both engines start once here and the last test can kill the treatment's
+replica under load. The A/B split is measured at the router with payloads the rules answer (the
+arm is assigned before the model is needed, and such answers need no engine time); the model path
+of each arm is checked with payloads only the model can map.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def stack(tmp_path_factory):
         threshold=0.0,  # random adapters are unsure of everything: let their labels through
         rate_limit_rps=0,
         engine={"kv_cache_space_gib": 1, "max_num_seqs": 32},
+        isolate_treatment=True,  # the treatment's adapters load on MapperEngineTreatment
+        treatment_engine_overrides={"max_num_seqs": 16},  # it takes one arm: half the traffic
     )
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
@@ -238,3 +242,155 @@ def test_failing_treatment_is_answered_by_control_and_the_canary_rolls_back(stac
     models = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
     v3 = [m for m in models if m.get("version") == stack["versions"][3]]
     assert v3 and v3[0]["status"] == "failed" and "sha256" in v3[0]["error"]
+
+
+def kill_replica(app_name, deployment):
+    """Kills the deployment's one replica actor (as a crash would) and returns once Ray has it dead."""
+    import ray
+
+    prefix = f"SERVE_REPLICA::{app_name}#{deployment}#"
+    (name,) = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve" and a["name"].startswith(prefix)
+    ]
+    actor = ray.get_actor(name, namespace="serve")
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            return name
+        except ray.exceptions.GetTimeoutError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{name} still alive after ray.kill")
+
+
+async def _load_with_kill(url, tenants, treated, kill, *, sent_after, concurrency=8, most=400):
+    """Round-robin model requests from `tenants` (`treated`: those on the treatment arm). Once the
+    treatment's model answered four and two treatment requests are in flight, `kill` runs in a
+    thread while the load goes on; the load stops `sent_after` requests after `kill` returned.
+    Every response is recorded with the phase it was sent in: before, during or after the kill."""
+    phase = {"now": "before", "after": 0, "sent": 0, "answered": 0, "in_flight": 0}
+    records = []
+    kill_task = None
+
+    async def killer():
+        phase["now"] = "during"
+        await asyncio.to_thread(kill)
+        phase["now"] = "after"
+
+    async with httpx.AsyncClient(timeout=180) as client:
+
+        async def worker(start):
+            nonlocal kill_task
+            i = start
+            while phase["after"] < sent_after and phase["sent"] < most:
+                tenant, sent = tenants[i % len(tenants)], phase["now"]
+                i += concurrency
+                phase["after"] += sent == "after"
+                phase["sent"] += 1
+                phase["in_flight"] += tenant in treated
+                try:
+                    r = await client.post(
+                        f"{url}/v1/map",
+                        json={"detector": "presidio", "output": UNMAPPED, "tenant": tenant},
+                    )
+                    records.append((sent, tenant, r.status_code, r.json()))
+                    phase["answered"] += r.json()["router_arm"] == "treatment" and (
+                        r.json()["result"]["findings"][0]["method"] == "model"
+                    )
+                except httpx.TransportError as exc:
+                    records.append((sent, tenant, None, repr(exc)))
+                finally:
+                    phase["in_flight"] -= tenant in treated
+                if kill_task is None and phase["answered"] >= 4 and phase["in_flight"] >= 2:
+                    kill_task = asyncio.ensure_future(killer())
+
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+        if kill_task is not None:
+            await kill_task
+    return records
+
+
+@pytest.mark.slow
+def test_killing_the_treatment_engine_under_load_fails_over_to_control_and_rolls_back(stack):
+    from llama_mapper.core.schemas import validate
+    from llama_mapper.serving.canary import ROLLBACK, Gates
+    from llama_mapper.serving.controller import CanaryController, http_stats
+    from llama_mapper.serving.registry_source import RegistrySource
+    from llama_mapper.serving.routing import TREATMENT, assign, routing_key
+
+    url, client, versions = stack["url"], stack["client"], stack["versions"]
+    control, treatment = versions[1], versions[2]
+    source = RegistrySource(client)
+    controller = CanaryController(
+        source, http_stats(url), gates=Gates(min_requests=10), steps=(0.5, 1.0)
+    )
+    record = controller.start(treatment)
+    wait_revision(url, record.revision)
+    wait_adapter_ready(url, treatment)
+    rollout = source.rollout("mapper")
+    tenants = [f"kill-{i}" for i in range(16)]
+    treated = {t for t in tenants if assign(rollout, routing_key(t, "")).arm == TREATMENT}
+    assert 4 <= len(treated) <= 12, treated  # both arms take load
+
+    app = stack["settings"].app_name
+    records = asyncio.run(
+        _load_with_kill(
+            url, tenants, treated, lambda: kill_replica(app, "MapperEngineTreatment"), sent_after=16
+        )
+    )
+    # No 5xx, no transport error, every answer valid against the output schema.
+    assert [r for r in records if r[2] != 200] == []
+    for _, _, _, body in records:
+        validate("mapper-output", body["result"])
+    # Before the kill the treatment's own engine answered its tenants with v2; whatever model
+    # answered on the treatment arm was v2 (a request caught by the kill is answered by control).
+    modelled = [b for _, _, _, b in records if b["result"]["findings"][0]["method"] == "model"]
+    versions_by_arm = {(b["router_arm"], _model_version(b)) for b in modelled}
+    assert versions_by_arm <= {(TREATMENT, treatment), ("control", control)}, versions_by_arm
+    before = [b for p, _, _, b in records if p == "before" and b["router_arm"] == TREATMENT]
+    assert len([b for b in before if b in modelled]) >= 4
+    # After it, control's model (or the rules' fallback) answered those tenants.
+    after = [b for p, t, _, b in records if p == "after" and t in treated]
+    assert len(after) >= 4, records  # also fails when the kill never came (`most` reached)
+    for body in after:
+        (finding,) = body["result"]["findings"]
+        assert body["router_arm"] == "control", body
+        if finding["method"] == "model":
+            assert _model_version(body) == control
+        else:
+            assert finding["method"] == "fallback", body
+
+    stats = httpx.get(f"{url}/v1/rollout/stats", timeout=30).json()
+    assert stats["arms"][TREATMENT]["errors"] > 0, stats
+    decision = controller.tick()  # the real controller step against the real router's stats
+    assert decision.action == ROLLBACK and "error_rate" in decision.reason, decision
+    rolled_back = source.rollout("mapper")
+    assert (rolled_back.treatment_weight, rolled_back.stage) == (0.0, "rolled_back")
+    history = [e for e in client.history("mapper") if e.subject == "rollout"]
+    assert "error_rate" in history[-1].reason
+    # The dead engine was seen as such (not as an adapter that never loaded).
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text)
+    lost = [
+        sample.value
+        for family in metrics
+        for sample in family.samples
+        if sample.name == "mapper_errors_total"
+        and sample.labels == {"arm": TREATMENT, "endpoint": "map", "code": "engine_unavailable"}
+    ]
+    assert lost and lost[0] >= 1, lost
+    # Tenants of the old treatment arm are control's again: answered by v1 on the main engine.
+    wait_revision(url, rolled_back.revision)
+    (again,) = asyncio.run(_arms(url, sorted(treated)[:1], UNMAPPED)).values()
+    assert again["router_arm"] is None
+    assert _model_version(again) == control
+
+
+def _model_version(body):
+    return body["result"]["provenance"]["model"]["adapter_version"]

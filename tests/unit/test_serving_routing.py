@@ -1,4 +1,4 @@
-"""Sticky A/B assignment, shadow mirroring and canary stepping, as pure functions."""
+"""Sticky A/B assignment, shadow mirroring, engine placement and canary stepping, as pure functions."""
 
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ from llama_mapper.serving.canary import (
 )
 from llama_mapper.serving.routing import (
     CONTROL,
+    MAIN_ENGINE,
     TREATMENT,
+    TREATMENT_ENGINE,
     RolloutView,
     assign,
     bucket,
+    engine_for,
+    placements,
     routing_key,
 )
 
@@ -85,6 +89,36 @@ def test_shadow_mirrors_a_share_of_control_without_changing_answers():
 HEALTHY = ArmStats(
     requests=500, errors=1, p95_ms=80, model_queries=200, schema_valid=200, fallbacks=10
 )
+
+
+def test_only_an_isolated_treatment_leaves_the_main_engine():
+    assert engine_for(TREATMENT, isolated=True) == TREATMENT_ENGINE
+    assert engine_for(CONTROL, isolated=True) == MAIN_ENGINE
+    assert engine_for(TREATMENT, isolated=False) == MAIN_ENGINE
+    assert engine_for(CONTROL, isolated=False) == MAIN_ENGINE
+
+
+def test_placements_put_the_treatment_on_its_engine_during_a_rollout():
+    champions = {"mapper": 1, "analyst": 4}
+    isolated = placements(rollout(0.5), champions, "mapper", isolated=True)
+    assert isolated == {
+        ("mapper", 1, MAIN_ENGINE),
+        ("analyst", 4, MAIN_ENGINE),
+        ("mapper", 2, TREATMENT_ENGINE),
+    }
+    shared = placements(rollout(0.5), champions, "mapper", isolated=False)
+    assert ("mapper", 2, MAIN_ENGINE) in shared and len(shared) == 3
+    # Shadow mirrors also reach the treatment: it is loaded (on its engine) at weight 0 too.
+    assert ("mapper", 2, TREATMENT_ENGINE) in placements(
+        rollout(0.0, "shadow", shadow=True), champions, "mapper", isolated=True
+    )
+    # A rolled-back (or finished) rollout needs only the champions, wherever it was isolated.
+    for stage in ("rolled_back", "complete", "aborted"):
+        assert placements(rollout(0.0, stage), champions, "mapper", isolated=True) == {
+            ("mapper", 1, MAIN_ENGINE),
+            ("analyst", 4, MAIN_ENGINE),
+        }
+    assert placements(None, {}, "mapper", isolated=True) == set()
 
 
 def test_canary_holds_until_enough_samples():
