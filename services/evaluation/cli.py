@@ -210,10 +210,12 @@ def _evaluator(args: argparse.Namespace) -> EvaluationService | EvaluationClient
         return _service(args)
     from llama_mapper.evaluation.client import EvaluationClient
 
+    # The token the service checks, resolved as a service started from this environment resolves
+    # it: MAPPER_EVALUATION_TOKEN, else the registry token (mapperctl's main() has already taken
+    # the local stack's from var/registry-token when MAPPER_REGISTRY_TOKEN is unset).
+    token = EvaluationSettings().caller_token()
     try:
-        client = EvaluationClient.connect(
-            address, token=os.environ.get("MAPPER_REGISTRY_TOKEN") or None
-        )
+        client = EvaluationClient.connect(address, token=token)
     except Unavailable as exc:
         raise Unavailable(
             f"{exc.message}: start the stack (`mapperctl stack up`), point --address or "

@@ -64,8 +64,8 @@ class EvaluationClient:
         self._channel.close()
 
     def _metadata(self) -> list[tuple[str, str]]:
-        # The registry token, as RegistryClient sends it: the service records metrics and gate
-        # results in the registry on the caller's behalf.
+        # The evaluation service's token (MAPPER_EVALUATION_TOKEN, else the registry token), sent
+        # as RegistryClient sends its own: StartEvaluation and CheckGate need it (auth.py).
         metadata = [("x-request-id", uuid.uuid4().hex)]
         if self._token:
             metadata.append(("authorization", f"Bearer {self._token}"))

@@ -1,7 +1,8 @@
 """The evaluation gRPC server: create_server() for tests and embedding, serve()/main() for processes.
 
 Run it: `python -m llama_mapper.evaluation.server` (reports under var/evaluation/runs; settings from
-MAPPER_EVALUATION_*, see settings.py; the registry from MAPPER_REGISTRY_ADDRESS / _TOKEN).
+MAPPER_EVALUATION_*, see settings.py; the registry from MAPPER_REGISTRY_ADDRESS / _TOKEN). Callers
+of StartEvaluation and CheckGate need MAPPER_EVALUATION_TOKEN, else the registry token (auth.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from llama_mapper.core.grpc_server import (
     configure_logging,
     run_until_signal,
 )
+from llama_mapper.evaluation.auth import AuthInterceptor
 from llama_mapper.evaluation.models import RegistryModels
 from llama_mapper.evaluation.service import EvaluationService
 from llama_mapper.evaluation.servicer import SERVICE_NAME, EvaluationServicer
@@ -29,6 +31,10 @@ from llama_mapper.evaluation.settings import EvaluationSettings
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 10
+
+
+class ConfigError(RuntimeError):
+    """The settings cannot start a safe server; the message names the variable to set."""
 
 
 def registry_models(settings: EvaluationSettings) -> RegistryModels:
@@ -41,12 +47,11 @@ def registry_models(settings: EvaluationSettings) -> RegistryModels:
     def factory() -> RegistryClient:
         with lock:
             if not client:
-                token = (
-                    settings.registry_token.get_secret_value() if settings.registry_token else None
-                )
                 client.append(
                     RegistryClient.from_env(
-                        address=settings.registry_address, token=token, actor="evaluation"
+                        address=settings.registry_address,
+                        token=settings.registry_bearer(),
+                        actor="evaluation",
                     )
                 )
             return client[0]
@@ -76,10 +81,23 @@ def create_server(
     service: EvaluationService | None = None,
     health_servicer: health.HealthServicer | None = None,
 ) -> tuple[grpc.Server, int]:
-    """Wire the service, health and reflection, bind the port; the caller starts and stops it."""
+    """Wire the service, auth, health and reflection, bind the port; the caller starts and stops
+    it. ConfigError without a caller token unless allow_insecure_writes."""
+    token = settings.caller_token()
+    if token is None and not settings.allow_insecure_writes:
+        raise ConfigError(
+            "refusing to start without a caller token: set MAPPER_EVALUATION_TOKEN (or "
+            "MAPPER_REGISTRY_TOKEN, which it falls back to), or "
+            "MAPPER_EVALUATION_ALLOW_INSECURE_WRITES=1 for local development"
+        )
     service = service or build_service(settings)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="evaluation-rpc")
+        futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="evaluation-rpc"),
+        interceptors=[
+            AuthInterceptor(
+                SERVICE_NAME, token=token, require_auth_for_reads=settings.require_auth_for_reads
+            )
+        ],
     )
     pb_grpc.add_EvaluationServiceServicer_to_server(
         EvaluationServicer(service, stream_interval_s=settings.stream_interval_s), server
@@ -94,7 +112,11 @@ def serve(settings: EvaluationSettings) -> None:
     server, port = create_server(settings, health_servicer=health_servicer)
     server.start()
     log.info(
-        "evaluation listening on %s:%s, reports in %s", settings.host, port, settings.reports_dir
+        "evaluation listening on %s:%s, reports in %s%s",
+        settings.host,
+        port,
+        settings.reports_dir,
+        "" if settings.caller_token() else " (no token: every call accepted)",
     )
     run_until_signal(server, health_servicer, GRACE_SECONDS)
 
@@ -103,7 +125,7 @@ def main() -> int:
     configure_logging()
     try:
         serve(EvaluationSettings())
-    except ValidationError as exc:
+    except (ValidationError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
     return 0

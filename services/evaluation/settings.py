@@ -10,6 +10,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ROOT = Path(os.environ.get("MAPPER_VAR_DIR", "var")) / "evaluation"
+# The registry's own variable: the token `make up` hands every service (see cli/stack.py).
+REGISTRY_TOKEN_ENV = "MAPPER_REGISTRY_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
 class EvaluationSettings(BaseSettings):
@@ -32,7 +34,23 @@ class EvaluationSettings(BaseSettings):
         "Model runs, compare and gate need it.",
     )
     registry_token: SecretStr | None = Field(
-        None, description="Bearer token for the registry (recording metrics and gate results)."
+        None,
+        description="Bearer token the service sends to the registry (recording metrics, "
+        "temperatures and gate results); unset: MAPPER_REGISTRY_TOKEN.",
+    )
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token callers must send with StartEvaluation and CheckGate (and with "
+        "reads when require_auth_for_reads); unset: the registry token above, so the local stack "
+        "runs on one token.",
+    )
+    allow_insecure_writes: bool = Field(
+        False,
+        description="Local development only: start without any token (neither this one nor the "
+        "registry's) and accept every call unauthenticated.",
+    )
+    require_auth_for_reads: bool = Field(
+        False, description="StreamProgress, GetReport and CompareVersions need the token too."
     )
     engine: Literal["auto", "vllm", "transformers"] = Field(
         "auto",
@@ -61,3 +79,17 @@ class EvaluationSettings(BaseSettings):
     stream_interval_s: float = Field(
         0.5, gt=0, description="Most frequent progress update StreamProgress sends."
     )
+
+    def registry_bearer(self) -> str | None:
+        """The token the service sends to the registry: registry_token, else MAPPER_REGISTRY_TOKEN."""
+        if self.registry_token is not None and self.registry_token.get_secret_value():
+            return self.registry_token.get_secret_value()
+        return os.environ.get(REGISTRY_TOKEN_ENV) or None
+
+    def caller_token(self) -> str | None:
+        """The token callers must present, and the one mapperctl sends: token, else the registry
+        token (a caller holding that could write to the registry directly anyway). An empty value
+        counts as unset: it must never match an empty `Bearer ` header."""
+        if self.token is not None and self.token.get_secret_value():
+            return self.token.get_secret_value()
+        return self.registry_bearer()

@@ -80,9 +80,13 @@ def _mapperctl(argv, capsys):
 
 
 @pytest.fixture
-def evaluation_service(registry, tmp_path):
-    """The evaluation service on port 0, on the test registry and the CLI's report directory."""
+def evaluation_service(registry, tmp_path, monkeypatch):
+    """The evaluation service on port 0, on the test registry and the CLI's report directory.
+    With no evaluation token of its own it checks callers against its registry token, which
+    mapperctl sends from MAPPER_REGISTRY_TOKEN: the `make up` arrangement."""
     _, port = registry
+    monkeypatch.delenv("MAPPER_EVALUATION_TOKEN", raising=False)
+    monkeypatch.setenv("MAPPER_REGISTRY_TOKEN", TOKEN)
     settings = EvaluationSettings(
         port=0,
         reports_dir=tmp_path / "runs",

@@ -16,19 +16,24 @@ from eval_cases import FakeRegistry, build_eval_set
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2_grpc as pb_grpc
 from llama_mapper.cli import stack
 from llama_mapper.cli.main import main as mapperctl_main
-from llama_mapper.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from llama_mapper.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from llama_mapper.evaluation import cli
 from llama_mapper.evaluation.report import load_report
 from llama_mapper.evaluation.server import build_service, create_server
 from llama_mapper.evaluation.servicer import EvaluationServicer
 from llama_mapper.evaluation.settings import EvaluationSettings
 
+TOKEN = "eval-cli-token-" + "x" * 16
+
 
 @pytest.fixture(autouse=True)
 def _no_ambient_service(monkeypatch):
-    """Tests name their service; the developer's environment and local stack stay out of it."""
+    """Tests name their service; the developer's environment and local stack stay out of it.
+    mapperctl sends the test service's token unless a test says otherwise."""
     monkeypatch.delenv(cli.ADDRESS_ENV, raising=False)
-    monkeypatch.delenv("MAPPER_REGISTRY_TOKEN", raising=False)
+    for name in ("MAPPER_REGISTRY_TOKEN", "MAPPER_EVALUATION_REGISTRY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MAPPER_EVALUATION_TOKEN", TOKEN)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +46,7 @@ def service(tmp_path_factory):
         stream_interval_s=0.05,
         robustness_per_perturbation=5,
         default_eval_set=str(eval_dir),
+        token=TOKEN,
     )
     registry = FakeRegistry()
     evaluation = build_service(settings, registry)
@@ -204,19 +210,67 @@ class _MetadataRecorder(grpc.ServerInterceptor):
         return continuation(handler_call_details)
 
 
-def test_the_registry_token_travels_as_bearer_metadata(capsys, monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    ("env", "sent"),
+    [
+        ({"MAPPER_REGISTRY_TOKEN": "s3cret"}, "s3cret"),
+        (
+            {"MAPPER_REGISTRY_TOKEN": "s3cret", "MAPPER_EVALUATION_TOKEN": "evaluation"},
+            "evaluation",
+        ),
+    ],
+)
+def test_the_caller_token_travels_as_bearer_metadata(env, sent, capsys, monkeypatch, tmp_path):
+    """MAPPER_EVALUATION_TOKEN, else the registry token: what a service started from the same
+    environment (`make up`) checks."""
     recorder = _MetadataRecorder()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[recorder])
     evaluation = build_service(EvaluationSettings(reports_dir=tmp_path), FakeRegistry())
     pb_grpc.add_EvaluationServiceServicer_to_server(EvaluationServicer(evaluation), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    monkeypatch.delenv("MAPPER_EVALUATION_TOKEN")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     try:
-        monkeypatch.setenv("MAPPER_REGISTRY_TOKEN", "s3cret")
         with pytest.raises(NotFound):
             _mapperctl(["eval", "gate", "9", "--address", f"127.0.0.1:{port}"], capsys)
     finally:
         server.stop(0)
         evaluation.close()
     (call,) = recorder.seen
-    assert call["authorization"] == "Bearer s3cret" and call["x-request-id"]
+    assert call["authorization"] == f"Bearer {sent}" and call["x-request-id"]
+
+
+def test_without_the_token_runs_and_gates_are_refused(service, capsys, monkeypatch):
+    address, _, registry, _ = service
+    gates = len(registry.gates)
+    monkeypatch.delenv("MAPPER_EVALUATION_TOKEN")
+    with pytest.raises(Unauthenticated, match="CheckGate needs 'authorization: Bearer <token>'"):
+        _mapperctl(["eval", "gate", "1", "--address", address], capsys)
+    monkeypatch.setenv("MAPPER_EVALUATION_TOKEN", "not-the-token")
+    with pytest.raises(Unauthenticated, match="not valid for this evaluation service"):
+        _mapperctl(["eval", "run", "--rules-only", "--address", address], capsys)
+    assert len(registry.gates) == gates
+
+
+def test_the_local_stack_token_reaches_the_service(tmp_path, capsys, monkeypatch):
+    """As `make up` runs it: the services get MAPPER_REGISTRY_TOKEN (var/registry-token) and no
+    evaluation token; mapperctl takes the same file through use_local_token()."""
+    monkeypatch.delenv("MAPPER_EVALUATION_TOKEN")
+    monkeypatch.setattr(stack, "VAR", tmp_path / "var")
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "registry-token").write_text("stack-token\n")
+    monkeypatch.setenv("MAPPER_REGISTRY_TOKEN", stack.registry_token())  # what up() passes on
+    settings = EvaluationSettings(port=0, reports_dir=tmp_path / "runs")
+    evaluation = build_service(settings, FakeRegistry())
+    server, port = create_server(settings, service=evaluation)
+    server.start()
+    try:
+        monkeypatch.delenv("MAPPER_REGISTRY_TOKEN")  # a fresh shell: mapperctl reads the file
+        stack.use_local_token()
+        with pytest.raises(NotFound, match="no version 9"):  # past the token check
+            _mapperctl(["eval", "gate", "9", "--address", f"127.0.0.1:{port}"], capsys)
+    finally:
+        server.stop(0)
+        evaluation.close()

@@ -31,10 +31,15 @@ class EvaluationServiceStub:
     Results are written to the registry on the evaluated version (metrics, temperature, eval set
     digest, gate outcome) and to a report directory per run (JSON, Markdown, PNG plots).
 
+    StartEvaluation and CheckGate need `authorization: Bearer <token>` metadata (the service's
+    token, by default the registry token): they write to the registry with the service's own
+    credentials, and every run occupies the service's one evaluation worker. StreamProgress,
+    GetReport and CompareVersions need it only when the server requires auth for reads.
+
     Errors: INVALID_ARGUMENT (malformed request), NOT_FOUND (unknown model, version, alias, run
     or eval set), FAILED_PRECONDITION (report asked for a run that has not succeeded, runs
-    compared on different eval sets, no targets stored for the hardware profile), UNAVAILABLE
-    (registry or engine unreachable).
+    compared on different eval sets, no targets stored for the hardware profile),
+    UNAUTHENTICATED (missing or wrong token), UNAVAILABLE (registry or engine unreachable).
     """
 
     def __init__(self, channel):
@@ -75,14 +80,20 @@ class EvaluationServiceServicer:
     Results are written to the registry on the evaluated version (metrics, temperature, eval set
     digest, gate outcome) and to a report directory per run (JSON, Markdown, PNG plots).
 
+    StartEvaluation and CheckGate need `authorization: Bearer <token>` metadata (the service's
+    token, by default the registry token): they write to the registry with the service's own
+    credentials, and every run occupies the service's one evaluation worker. StreamProgress,
+    GetReport and CompareVersions need it only when the server requires auth for reads.
+
     Errors: INVALID_ARGUMENT (malformed request), NOT_FOUND (unknown model, version, alias, run
     or eval set), FAILED_PRECONDITION (report asked for a run that has not succeeded, runs
-    compared on different eval sets, no targets stored for the hardware profile), UNAVAILABLE
-    (registry or engine unreachable).
+    compared on different eval sets, no targets stored for the hardware profile),
+    UNAUTHENTICATED (missing or wrong token), UNAVAILABLE (registry or engine unreachable).
     """
 
     def StartEvaluation(self, request, context):
-        """Starts an evaluation run in the background and returns its id at once.
+        """Starts an evaluation run in the background and returns its id at once. Needs the token,
+        whether or not the run records its results in the registry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,7 +124,7 @@ class EvaluationServiceServicer:
 
     def CheckGate(self, request, context):
         """Checks a version against the targets stored in the registry for a hardware profile and
-        against the champion; records the outcome in the registry.
+        against the champion; records the outcome in the registry. Needs the token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -160,10 +171,15 @@ class EvaluationService:
     Results are written to the registry on the evaluated version (metrics, temperature, eval set
     digest, gate outcome) and to a report directory per run (JSON, Markdown, PNG plots).
 
+    StartEvaluation and CheckGate need `authorization: Bearer <token>` metadata (the service's
+    token, by default the registry token): they write to the registry with the service's own
+    credentials, and every run occupies the service's one evaluation worker. StreamProgress,
+    GetReport and CompareVersions need it only when the server requires auth for reads.
+
     Errors: INVALID_ARGUMENT (malformed request), NOT_FOUND (unknown model, version, alias, run
     or eval set), FAILED_PRECONDITION (report asked for a run that has not succeeded, runs
-    compared on different eval sets, no targets stored for the hardware profile), UNAVAILABLE
-    (registry or engine unreachable).
+    compared on different eval sets, no targets stored for the hardware profile),
+    UNAUTHENTICATED (missing or wrong token), UNAVAILABLE (registry or engine unreachable).
     """
 
     @staticmethod
