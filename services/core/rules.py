@@ -13,10 +13,18 @@ from llama_mapper.core.result import CanonicalFinding, build_result
 from llama_mapper.core.tables import (
     ALIAS_CONFIDENCE,
     EXACT_CONFIDENCE,
+    VOCABULARY_CONFIDENCE,
     MappingTable,
+    TableEntry,
     default_tables,
 )
-from llama_mapper.core.taxonomy import NO_FINDING, UNKNOWN, Taxonomy, default_taxonomy
+from llama_mapper.core.taxonomy import (
+    NO_FINDING,
+    UNKNOWN,
+    Taxonomy,
+    default_taxonomy,
+    normalize_label_text,
+)
 
 # other.unknown says "we could not map this": its confidence is the chance that the fallback label
 # is right, which is low by construction; needs_review sends it to a person.
@@ -33,8 +41,46 @@ class RuleMatch:
     matched: bool
 
 
+class Vocabulary:
+    """Every table's vendor labels and the taxonomy's subcategory names, normalized.
+
+    Vendors reuse each other's words (`NATIONAL_ID`, `jailbreak`, `sslCertificate`), and a detector
+    nobody wrote a table for speaks them too. A normalized key resolves only when it is unambiguous:
+    the detector's own table first, else every table holding it names the same labels; a
+    subcategory name counts only when one category has it (`jailbreak`, never `other`).
+    """
+
+    def __init__(self, taxonomy: Taxonomy, tables: dict[str, MappingTable]) -> None:
+        self._own: dict[str, dict[str, TableEntry]] = {}
+        shared: dict[str, set[tuple[str, ...]]] = {}
+        for detector, table in tables.items():
+            own = self._own.setdefault(detector, {})
+            for raw, entry in table.entries.items():
+                key = normalize_label_text(raw)
+                own.setdefault(key, entry)
+                shared.setdefault(key, set()).add(entry.labels)
+        subcategories: dict[str, set[str]] = {}
+        for name, label in taxonomy.labels.items():
+            subcategories.setdefault(normalize_label_text(label.subcategory), set()).add(name)
+        for key, names in subcategories.items():
+            if len(names) == 1 and key not in shared:
+                shared[key] = {tuple(names)}
+        self._shared = {key: next(iter(v)) for key, v in shared.items() if len(v) == 1}
+
+    def lookup(self, detector: str, raw_label: str) -> tuple[TableEntry | None, tuple[str, ...]]:
+        """(the detector's own entry, if that is what matched; the labels), or (None, ())."""
+        key = normalize_label_text(raw_label)
+        if not key:
+            return None, ()
+        own = self._own.get(detector, {}).get(key)
+        if own is not None:
+            return own, own.labels
+        return None, self._shared.get(key, ())
+
+
 class RulesMapper:
-    """Exact table match, then normalized alias match against the taxonomy, then other.unknown."""
+    """Exact table match, then normalized alias match against the taxonomy, then the normalized
+    vendor vocabulary, then other.unknown. Never a substring, never a guess between two labels."""
 
     def __init__(
         self,
@@ -43,6 +89,7 @@ class RulesMapper:
     ) -> None:
         self.taxonomy = taxonomy or default_taxonomy()
         self.tables = tables if tables is not None else default_tables()
+        self.vocabulary = Vocabulary(self.taxonomy, self.tables)
 
     def knows(self, detector: str) -> bool:
         return detector in self.tables
@@ -58,6 +105,11 @@ class RulesMapper:
         alias = self.taxonomy.resolve_alias(finding.raw_label)
         if alias is not None and alias != UNKNOWN:
             return RuleMatch((alias,), ALIAS_CONFIDENCE, needs_review=False, matched=True)
+        own, labels = self.vocabulary.lookup(finding.detector, finding.raw_label)
+        if own is not None and table and not table.passes(own, finding.score, finding.severity):
+            return None
+        if labels and UNKNOWN not in labels:
+            return RuleMatch(labels, VOCABULARY_CONFIDENCE, needs_review=False, matched=True)
         return RuleMatch((UNKNOWN,), UNKNOWN_CONFIDENCE, needs_review=True, matched=False)
 
     def map_report(self, report: DetectorReport, request_id: str | None = None) -> dict[str, Any]:

@@ -17,6 +17,9 @@ from llama_mapper.core.taxonomy import Taxonomy, default_taxonomy
 # written by a person from the vendor's documentation; an alias match is a normalization guess.
 EXACT_CONFIDENCE = 0.99
 ALIAS_CONFIDENCE = 0.85
+# A vendor label written another way (case, separators, camelCase), or reported by a detector whose
+# own table lacks it while every table that has it agrees on the labels.
+VOCABULARY_CONFIDENCE = 0.8
 
 
 @dataclass(frozen=True)

@@ -213,11 +213,22 @@ def test_azure_groundedness_keeps_share_not_sentences(mapper: RulesMapper) -> No
 def test_azure_unknown_category_falls_back_to_review(mapper: RulesMapper) -> None:
     result = mapper.map(
         "azure-content-safety",
-        {"categoriesAnalysis": [{"category": "Profanity", "severity": 4}]},
+        {"categoriesAnalysis": [{"category": "Brand Safety", "severity": 4}]},
         request_id="r",
     )
     assert labels_of(result) == ["other.unknown"]
     assert result["needs_review"] is True
+
+
+def test_azure_category_that_names_a_taxonomy_subcategory_maps(mapper: RulesMapper) -> None:
+    """Azure's table has no Profanity, but one taxonomy category has that subcategory."""
+    result = mapper.map(
+        "azure-content-safety",
+        {"categoriesAnalysis": [{"category": "Profanity", "severity": 4}]},
+        request_id="r",
+    )
+    assert labels_of(result) == ["toxicity.profanity"]
+    assert result["needs_review"] is False
 
 
 def test_azure_missing_severity_says_nothing() -> None:

@@ -6,7 +6,12 @@ from llama_mapper.core.errors import InvalidArgument, NotFound
 from llama_mapper.core.findings import DetectorReport, NormalizedFinding, Span
 from llama_mapper.core.rules import UNKNOWN_CONFIDENCE, RulesMapper
 from llama_mapper.core.schemas import validator
-from llama_mapper.core.tables import ALIAS_CONFIDENCE, EXACT_CONFIDENCE, parse_table
+from llama_mapper.core.tables import (
+    ALIAS_CONFIDENCE,
+    EXACT_CONFIDENCE,
+    VOCABULARY_CONFIDENCE,
+    parse_table,
+)
 from llama_mapper.core.taxonomy import default_taxonomy
 
 TABLE = {
@@ -79,6 +84,36 @@ def test_alias_match_after_normalization(mapper):
     assert item["label"] == "pii.national_id"
     assert item["method"] == "rule"
     assert item["confidence"] == ALIAS_CONFIDENCE
+
+
+def test_vocabulary_tier_normalizes_and_borrows_unanimous_vendor_labels():
+    taxonomy = default_taxonomy()
+    other = {
+        "detector": "other-vendor",
+        "labels": {
+            "NATIONAL_ID": ["pii.national_id"],
+            "MIXED": ["toxicity.insult"],
+            "SECRET": {"labels": ["credentials.other"], "min_score": 0.95},
+        },
+    }
+    third = {"detector": "third", "labels": {"MIXED": ["toxicity.harassment"]}}
+    mapper = RulesMapper(
+        taxonomy,
+        {t["detector"]: parse_table(t, taxonomy) for t in (TABLE, other, third)},
+    )
+    # The detector's own table, written another way; its thresholds still apply.
+    [own] = mapper.map_report(report(finding("threat-harass", 0.9)))["findings"][:1]
+    assert own["label"] == "toxicity.harassment" and own["confidence"] == VOCABULARY_CONFIDENCE
+    assert mapper.map_report(report(finding("card", 0.7)))["taxonomy"] == ["other.no_finding"]
+    # Another vendor's word; a subcategory name one category owns.
+    for raw, label in [("nationalId", "pii.national_id"), ("Jailbreak", "security.jailbreak")]:
+        [item] = mapper.map_report(report(finding(raw, 0.9)))["findings"]
+        assert (item["label"], item["method"]) == (label, "rule")
+        assert not item.get("needs_review")
+    # Vendors disagree, or the word is a subcategory of several categories: no guess.
+    for raw in ("mixed", "other", "general"):
+        [item] = mapper.map_report(report(finding(raw, 0.9)))["findings"]
+        assert item["label"] == "other.unknown", raw
 
 
 @pytest.mark.parametrize("raw", ["nontoxic", "EMAIL_COUNT", "zzz_unheard_of"])
