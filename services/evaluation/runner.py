@@ -25,7 +25,14 @@ from llama_mapper.core.taxonomy import Taxonomy, default_taxonomy
 from llama_mapper.evaluation.analyst import AnalystModel, evaluate_analyst
 from llama_mapper.evaluation.evalset import EvalSet, MapperCase, is_held_out
 from llama_mapper.evaluation.robustness import build_suite
-from llama_mapper.evaluation.subjects import FALLBACK, Answer, ModelSubject, Subject, assemble
+from llama_mapper.evaluation.subjects import (
+    FALLBACK,
+    Answer,
+    ModelSubject,
+    RulesSubject,
+    Subject,
+    assemble,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +133,32 @@ class _Phase:
     def close(self) -> float:
         self.bar.close()
         return time.perf_counter() - self.started
+
+
+# Fewer rule misses than this in a calibration split: fit on the whole split instead.
+MIN_MODEL_SHARE_CASES = 50
+
+
+def _model_share(subject: Subject, cases: list[MapperCase]) -> list[MapperCase]:
+    """The calibration cases the model answers as the subject runs it.
+
+    In the hybrid the model only sees what the rules cannot map (variants, envelopes, free text),
+    and the temperature is applied to exactly those answers; fitting it on the whole split, most
+    of which the rules answer and the model finds easy, sharpens the confidence of answers that
+    are mostly hard. The model alone sees everything, so it is fitted on everything.
+    """
+    rules = getattr(subject, "rules", None)
+    if not isinstance(rules, RulesSubject) or not cases:
+        return cases
+    misses = [case for case in cases if rules.answer_one(case).method == FALLBACK]
+    if len(misses) < MIN_MODEL_SHARE_CASES:
+        log.info(
+            "only %d rule misses among %d calibration cases: fitting on all",
+            len(misses),
+            len(cases),
+        )
+        return cases
+    return misses
 
 
 def _records(
@@ -302,7 +335,10 @@ class EvaluationRunner:
         if not options.calibrate or inputs.calibration_model is None or not scored:
             return out
         source = inputs.calibration_set or eval_set
-        fit_cases = list(source.calibration or (source.measured if inputs.calibration_set else ()))
+        fit_cases = _model_share(
+            inputs.subject,
+            list(source.calibration or (source.measured if inputs.calibration_set else ())),
+        )
         if fit_cases:
             subject = ModelSubject(inputs.calibration_model, self.taxonomy, options.batch_size)
             answers, _ = self._answer(subject, "calibration", fit_cases, options)

@@ -91,3 +91,22 @@ def test_truncated_run(tmp_path):
         RunOptions(max_cases=5, robustness=False, show_progress=False),
     )
     assert result.report["truncated"] and result.report["quality"]["case_count"] <= 5
+
+
+def test_hybrid_temperature_is_fitted_on_the_cases_the_model_answers():
+    """In the hybrid the model only answers rule misses; the calibration split is cut to those."""
+    from llama_mapper.core.rules import RulesMapper
+    from llama_mapper.evaluation.evalset import MapperCase
+    from llama_mapper.evaluation.runner import MIN_MODEL_SHARE_CASES, _model_share
+    from llama_mapper.evaluation.subjects import HybridSubject, RulesSubject
+
+    def case(i: int, label: str) -> MapperCase:
+        return MapperCase(f"c{i}", "presidio", {"label": label, "score": 0.9}, frozenset())
+
+    mapped = [case(i, "EMAIL_ADDRESS") for i in range(100)]
+    misses = [case(100 + i, f"zq_{i}_xv") for i in range(MIN_MODEL_SHARE_CASES)]
+    hybrid = HybridSubject(RulesMapper(), model=None, taxonomy=None)  # type: ignore[arg-type]
+    assert [c.id for c in _model_share(hybrid, mapped + misses)] == [c.id for c in misses]
+    # Too few misses to fit on: the whole split; the model alone and the rules are never cut.
+    assert _model_share(hybrid, mapped + misses[:3]) == mapped + misses[:3]
+    assert _model_share(RulesSubject(), mapped + misses) == mapped + misses
