@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, JsonValue, model_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llama_mapper.core.errors import (
     MapperError,
@@ -120,6 +121,83 @@ def _mapped(m: Mapped) -> MapResponse:
     return MapResponse(result=m.result, router_arm=m.arm, adapter_version=m.version)
 
 
+class Guard:
+    """Size first, then auth, then the tenant's rate: cheap refusals before any work.
+
+    A plain ASGI middleware rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware
+    runs the rest of the app in a task behind memory streams, which cost about as much CPU per
+    request as the rules and the result together (bench/router_overhead.py)."""
+
+    def __init__(self, app: ASGIApp, core: Callable[[], RouterCore]) -> None:
+        self.app = app
+        self.core = core
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings, limiter = self.core().settings, self.core().limiter
+        max_body_bytes = settings.max_body_bytes
+        request = Request(scope)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            too_large = PayloadTooLarge(f"request body over {max_body_bytes} bytes")
+            await _error_response(too_large)(scope, receive, send)
+            return
+        if request.method == "POST":
+            body = bytearray()
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # nobody to answer
+                body += message.get("body", b"")
+                if len(body) > max_body_bytes:
+                    too_large = PayloadTooLarge(f"request body over {max_body_bytes} bytes")
+                    await _error_response(too_large)(scope, receive, send)
+                    return
+                if not message.get("more_body", False):
+                    break
+            receive = _replay(bytes(body), receive)
+        auth_token = settings.auth_token.get_secret_value() if settings.auth_token else None
+        path = request.url.path
+        if auth_token and path not in _OPEN_PATHS:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {auth_token}".encode()):
+                refusal = _error_response(
+                    Unauthenticated("missing or wrong bearer token"), {"WWW-Authenticate": "Bearer"}
+                )
+                await refusal(scope, receive, send)
+                return
+        if path.startswith("/v1/"):
+            tenant = request.headers.get(TENANT_HEADER) or (
+                request.client.host if request.client else "anonymous"
+            )
+            wait = limiter.acquire(tenant)
+            if wait > 0:
+                self.core().record_error(path, "rate_limited")
+                refusal = _error_response(
+                    ResourceExhausted(f"tenant {tenant!r} is over its rate limit"),
+                    {"Retry-After": retry_after_header(wait)},
+                )
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` that hands the app the body the guard already read, then listens on."""
+    pending: Message | None = {"type": "http.request", "body": body, "more_body": False}
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending is None:
+            return await receive()
+        message, pending = pending, None
+        return message
+
+    return replay
+
+
 def build_app(core: Callable[[], RouterCore]) -> FastAPI:
     """The FastAPI app; `core` returns this replica's RouterCore (set up by the deployment), whose
     settings and rate limiter the guard reads, so the app can be built before settings arrive."""
@@ -130,37 +208,7 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
         "compliance taxonomy (rules first, LoRA model for the rest, A/B rollouts).",
     )
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        # Size first, then auth, then the tenant's rate: cheap refusals before any work.
-        settings, limiter = core().settings, core().limiter
-        max_body_bytes = settings.max_body_bytes
-        auth_token = settings.auth_token.get_secret_value() if settings.auth_token else None
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            return _error_response(PayloadTooLarge(f"request body over {max_body_bytes} bytes"))
-        if request.method == "POST":
-            body = await request.body()
-            if len(body) > max_body_bytes:
-                return _error_response(PayloadTooLarge(f"request body over {max_body_bytes} bytes"))
-        if auth_token and request.url.path not in _OPEN_PATHS:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {auth_token}".encode()):
-                return _error_response(
-                    Unauthenticated("missing or wrong bearer token"), {"WWW-Authenticate": "Bearer"}
-                )
-        if request.url.path.startswith("/v1/"):
-            tenant = request.headers.get(TENANT_HEADER) or (
-                request.client.host if request.client else "anonymous"
-            )
-            wait = limiter.acquire(tenant)
-            if wait > 0:
-                core().record_error(request.url.path, "rate_limited")
-                return _error_response(
-                    ResourceExhausted(f"tenant {tenant!r} is over its rate limit"),
-                    {"Retry-After": retry_after_header(wait)},
-                )
-        return await call_next(request)
+    app.add_middleware(Guard, core=core)
 
     @app.exception_handler(MapperError)
     async def mapper_error(request: Request, exc: MapperError) -> JSONResponse:

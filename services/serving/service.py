@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 
 LOCAL_VERSION = 0  # adapters from local directories (no registry) serve as version 0
 _FAILED_RETRY_S = 30.0
+# The result schema bounds the request id it echoes: one too long (an X-Request-Id header, a gRPC
+# request_id) is the caller's bad input, refused before any work, not a result failing validation.
+_REQUEST_ID_MAX = load_schema("mapper-output")["properties"]["provenance"]["properties"][
+    "request_id"
+]["maxLength"]
 
 
 class EngineClient(Protocol):
@@ -288,6 +293,8 @@ class RouterCore:
     ) -> Mapped:
         await self.refresh()
         request_id = request_id or str(uuid.uuid4())
+        if len(request_id) > _REQUEST_ID_MAX:
+            raise InvalidArgument(f"request id: at most {_REQUEST_ID_MAX} characters")
         started = time.perf_counter()
         model = self.settings.model
         assignment = assign(
@@ -424,6 +431,7 @@ class RouterCore:
     def _record(
         self, arm: str, endpoint: str, outcome: Outcome, latency: float, *, counted: bool
     ) -> None:
+        metrics = self.metrics
         window = self.windows.arm(arm)
         window.requests += 1
         window.latencies_ms.append(latency * 1000)
@@ -433,15 +441,15 @@ class RouterCore:
             window.fallbacks += sum(
                 n for reason, n in outcome.fallbacks.items() if reason != NO_MODEL
             )
-            self.metrics.model_queries.labels(arm).inc(outcome.model_queries)
-            self.metrics.schema_valid.labels(arm).inc(outcome.schema_valid)
+            metrics.child(metrics.model_queries, arm).inc(outcome.model_queries)
+            metrics.child(metrics.schema_valid, arm).inc(outcome.schema_valid)
         for reason, n in outcome.fallbacks.items():
-            self.metrics.fallbacks.labels(arm, reason).inc(n)
+            metrics.child(metrics.fallbacks, arm, reason).inc(n)
         for finding in outcome.result["findings"]:
-            self.metrics.findings.labels(arm, finding["method"]).inc()
-        self.metrics.requests.labels(arm, endpoint, "ok").inc()
-        self.metrics.latency.labels(arm, endpoint).observe(latency)
-        self.metrics.update_rates(self.windows)
+            metrics.child(metrics.findings, arm, finding["method"]).inc()
+        metrics.child(metrics.requests, arm, endpoint, "ok").inc()
+        metrics.child(metrics.latency, arm, endpoint).observe(latency)
+        metrics.update_rates(self.windows)
 
     def record_error(self, endpoint: str, code: str) -> None:
         self.metrics.errors.labels("none", endpoint, code).inc()
@@ -458,6 +466,10 @@ class RouterCore:
     ) -> list[Mapped]:
         """All items are read first (one invalid item fails the batch, naming it), then mapped."""
         for index, item in enumerate(items):
+            if len(item.get("request_id") or "") > _REQUEST_ID_MAX:
+                raise InvalidArgument(
+                    f"$.items[{index}].request_id: at most {_REQUEST_ID_MAX} characters"
+                )
             try:
                 self.hybrid.plan(item["detector"], item["output"])
             except InvalidArgument as exc:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+from dataclasses import replace
 
 import httpx
 import pytest
 
+from llama_mapper.core.errors import InvalidArgument
 from llama_mapper.core.inference import Prediction
+from llama_mapper.core.schemas import validate
 from llama_mapper.serving.api import build_app
 from llama_mapper.serving.routing import RolloutView
 from llama_mapper.serving.service import RouterCore
@@ -261,3 +265,84 @@ def test_http_client_over_a_real_socket():
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_the_guard_bounds_a_body_sent_without_content_length():
+    async def chunked(body: bytes):
+        for i in range(0, len(body), 40):
+            yield body[i : i + 40]
+
+    async def go():
+        _core, client = make_client(StaticSource(), None, max_body_bytes=300)
+        async with client:
+            small = json.dumps({"detector": "presidio", "output": MAPPED}).encode()
+            ok = await client.post(
+                "/v1/map", content=chunked(small), headers={"content-type": "application/json"}
+            )
+            assert "content-length" not in ok.request.headers
+            assert ok.status_code == 200, ok.text  # the body the guard read reached the route
+            assert ok.json()["result"]["taxonomy"] == ["pii.email_address"]
+            big = json.dumps({"detector": "presidio", "output": "x" * 400}).encode()
+            refused = await client.post(
+                "/v1/map", content=chunked(big), headers={"content-type": "application/json"}
+            )
+            assert refused.status_code == 413
+            assert refused.json()["error"]["code"] == "PayloadTooLarge"
+
+    run(go())
+
+
+def test_what_would_make_an_invalid_result_never_leaves():
+    # A model label outside the taxonomy, an answer the engine itself flagged invalid, and a
+    # request id longer than the result schema allows: the first two fall back, the third is
+    # the caller's error; every answer that leaves is valid against mapper-output.json.
+    engine = TableEngine({"mapper-v1": {"ACME_CUSTOMER_NO": "financial.no_such_label"}})
+
+    async def go():
+        core, client = make_client(StaticSource(), engine)
+        async with client:
+            await _settle(client, core)
+            r = await client.post("/v1/map", json={"detector": "presidio", "output": UNMAPPED})
+            assert r.status_code == 200, r.text
+            validate("mapper-output", r.json()["result"])
+            (finding,) = r.json()["result"]["findings"]
+            assert (finding["label"], finding["method"]) == ("other.unknown", "fallback")
+            assert finding["needs_review"] is True
+            metrics = (await client.get("/metrics")).text
+            assert 'mapper_fallbacks_total{arm="control",reason="invalid"} 1.0' in metrics
+            assert 'mapper_fallback_rate{arm="control"} 1.0' in metrics
+            assert 'mapper_schema_valid_rate{arm="control"} 1.0' in metrics
+
+            body = {"detector": "presidio", "output": MAPPED}
+            longest = await client.post("/v1/map", json=body, headers={"x-request-id": "r" * 128})
+            assert longest.status_code == 200
+            validate("mapper-output", longest.json()["result"])
+            assert longest.json()["result"]["provenance"]["request_id"] == "r" * 128
+            too_long = await client.post("/v1/map", json=body, headers={"x-request-id": "r" * 129})
+            assert too_long.status_code == 422
+            assert too_long.json()["error"]["code"] == "InvalidArgument"
+            with pytest.raises(InvalidArgument, match=r"\$\.items\[1\]\.request_id"):
+                await core.map_batch([body, {**body, "request_id": "r" * 129}], None)
+
+    run(go())
+
+
+def test_an_engine_flagged_invalid_answer_falls_back():
+    class InvalidEngine(TableEngine):
+        async def predict(self, adapter, queries):
+            predictions, description = await super().predict(adapter, queries)
+            return [replace(p, valid=False) for p in predictions], description
+
+    engine = InvalidEngine({"mapper-v1": {"ACME_CUSTOMER_NO": "financial.bank_account"}})
+
+    async def go():
+        core, client = make_client(StaticSource(), engine)
+        async with client:
+            await _settle(client, core)
+            r = await client.post("/v1/map", json={"detector": "presidio", "output": UNMAPPED})
+            validate("mapper-output", r.json()["result"])
+            assert r.json()["result"]["findings"][0]["method"] == "fallback"
+            metrics = (await client.get("/metrics")).text
+            assert 'mapper_schema_valid_rate{arm="control"} 0.0' in metrics
+
+    run(go())
