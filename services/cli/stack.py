@@ -263,6 +263,9 @@ def _ray_head_pids() -> list[int]:
     """The head's processes (their command lines name its temp dir) and all their descendants
     (workers and agents rename themselves `ray::...`)."""
     marker = RAY_TEMP_DIR.rstrip("/").encode() + b"/"
+    # Some head processes are re-parented to init and never name the temp dir (the Ray client
+    # server: `python -m ray.util.client.server --address=IP:GCS_PORT ...`): they name our GCS.
+    gcs = f":{RAY_GCS_PORT}".encode()
     roots, parents = set(), {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -270,7 +273,12 @@ def _ray_head_pids() -> list[int]:
         try:
             stat = (entry / "stat").read_text()
             parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-            if marker in (entry / "cmdline").read_bytes():
+            cmdline = (entry / "cmdline").read_bytes()
+            if marker in cmdline or any(
+                arg.startswith((b"--address=", b"--gcs-address=", b"--gcs_address="))
+                and arg.endswith(gcs)
+                for arg in cmdline.split(b"\0")
+            ):
                 roots.add(int(entry.name))
         except (OSError, ValueError, IndexError):
             continue
