@@ -91,8 +91,14 @@ def two_proportion_p_value(success_a: int, n_a: int, success_b: int, n_b: int) -
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
-def check_gates(control: ArmStats, treatment: ArmStats, gates: Gates) -> list[GateCheck]:
-    """Every gate on this step's statistics; a gate without enough samples passes, noted."""
+def check_gates(
+    control: ArmStats, treatment: ArmStats, gates: Gates, *, rules_only_control: bool = False
+) -> list[GateCheck]:
+    """Every gate on this step's statistics; a gate without enough samples passes, noted.
+
+    `rules_only_control`: control is the rules mapper alone (version 0), which answers every
+    finding the treatment sends to its model with other.unknown, i.e. falls back on all of them.
+    """
     checks = [
         GateCheck(
             "error_rate",
@@ -119,15 +125,21 @@ def check_gates(control: ArmStats, treatment: ArmStats, gates: Gates) -> list[Ga
             gates.min_schema_valid_rate,
         )
     )
-    fallback_limit = min(
-        gates.max_fallback_rate, control.fallback_rate + gates.max_fallback_increase
-    )
+    # Not worse than control by more than the allowed increase, and under the absolute cap
+    # unless control itself is over it (the rules alone fall back on every model-bound finding).
+    control_fallback = 1.0 if rules_only_control else control.fallback_rate
+    fallback_limit = control_fallback + gates.max_fallback_increase
+    if control_fallback <= gates.max_fallback_rate:
+        fallback_limit = min(gates.max_fallback_rate, fallback_limit)
     checks.append(
         GateCheck(
             "fallback_rate",
             treatment.fallback_rate <= fallback_limit,
             treatment.fallback_rate,
             fallback_limit,
+            "vs the rules alone (control falls back on every model-bound finding)"
+            if rules_only_control
+            else "",
         )
     )
     if treatment.agreement_pairs >= gates.min_agreement_pairs:
@@ -176,6 +188,8 @@ def decide(
     treatment: ArmStats,
     gates: Gates,
     steps: Sequence[float] = DEFAULT_STEPS,
+    *,
+    rules_only_control: bool = False,
 ) -> Decision:
     """What the controller does at the end of an interval."""
     if treatment.requests < gates.min_requests:
@@ -185,7 +199,7 @@ def decide(
             "canary",
             f"waiting for samples: {treatment.requests}/{gates.min_requests} treatment requests",
         )
-    checks = tuple(check_gates(control, treatment, gates))
+    checks = tuple(check_gates(control, treatment, gates, rules_only_control=rules_only_control))
     failed = [c for c in checks if not c.passed]
     if failed:
         reason = "; ".join(f"{c.name} {_fmt(c.value)} vs limit {_fmt(c.limit)}" for c in failed)

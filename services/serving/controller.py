@@ -136,7 +136,12 @@ class CanaryController:
         if rollout.stage == "shadow":
             decision = decide_shadow(treatment, gates, self.steps)
         else:
-            decision = decide(rollout.treatment_weight, control, treatment, gates, self.steps)
+            decision = decide(
+                rollout.treatment_weight, control, treatment, gates, self.steps,
+                # Version 0 is "the champion", which is the rules alone until one is promoted.
+                rules_only_control=not rollout.control_version
+                and not self.source.champion(self.model, self.champion_alias),
+            )  # fmt: skip
         log.info("canary %s v%s: %s", self.model, rollout.treatment_version, decision.reason)
         if decision.action == HOLD:
             return decision

@@ -14,6 +14,7 @@ from llama_mapper.serving.canary import (
     ROLLBACK,
     ArmStats,
     Gates,
+    check_gates,
     decide,
     next_weight,
     two_proportion_p_value,
@@ -194,3 +195,27 @@ def test_two_proportion_p_value_matches_a_hand_computed_z_test():
     assert two_proportion_p_value(180, 200, 140, 200) == pytest.approx(2.8665e-7, rel=1e-3)
     assert two_proportion_p_value(10, 20, 15, 20) > 0.5
     assert two_proportion_p_value(0, 0, 1, 1) == 1.0
+
+
+def test_fallback_gate_against_the_rules_alone_is_relative_to_their_full_fallback():
+    """The rules alone answer other.unknown for every model-bound finding: a treatment that maps
+    some of them is not worse, even above the absolute cap; against a model control it is."""
+    treatment = ArmStats(
+        requests=100, p95_ms=50, model_queries=40, schema_valid=40, fallbacks=24
+    )  # 0.6
+    model_control = ArmStats(
+        requests=100, p95_ms=50, model_queries=40, schema_valid=40, fallbacks=4
+    )
+    d = decide(0.5, model_control, treatment, Gates(min_requests=10), (0.5, 1.0))
+    assert d.action == ROLLBACK and "fallback_rate" in d.reason
+    rules = ArmStats(requests=100, p95_ms=40)
+    gates = Gates(min_requests=10, p95_ms=100)
+    d = decide(0.5, rules, treatment, gates, (0.5, 1.0), rules_only_control=True)
+    assert d.action != ROLLBACK, d.reason
+    [check] = [c for c in d.checks if c.name == "fallback_rate"]
+    assert check.passed and check.limit == pytest.approx(1.1)
+    # A model control under the cap keeps the cap: min(0.25, control + 0.10).
+    [capped] = [
+        c for c in check_gates(model_control, treatment, Gates()) if c.name == "fallback_rate"
+    ]
+    assert capped.limit == pytest.approx(0.2)
