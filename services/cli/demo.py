@@ -188,9 +188,10 @@ def _pipeline(demo: Demo) -> None:
 
 
 def _evaluate(demo: Demo, version: int) -> None:
+    # Quick mode measures the golden set and calibration only (no held-out split, no robustness).
     proc = demo.mapperctl(
         "eval", "run", "--model", "mapper", "--version", str(version), "--hybrid",
-        "--held-out", str(demo.data_dir / "mapper-heldout.jsonl"),
+        *([] if demo.quick else ["--held-out", str(demo.data_dir / "mapper-heldout.jsonl")]),
         "--calibration-set", str(demo.data_dir / "mapper-eval.jsonl"),
         "--profile", PROFILE, "--json",
         *(["--no-robustness"] if demo.quick else []),
