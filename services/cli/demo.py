@@ -247,6 +247,13 @@ def _serve_and_canary(demo: Demo, version: int) -> None:
     # closing table reports; anything else is a failure of the demo itself.
     if canary.returncode not in (0, 1):
         raise FailedPrecondition(f"the canary controller exited with {canary.returncode}")
+    benches = sorted((VAR / "bench").glob("*/summary.json"))
+    if benches:
+        values = json.loads(benches[-1].read_text()).get("values", {})
+        demo.facts["bench_p95_ms"] = values.get(
+            "treatment.p95_latency_ms", values.get("p95_latency_ms")
+        )
+        demo.facts["bench_dir"] = str(benches[-1].parent)
     with RegistryClient.from_env(address=SERVICES[1].address) as registry:
         try:
             demo.facts["champion"] = f"v{registry.resolve_alias('mapper', 'champion').version}"
@@ -257,14 +264,21 @@ def _serve_and_canary(demo: Demo, version: int) -> None:
         demo.facts["canary"] = f"{stage.lower()}: {rollout.reason}"
 
 
+def _fmt(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
 def _closing_table(demo: Demo) -> None:
-    facts = demo.facts
+    facts = {
+        key: _fmt(value, 0 if key.endswith("tokens_per_s") else 3)
+        for key, value in demo.facts.items()
+    }
     rows = [
         ("dataset", f"{facts.get('mapper_rows')} mapper rows, {facts.get('analyst_rows')} analyst rows"),
         ("mapper adapter", f"v{facts.get('mapper_version')}: {facts.get('mapper_steps')} steps, {facts.get('mapper_tokens_per_s')} tokens/s"),
         ("analyst adapter", f"v{facts.get('analyst_version')}: {facts.get('analyst_steps')} steps"),
         ("quality (hybrid, golden set)", f"accuracy {facts.get('accuracy')}, macro-F1 {facts.get('macro_f1')}, ECE {facts.get('ece')}"),
-        ("p95 target", f"{facts.get('p95_target_ms')} ms ({PROFILE}); bench reports in var/bench/"),
+        ("p95 vs target", f"treatment {facts.get('bench_p95_ms')} ms vs {facts.get('p95_target_ms')} ms ({PROFILE}, last bench gate: {facts.get('bench_dir')})"),
         ("canary", f"{facts.get('canary')}"),
         ("champion", f"{facts.get('champion')}"),
         ("evaluation report", f"{facts.get('eval_report')} (report.json, summary.md, plots)"),

@@ -88,7 +88,10 @@ def test_quick_demo_end_to_end(tmp_path):
     assert quality, rows["quality (hybrid, golden set)"]
     # Rules answer most of the golden set whatever an 8-step adapter says.
     assert float(quality.group(1)) > 0.5
-    assert re.match(r"(promoted|rolled_back): ", rows["canary"]), rows["canary"]
+    assert re.match(r"treatment [\d.]+ ms vs 20000 ms", rows["p95 vs target"]), rows[
+        "p95 vs target"
+    ]
+    assert re.match(r"(complete|rolled_back): ", rows["canary"]), rows["canary"]
     assert rows["champion"].startswith(("v", "none (rules only)"))
     assert (tmp_path / "demo" / "data" / "manifest.json").is_file()
     assert Path(rows["evaluation report"].split()[0], "report.json").is_file()
