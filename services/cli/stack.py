@@ -30,7 +30,7 @@ RAY_DASHBOARD_PORT = int(os.environ.get("MAPPER_RAY_DASHBOARD_PORT", "8265"))
 # Ray's fixed defaults (client server 10001, dashboard agent 52365) would collide with a second
 # head on the same machine (e.g. the demo that `make test` runs beside a developer's stack).
 RAY_CLIENT_PORT = int(os.environ.get("MAPPER_RAY_CLIENT_PORT", "10001"))
-RAY_AGENT_PORT = int(os.environ.get("MAPPER_RAY_AGENT_PORT", "52365"))
+RAY_AGENT_PORT = int(os.environ.get("MAPPER_RAY_AGENT_PORT", "52375"))
 # Its own temp dir, so a plain `ray.init()` elsewhere on the machine (tests, notebooks) does not
 # attach to the stack's cluster by discovering /tmp/ray/ray_current_cluster.
 RAY_TEMP_DIR = os.environ.get(
@@ -181,7 +181,7 @@ def _start_ray(env: dict[str, str]) -> None:
     token = Path.home() / ".ray" / "auth_token"
     if token.exists():
         token.chmod(0o600)  # Ray writes it with the umask's mode; it is a credential
-    subprocess.run(
+    started = subprocess.run(
         [
             _ray(),
             "start",
@@ -195,7 +195,7 @@ def _start_ray(env: dict[str, str]) -> None:
             "--disable-usage-stats",
             f"--temp-dir={RAY_TEMP_DIR}",
         ],
-        check=True,
+        check=False,
         stdout=subprocess.DEVNULL,
         # Job drivers inherit the head's environment: the registry address and token reach
         # training jobs this way, never on a command line or in the dashboard's job record.
@@ -204,10 +204,20 @@ def _start_ray(env: dict[str, str]) -> None:
         env={
             **env,
             "RAY_AUTH_MODE": "token",
+            # The raylet waits this long for the agents it spawns to write their ports; on a loaded
+            # 2-core box their start exceeded Ray's 60 s and the head came up without a raylet.
+            "RAY_raylet_start_wait_time_s": env.get("RAY_raylet_start_wait_time_s", "180"),
+            "RAY_agent_register_timeout_ms": env.get("RAY_agent_register_timeout_ms", "180000"),
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
             "MAPPER_PROJECT_DIR": str(Path.cwd()),
         },
     )
+    if started.returncode != 0:
+        _stop_ray_head()  # nothing half-started is left to pass for a running head
+        raise Unavailable(
+            f"`ray start --head` exited with {started.returncode} (logs under {RAY_TEMP_DIR}); "
+            "if a port was still held by a stopping cluster, run `make up` again"
+        )
     _pid_path("ray").parent.mkdir(parents=True, exist_ok=True)
     _pid_path("ray").write_text("started by mapperctl stack up\n")
     print(f"ray: head on 127.0.0.1:{RAY_GCS_PORT}, dashboard http://127.0.0.1:{RAY_DASHBOARD_PORT}")
@@ -250,9 +260,17 @@ def down(args: argparse.Namespace) -> int:
         print(f"{service.name}: {'stopped' if _stop_pid(service.name) else 'not running'}")
     # Not `ray stop`: that ends every Ray cluster of this user on the machine (test clusters,
     # notebooks). Only the processes of the head `up` started, found by its own temp dir.
-    if _pid_path("ray").exists():
+    # The temp dir is this stack's own, so what runs under it is ours even without a pid file
+    # (a `ray start` that failed half way leaves a GCS and a dashboard behind).
+    if _pid_path("ray").exists() or _ray_head_pids():
         _stop_ray_head()
-        _pid_path("ray").unlink()
+        _pid_path("ray").unlink(missing_ok=True)
+        # A dying process can hold its port for a moment; an `up` right after must find it free
+        # (a head whose agent port is still taken starts without a raylet).
+        ports = (RAY_GCS_PORT, RAY_DASHBOARD_PORT, RAY_CLIENT_PORT, RAY_AGENT_PORT)
+        deadline = time.monotonic() + 30
+        while any(_listening(port) for port in ports) and time.monotonic() < deadline:
+            time.sleep(0.5)
         print("ray: stopped")
     else:
         print("ray: not started by `make up`")
