@@ -34,7 +34,9 @@ def matmul_gflops(threads: int = 2) -> float:
     return 5 * 2 * 2048**3 / (time.perf_counter() - started) / 1e9
 
 
-def plain_loop(config: dict, base_path: str, *, full_logits: bool = False) -> dict:
+def plain_loop(
+    config: dict, base_path: str, *, full_logits: bool = False, share_prefix: bool = True
+) -> dict:
     """The baseline: one process, 2 threads, no Ray, no DDP; the recipe's data and loss code."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -59,7 +61,7 @@ def plain_loop(config: dict, base_path: str, *, full_logits: bool = False) -> di
         LoraConfig(r=lora["r"], lora_alpha=lora["lora_alpha"], lora_dropout=0.1,
                    target_modules=lora["target_modules"], task_type="CAUSAL_LM"),
     )  # fmt: skip
-    loss_module = CompletionLoss(model)
+    loss_module = CompletionLoss(model, share_prefix=share_prefix)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     batch_size, steps = training["batch_size"], training["max_steps"]
     order = torch.randperm(len(rows)).tolist()
@@ -146,6 +148,8 @@ def main() -> int:
         for variant in args.variants.split(","):
             if variant == "plain":
                 figures = plain_loop(config, str(base.path))
+            elif variant == "plain-unshared":  # the prompt prefix run once per row, as before
+                figures = plain_loop(config, str(base.path), share_prefix=False)
             elif variant == "plain-full-logits":
                 figures = plain_loop(config, str(base.path), full_logits=True)
             else:
@@ -162,7 +166,7 @@ def main() -> int:
     results["matmul_gflops_after"] = matmul_gflops()
     results["load_after"] = os.getloadavg()[0]
     if "plain" in results:
-        for variant in ("ray1", "ray2"):
+        for variant in ("ray1", "ray2", "plain-unshared"):
             if variant in results:
                 results[variant]["vs_plain"] = (
                     results[variant]["median_tokens_per_s"]
