@@ -165,9 +165,9 @@ def _pipeline(demo: Demo) -> None:
         )  # fmt: skip
     with demo.step("3. train the mapper and the analyst with `ray job submit`"):
         mapper = _train(demo, "mapper")
-        _train(demo, "analyst")
+        analyst = _train(demo, "analyst")
     with demo.step("4. evaluate through the evaluation service and set targets"):
-        _evaluate(demo, mapper)
+        _evaluate(demo, mapper, analyst)
     with demo.step("5. serve, canary the new adapter with the bench as a gate, promote"):
         _serve_and_canary(demo, mapper)
     with demo.step("6. map the examples through the live endpoint"):
@@ -187,12 +187,14 @@ def _pipeline(demo: Demo) -> None:
             raise FailedPrecondition(f"mapping the examples failed: {proc.stderr.strip()}")
 
 
-def _evaluate(demo: Demo, version: int) -> None:
+def _evaluate(demo: Demo, version: int, analyst: int) -> None:
     # Quick mode measures the golden set and calibration only (no held-out split, no robustness).
     proc = demo.mapperctl(
         "eval", "run", "--model", "mapper", "--version", str(version), "--hybrid",
         *([] if demo.quick else ["--held-out", str(demo.data_dir / "mapper-heldout.jsonl")]),
         "--calibration-set", str(demo.data_dir / "mapper-eval.jsonl"),
+        "--analyst-version", str(analyst),
+        "--analyst-set", str(demo.data_dir / "analyst-eval.jsonl"),
         "--profile", PROFILE, "--json",
         *(["--no-robustness"] if demo.quick else []),
         capture=True,
@@ -204,6 +206,9 @@ def _evaluate(demo: Demo, version: int) -> None:
     demo.facts["macro_f1"] = quality.get("macro_f1")
     demo.facts["ece"] = calibration.get("ece_after", calibration.get("ece_before"))
     demo.facts["eval_report"] = report.get("report_dir")
+    analyst_report = report.get("analyst") or {}
+    demo.facts["analyst_schema_valid"] = analyst_report.get("schema_valid_rate")
+    demo.facts["analyst_risk_accuracy"] = analyst_report.get("risk_level_accuracy")
     # Targets for this hardware profile: generous in the demo, since the machine is shared.
     demo.mapperctl(
         "registry", "targets", "mapper", "--profile", PROFILE,
@@ -276,7 +281,7 @@ def _closing_table(demo: Demo) -> None:
     rows = [
         ("dataset", f"{facts.get('mapper_rows')} mapper rows, {facts.get('analyst_rows')} analyst rows"),
         ("mapper adapter", f"v{facts.get('mapper_version')}: {facts.get('mapper_steps')} steps, {facts.get('mapper_tokens_per_s')} tokens/s"),
-        ("analyst adapter", f"v{facts.get('analyst_version')}: {facts.get('analyst_steps')} steps"),
+        ("analyst adapter", f"v{facts.get('analyst_version')}: {facts.get('analyst_steps')} steps; schema-valid {facts.get('analyst_schema_valid')}, risk-level accuracy {facts.get('analyst_risk_accuracy')}"),
         ("quality (hybrid, golden set)", f"accuracy {facts.get('accuracy')}, macro-F1 {facts.get('macro_f1')}, ECE {facts.get('ece')}"),
         ("p95 vs target", f"treatment {facts.get('bench_p95_ms')} ms vs {facts.get('p95_target_ms')} ms ({PROFILE}, last bench gate: {facts.get('bench_dir')})"),
         ("canary", f"{facts.get('canary')}"),

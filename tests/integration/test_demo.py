@@ -81,7 +81,9 @@ def test_quick_demo_end_to_end(tmp_path):
     rows = dict(re.findall(r"^(\S.*?)\s{2,}(\S.*)$", table, flags=re.M))
     assert re.fullmatch(r"\d+ mapper rows, \d+ analyst rows", rows["dataset"])
     assert re.match(r"v\d+: 8 steps, [\d.]+ tokens/s", rows["mapper adapter"])
-    assert re.match(r"v\d+: \d+ steps", rows["analyst adapter"])
+    assert re.match(
+        r"v\d+: \d+ steps; schema-valid [\d.]+, risk-level accuracy [\d.]+", rows["analyst adapter"]
+    ), rows["analyst adapter"]
     quality = re.fullmatch(
         r"accuracy ([\d.]+), macro-F1 ([\d.]+), ECE ([\d.]+)", rows["quality (hybrid, golden set)"]
     )
