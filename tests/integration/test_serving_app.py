@@ -57,7 +57,7 @@ def stack(tmp_path_factory):
         registry_address=address,
         adapter_cache_dir=root / "cache",
         rollout_refresh_s=0.5,
-        deadline_s=30.0,  # a contended 2-core CI box; the deadline path has its own unit tests
+        deadline_s=90.0,  # two engines on a contended 2-core CI box; the deadline path has unit tests
         threshold=0.0,  # random adapters are unsure of everything: let their labels through
         rate_limit_rps=0,
         engine={"kv_cache_space_gib": 1, "max_num_seqs": 32},
