@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -177,6 +177,37 @@ def check_reachable(host: str, grpc_host: str | None, *, timeout_s: float = 5.0)
                 raise Unavailable(
                     f"gRPC endpoint not reachable at {grpc_host} within {timeout_s:g}s"
                 ) from None
+
+
+def served_models(host: str, token: str | None = None, *, timeout_s: float = 10.0) -> set[str]:
+    """Registry model names with a ready adapter on the router (`GET /v1/models`)."""
+    request = urllib.request.Request(host.rstrip("/") + "/v1/models")  # noqa: S310 - http(s) checked
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            listing = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return set()
+    return {
+        str(entry.get("model"))
+        for entry in listing.get("data", [])
+        if entry.get("kind") == "adapter" and entry.get("status") == "ready"
+    }
+
+
+def without_unserved_tasks(tasks: str, served: set[str]) -> tuple[str, list[str]]:
+    """The task weights minus `analyze` when no analyst adapter is served (every such request
+    would be a 503 that says nothing about the mapper's latency), and what was left out."""
+    weights = parse_weights(tasks)
+    if weights.get("analyze", 0) <= 0 or "analyst" in served:
+        return tasks, []
+    kept = {name: weight for name, weight in weights.items() if name != "analyze"}
+    if not any(kept.values()):
+        raise InvalidArgument(
+            "--tasks asks for /v1/analyze only, and the router serves no analyst adapter"
+        )
+    return ",".join(f"{k}={v:g}" for k, v in kept.items()), ["analyze"]
 
 
 def _free_port() -> int:
@@ -366,6 +397,15 @@ def run_bench(config: BenchConfig, client: RegistryClient) -> BenchResult:
     version = resolve_version(client, config.model, version=config.version, alias=config.alias)
     targets = load_targets(client, config.model, version, config.profile)
     check_reachable(config.host, config.grpc_host)
+    token = config.token or os.environ.get("MAPPER_SERVING_TOKEN")
+    tasks, left_out = without_unserved_tasks(config.tasks, served_models(config.host, token))
+    if left_out:
+        print(
+            f"no analyst adapter is served at {config.host}: {', '.join(left_out)} left out "
+            f"(tasks {tasks})",
+            file=sys.stderr,
+        )
+        config = replace(config, tasks=tasks)
     report_dir = new_report_dir(config.report_root)
     payloads = write_payloads(report_dir / "payloads.jsonl")
     log.info("bench %s v%s: report in %s", config.model, version, report_dir)

@@ -35,12 +35,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def router():
+def _start_router(*args: str):
     """The router's HTTP app (rules + fallback) under uvicorn on a free port; yields its URL."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("bench_router.py")), str(port)]
+        [sys.executable, str(Path(__file__).with_name("bench_router.py")), str(port), *args]
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -56,6 +55,17 @@ def router():
     yield url
     proc.terminate()
     proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def router():
+    yield from _start_router()
+
+
+@pytest.fixture(scope="module")
+def limited_router():
+    """The same app with a per-tenant limit of 2 requests/s: one tenant's load gets 429s."""
+    yield from _start_router("2")
 
 
 @pytest.fixture
@@ -116,23 +126,40 @@ def test_pass_then_fail_both_recorded(router, registry, tmp_path, capsys):
     assert json.loads(records[1].config_json)["reasons"][0].startswith("p95 ")
 
 
-def test_errors_beyond_budget_fail_even_when_p95_passes(router, registry, tmp_path, capsys):
-    """Analyze answers 503 without an analyst adapter: fast errors, over a 1% budget."""
+def test_errors_beyond_budget_fail_even_when_p95_passes(limited_router, registry, tmp_path, capsys):
+    """One tenant over its rate limit gets fast 429s: errors over a 1% budget fail the run."""
     with RegistryClient(registry, token=TOKEN) as client:
         client.set_targets("mapper", "cpu-2core", p95_latency_ms=10_000, max_error_rate=0.01)
     code = bench(
         registry,
         "--host",
-        router,
+        limited_router,
         "--report-dir",
         str(tmp_path),
         *SHORT,
-        "--tasks",
-        "map=1,analyze=1",
+        *TASKS,
+        "--tenants",
+        "1",
     )
     out = capsys.readouterr().out
     assert code == 1, out
     assert "FAIL (aggregate): error rate" in out and "p95" not in out.split("FAIL")[1]
+
+
+def test_analyze_is_left_out_when_no_analyst_is_served(router, registry, tmp_path, capsys):
+    """Every /v1/analyze would be a 503 from the rules-only router: the run leaves the task out
+    (saying so) instead of failing the mapper on an endpoint nobody deployed."""
+    with RegistryClient(registry, token=TOKEN) as client:
+        client.set_targets("mapper", "cpu-2core", p95_latency_ms=10_000, max_error_rate=0.01)
+    code = bench(
+        registry, "--host", router, "--report-dir", str(tmp_path), *SHORT,
+        "--tasks", "map=1,analyze=1", "--no-record",
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.out
+    assert "no analyst adapter is served" in captured.err and "analyze left out" in captured.err
+    table = captured.out.split("report:")[0]
+    assert "map [" in table and "analyze [" not in table
 
 
 def test_distributed_master_and_workers(router, registry, tmp_path, capsys):
