@@ -28,4 +28,8 @@ if [ ! -x "$VENV/buf/node_modules/.bin/buf" ]; then
   echo "==> installing buf $BUF_VERSION (npm)"
   npm install --silent --no-audit --no-fund --prefix "$VENV/buf" "@bufbuild/buf@$BUF_VERSION" >/dev/null
 fi
+# The bundled base model as a transformers directory (safetensors, tokenizer, chat template), once:
+# later runs find it in the cache (${MAPPER_CACHE_DIR:-~/.cache/llama-mapper}) and only re-check it.
+echo "==> preparing the default base model"
+"$VENV/bin/mapperctl" model prepare
 echo "==> setup done"
