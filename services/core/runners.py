@@ -71,7 +71,15 @@ def presidio_analyzer() -> AnalyzerEngine:
             "ner_model_configuration": _PRESIDIO_NER_CONFIGURATION,
         }
     )
-    engine = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+    # Loading the predefined recognizers warns once for each non-English one it skips (a dozen
+    # lines that say nothing about our data); only that construction is quieted.
+    presidio_logger = logging.getLogger("presidio-analyzer")
+    level = presidio_logger.level
+    presidio_logger.setLevel(logging.ERROR)
+    try:
+        engine = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+    finally:
+        presidio_logger.setLevel(level)
     logger.info(
         "presidio analyzer ready: model=%s entities=%s",
         PRESIDIO_SPACY_MODEL,
