@@ -100,6 +100,51 @@ def shared_prefix_length(input_ids: torch.Tensor, labels: torch.Tensor) -> int:
     return max(0, min(common, first_target - 1))
 
 
+# Steps a run takes before its seconds per step are trusted to plan the rest of a time budget.
+MIN_STEPS_TO_PLAN = 3
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """The learning-rate multiplier at `step`: linear warmup, then cosine, linear or constant.
+
+    The same curves as transformers' `get_scheduler`, but over a `total_steps` that a time budget
+    may re-plan while the run goes (the scheduler reads it at every step).
+    """
+    warmup = min(warmup_steps, total_steps)
+    if step < warmup:
+        return step / max(1, warmup)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    # Past the end (a plan shortened under a step already taken) the cosine stays at 0.
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def planned_total_steps(
+    *,
+    step: int,
+    run_steps: int,
+    run_elapsed_s: float,
+    elapsed_s: float,
+    budget_s: float,
+    max_steps: int,
+) -> int:
+    """How many steps a run under a wall-clock budget can finish with, seen from `step`.
+
+    `elapsed_s` counts the whole job (resumed attempts included) against `budget_s`; the pace is
+    this attempt's (`run_elapsed_s` over `run_steps`). The plan never exceeds `max_steps`, and
+    returns `step` (stop now) when the next step would not fit.
+    """
+    if elapsed_s >= budget_s:
+        return step
+    if run_steps < MIN_STEPS_TO_PLAN:
+        return max_steps
+    per_step = run_elapsed_s / run_steps
+    return min(max_steps, step + int((budget_s - elapsed_s) // per_step))
+
+
 class LoRARecipe:
     """Fine-tune a LoRA adapter on one worker of a data-parallel group."""
 
@@ -202,6 +247,9 @@ class LoRARecipe:
         self.total_steps = training.get("max_steps") or math.ceil(
             training["num_epochs"] * self.steps_per_epoch
         )
+        self.max_steps = self.total_steps
+        minutes = training.get("max_minutes")
+        self.budget_s: float | None = float(minutes) * 60.0 if minutes else None
 
     def _setup_model(self) -> None:
         from peft import LoraConfig, get_peft_model
@@ -234,19 +282,20 @@ class LoRARecipe:
         self.ddp = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
 
     def _setup_optimizer(self) -> None:
-        from transformers import get_scheduler
-
         training = self.cfg["training"]
         params = [p for p in self.peft_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=training["learning_rate"], weight_decay=training["weight_decay"]
         )
-        schedule = training["lr_scheduler"]
-        self.scheduler = get_scheduler(
-            "constant_with_warmup" if schedule == "constant" else schedule,
+        # A lambda (not a bound method) so the scheduler's state_dict stays plain data.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            num_warmup_steps=min(training["warmup_steps"], self.total_steps),
-            num_training_steps=self.total_steps,
+            lambda step: lr_factor(
+                step,
+                total_steps=self.total_steps,
+                warmup_steps=training["warmup_steps"],
+                schedule=training["lr_scheduler"],
+            ),
         )
 
     def _setup_loggers(self) -> None:
@@ -281,6 +330,7 @@ class LoRARecipe:
         epoch, skip = divmod(done_batches, self.batches_per_epoch)
         window_loss, window_tokens, window_start = [], 0, time.monotonic()
         self.train_start = time.monotonic()
+        self.start_step = self.global_step
         self.model.train()
         micro = 0
         while self.global_step < self.total_steps:
@@ -308,6 +358,8 @@ class LoRARecipe:
                 self.global_step += 1
 
                 step = self.global_step
+                if self.budget_s is not None:
+                    self._plan_to_budget(step, announce=step % log_every == 0)
                 last = step >= self.total_steps
                 checkpoint_now = step % every == 0 or last
                 if (
@@ -329,6 +381,31 @@ class LoRARecipe:
                 if last:
                     break
             epoch, skip = epoch + 1, 0
+
+    def _plan_to_budget(self, step: int, *, announce: bool) -> None:
+        """Fit the run into `training.max_minutes`: every rank agrees on the slowest clock, and
+        the learning-rate schedule anneals over the steps that fit rather than being cut off."""
+        assert self.budget_s is not None
+        run_elapsed = time.monotonic() - self.train_start
+        clocks = torch.tensor([run_elapsed], dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(clocks, op=dist.ReduceOp.MAX)
+        run_elapsed = float(clocks[0])
+        planned = planned_total_steps(
+            step=step,
+            run_steps=step - self.start_step,
+            run_elapsed_s=run_elapsed,
+            elapsed_s=self.elapsed_before + run_elapsed,
+            budget_s=self.budget_s,
+            max_steps=self.max_steps,
+        )
+        if planned != self.total_steps and self.rank == 0 and (announce or planned <= step):
+            log.info(
+                "time budget %.0f min: %d of %d steps fit (%.1f s a step so far)",
+                self.budget_s / 60, planned, self.max_steps,
+                run_elapsed / max(1, step - self.start_step),
+            )  # fmt: skip
+        self.total_steps = planned
 
     def _window_metrics(self, losses: list[float], tokens: int, start: float) -> dict[str, Any]:
         stats = torch.tensor([sum(losses), len(losses), tokens], dtype=torch.float64)

@@ -94,6 +94,13 @@ def test_two_workers_train_checkpoint_and_resume(ray_cluster, tiny_base, tmp_pat
     assert [step for step, _ in resumed["losses"]] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert resumed["tokens"] > summary["tokens"]
 
+    # A time budget the job has already spent (max_minutes counts resumed attempts too): one more
+    # step, then the run stops on its own well before max_steps, with a final checkpoint.
+    config["training"].update(max_steps=12, max_minutes=0.001)
+    budgeted = run_job(config)
+    assert budgeted["steps"] == 9
+    assert (run / "checkpoint-000009").is_dir()
+
 
 def test_killed_worker_is_replaced_and_training_resumes(
     ray_cluster, tiny_base, tmp_path, monkeypatch

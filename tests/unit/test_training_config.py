@@ -45,6 +45,7 @@ def test_defaults_are_filled_from_the_schema(tmp_path: Path) -> None:
     assert config["checkpoint"]["every_n_steps"] == 50
     assert Path(config["storage"]["path"]).is_absolute()
     assert config["storage"]["registry"] == ""
+    assert config["training"]["max_minutes"] is None
 
 
 @pytest.mark.parametrize(
@@ -59,6 +60,7 @@ def test_defaults_are_filled_from_the_schema(tmp_path: Path) -> None:
         ({"scaling": {"num_workers": 0}}, "$.scaling.num_workers"),
         ({"scaling": {"gpus": 2}}, "$.scaling"),
         ({"name": "Has Spaces"}, "$.name"),
+        ({"training": {**MINIMAL["training"], "max_minutes": 0}}, "$.training.max_minutes"),
         ({"lora": {"r": 8, "lora_alpha": 16, "target_modules": []}}, "$.lora.target_modules"),
     ],
 )
