@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -294,8 +295,15 @@ def _closing_table(demo: Demo) -> None:
     print_table(("", "llama-mapper demo"), rows)
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     quick = args.quick or os.environ.get("QUICK") in {"1", "true", "yes"}
+    # A demo stopped with SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: the running step's
+    # command is killed and the stack it started is stopped, so nothing is left on its ports.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     return run_demo(Demo(quick=quick, root=Path(args.root or VAR / "demo"), keep_running=args.keep))
 
 
