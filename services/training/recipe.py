@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import deque
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,10 @@ def shared_prefix_length(input_ids: torch.Tensor, labels: torch.Tensor) -> int:
     return max(0, min(common, first_target - 1))
 
 
-# Steps a run takes before its seconds per step are trusted to plan the rest of a time budget.
+# Steps a run takes before its seconds per step are trusted to plan the rest of a time budget, and
+# the window of recent steps that pace is measured over (a shared host's speed changes mid-run).
 MIN_STEPS_TO_PLAN = 3
+PACE_WINDOW_STEPS = 20
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -125,8 +128,8 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str) 
 def planned_total_steps(
     *,
     step: int,
-    run_steps: int,
-    run_elapsed_s: float,
+    pace_steps: int,
+    pace_elapsed_s: float,
     elapsed_s: float,
     budget_s: float,
     max_steps: int,
@@ -134,14 +137,14 @@ def planned_total_steps(
     """How many steps a run under a wall-clock budget can finish with, seen from `step`.
 
     `elapsed_s` counts the whole job (resumed attempts included) against `budget_s`; the pace is
-    this attempt's (`run_elapsed_s` over `run_steps`). The plan never exceeds `max_steps`, and
-    returns `step` (stop now) when the next step would not fit.
+    `pace_elapsed_s` over `pace_steps`, the attempt's most recent steps. The plan never exceeds
+    `max_steps`, and returns `step` (stop now) when the next step would not fit.
     """
     if elapsed_s >= budget_s:
         return step
-    if run_steps < MIN_STEPS_TO_PLAN:
+    if pace_steps < MIN_STEPS_TO_PLAN:
         return max_steps
-    per_step = run_elapsed_s / run_steps
+    per_step = pace_elapsed_s / pace_steps
     return min(max_steps, step + int((budget_s - elapsed_s) // per_step))
 
 
@@ -331,6 +334,7 @@ class LoRARecipe:
         window_loss, window_tokens, window_start = [], 0, time.monotonic()
         self.train_start = time.monotonic()
         self.start_step = self.global_step
+        self.pace_marks = deque([(self.start_step, 0.0)], maxlen=PACE_WINDOW_STEPS + 1)
         self.model.train()
         micro = 0
         while self.global_step < self.total_steps:
@@ -391,19 +395,21 @@ class LoRARecipe:
         if self.world > 1:
             dist.all_reduce(clocks, op=dist.ReduceOp.MAX)
         run_elapsed = float(clocks[0])
+        self.pace_marks.append((step, run_elapsed))
+        first_step, first_elapsed = self.pace_marks[0]
+        pace = (run_elapsed - first_elapsed) / max(1, step - first_step)
         planned = planned_total_steps(
             step=step,
-            run_steps=step - self.start_step,
-            run_elapsed_s=run_elapsed,
+            pace_steps=step - first_step,
+            pace_elapsed_s=run_elapsed - first_elapsed,
             elapsed_s=self.elapsed_before + run_elapsed,
             budget_s=self.budget_s,
             max_steps=self.max_steps,
         )
         if planned != self.total_steps and self.rank == 0 and (announce or planned <= step):
             log.info(
-                "time budget %.0f min: %d of %d steps fit (%.1f s a step so far)",
-                self.budget_s / 60, planned, self.max_steps,
-                run_elapsed / max(1, step - self.start_step),
+                "time budget %.0f min: %d of %d steps fit (%.1f s a step over the last %d)",
+                self.budget_s / 60, planned, self.max_steps, pace, step - first_step,
             )  # fmt: skip
         self.total_steps = planned
 

@@ -35,18 +35,23 @@ def test_replanned_total_anneals_to_zero_at_the_new_end() -> None:
     assert lr_factor(60, total_steps=150, warmup_steps=10, schedule="cosine") > 0.5
 
 
-def test_budget_plan_uses_this_attempts_pace() -> None:
-    # 20 steps in 200 s (10 s a step), 300 s of a 900 s budget already used by an earlier attempt
-    # too: 600 s left -> 60 more steps.
+def test_budget_plan_uses_the_recent_pace() -> None:
+    # The last 20 steps took 200 s (10 s a step); 500 s of the 1,100 s budget are spent (an
+    # earlier attempt's included): 600 s left -> 60 more steps.
     plan = planned_total_steps(
-        step=40, run_steps=20, run_elapsed_s=200.0, elapsed_s=500.0, budget_s=1100.0, max_steps=150
+        step=40,
+        pace_steps=20,
+        pace_elapsed_s=200.0,
+        elapsed_s=500.0,
+        budget_s=1100.0,
+        max_steps=150,
     )
     assert plan == 100
 
 
 def test_budget_plan_never_exceeds_max_steps() -> None:
     plan = planned_total_steps(
-        step=10, run_steps=10, run_elapsed_s=10.0, elapsed_s=10.0, budget_s=900.0, max_steps=150
+        step=10, pace_steps=10, pace_elapsed_s=10.0, elapsed_s=10.0, budget_s=900.0, max_steps=150
     )
     assert plan == 150
 
@@ -54,13 +59,13 @@ def test_budget_plan_never_exceeds_max_steps() -> None:
 def test_budget_plan_stops_when_the_next_step_does_not_fit() -> None:
     # 5 s left at 10 s a step: stop at this step.
     plan = planned_total_steps(
-        step=89, run_steps=89, run_elapsed_s=890.0, elapsed_s=895.0, budget_s=900.0, max_steps=150
+        step=89, pace_steps=89, pace_elapsed_s=890.0, elapsed_s=895.0, budget_s=900.0, max_steps=150
     )
     assert plan == 89
     # Budget spent (e.g. by a resumed job): stop now, whatever the pace.
     assert (
         planned_total_steps(
-            step=2, run_steps=1, run_elapsed_s=1.0, elapsed_s=901.0, budget_s=900.0, max_steps=150
+            step=2, pace_steps=1, pace_elapsed_s=1.0, elapsed_s=901.0, budget_s=900.0, max_steps=150
         )
         == 2
     )
@@ -70,8 +75,8 @@ def test_budget_plan_waits_for_a_measured_pace() -> None:
     # The first steps carry one-off costs: no plan before MIN_STEPS_TO_PLAN steps of this attempt.
     plan = planned_total_steps(
         step=MIN_STEPS_TO_PLAN - 1,
-        run_steps=MIN_STEPS_TO_PLAN - 1,
-        run_elapsed_s=400.0,
+        pace_steps=MIN_STEPS_TO_PLAN - 1,
+        pace_elapsed_s=400.0,
         elapsed_s=400.0,
         budget_s=900.0,
         max_steps=150,
