@@ -82,7 +82,12 @@ def wait_ready(settings: ServingSettings, *, timeout_s: float = 300.0) -> dict[s
             statuses = set(health.get("adapters", {}).values())
             # Ready once nothing is loading: with no champion and no rollout yet there is nothing
             # to load (the rules answer), provided the registry was reached to find that out.
-            known = bool(statuses) or health.get("registry") is True or not settings.engine_enabled
+            known = (
+                bool(statuses)
+                or health.get("registry") is True
+                or not settings.engine_enabled
+                or not settings.registry_address  # nothing could ever be loaded
+            )
             if "loading" not in statuses and known:
                 return health
         except httpx.HTTPError:

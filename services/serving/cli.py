@@ -36,7 +36,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument(
         "--grpc-port", type=int, help="gRPC port, 0 disables (MAPPER_SERVING_GRPC_PORT)"
     )
-    deploy.add_argument("--registry", help="registry host:port (MAPPER_SERVING_REGISTRY_ADDRESS)")
+    deploy.add_argument(
+        "--registry",
+        help="registry host:port (default $MAPPER_SERVING_REGISTRY_ADDRESS, $MAPPER_REGISTRY_ADDRESS, "
+        "else the local stack's)",
+    )
     deploy.add_argument(
         "--adapter",
         action="append",
@@ -183,6 +187,14 @@ def cmd_serve_deploy(args: argparse.Namespace) -> int:
         overrides["grpc_port"] = args.grpc_port
     if args.registry:
         overrides["registry_address"] = args.registry
+    elif not os.environ.get("MAPPER_SERVING_REGISTRY_ADDRESS") and not args.adapter:
+        # After `make up`, as for every other command: $MAPPER_REGISTRY_ADDRESS, else the local
+        # stack's registry (without one the app would serve no champion and follow no rollout).
+        from llama_mapper.cli.stack import SERVICES
+
+        overrides["registry_address"] = os.environ.get(
+            "MAPPER_REGISTRY_ADDRESS", SERVICES[1].address
+        )
     if args.adapter:
         overrides["local_adapters"] = dict(item.split("=", 1) for item in args.adapter)
     if args.rules_only:
