@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
@@ -36,7 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     show = commands.add_parser("show", help="one version: lineage, files, metrics, gates")
     show.add_argument("model")
-    show.add_argument("version", help="version number or alias")
+    show.add_argument("version", nargs="?", help="version number or alias")
+    show.add_argument(
+        "--version", dest="version_option", metavar="N", help="the same as the positional VERSION"
+    )
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_show)
 
@@ -135,6 +139,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if (args.version is None) == (args.version_option is None):
+        print(
+            "mapperctl registry show: name one version: MODEL VERSION or MODEL --version N",
+            file=sys.stderr,
+        )
+        return 2
+    args.version = args.version if args.version is not None else args.version_option
     with _client(args) as client:
         number = (
             int(args.version)

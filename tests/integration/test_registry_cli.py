@@ -71,6 +71,12 @@ def test_list_show_promote_rollback_history_targets(address, tmp_path, capsys):
         and "accuracy=0.94" in out
         and "adapter_model.safetensors" in out
     )
+    # The spelling, `show MODEL --version N`, is the same command; naming none or both
+    # versions is a usage error.
+    assert mapperctl(address, "show", "mapper", "--version", "2") == 0
+    assert "mapper v2  mapper-v2" in capsys.readouterr().out
+    assert mapperctl(address, "show", "mapper") == 2
+    assert "name one version" in capsys.readouterr().err
 
     assert mapperctl(address, "rollback", "mapper", "--reason", "p95 regression") == 0
     assert "champion: 2 -> 1 (rollback)" in capsys.readouterr().out
