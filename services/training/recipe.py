@@ -333,8 +333,7 @@ class LoRARecipe:
         epoch, skip = divmod(done_batches, self.batches_per_epoch)
         window_loss, window_tokens, window_start = [], 0, time.monotonic()
         self.train_start = time.monotonic()
-        self.start_step = self.global_step
-        self.pace_marks = deque([(self.start_step, 0.0)], maxlen=PACE_WINDOW_STEPS + 1)
+        self.pace_marks = deque([(self.global_step, 0.0)], maxlen=PACE_WINDOW_STEPS + 1)
         self.model.train()
         micro = 0
         while self.global_step < self.total_steps:
@@ -397,7 +396,6 @@ class LoRARecipe:
         run_elapsed = float(clocks[0])
         self.pace_marks.append((step, run_elapsed))
         first_step, first_elapsed = self.pace_marks[0]
-        pace = (run_elapsed - first_elapsed) / max(1, step - first_step)
         planned = planned_total_steps(
             step=step,
             pace_steps=step - first_step,
@@ -409,7 +407,8 @@ class LoRARecipe:
         if planned != self.total_steps and self.rank == 0 and (announce or planned <= step):
             log.info(
                 "time budget %.0f min: %d of %d steps fit (%.1f s a step over the last %d)",
-                self.budget_s / 60, planned, self.max_steps, pace, step - first_step,
+                self.budget_s / 60, planned, self.max_steps,
+                (run_elapsed - first_elapsed) / (step - first_step), step - first_step,
             )  # fmt: skip
         self.total_steps = planned
 
