@@ -191,10 +191,9 @@ def _pipeline(demo: Demo) -> None:
 
 
 def _analyst_set(demo: Demo) -> Path:
-    """The first rows of the analyst's eval split: an analyst trained for minutes rarely closes its
-    JSON, so each case costs the whole generation budget of transformers `generate` on 2 cores
-    (the full split of 178 took over 10 minutes of the demo). `mapperctl eval run` takes the
-    whole split."""
+    """The first rows of the analyst's eval split: an analyst trained for minutes often runs its
+    answer to the whole token budget, and on 2 cores even vLLM decodes one batch of 48 such
+    answers for about a minute. `mapperctl eval run` takes the whole split."""
     cases = QUICK_ANALYST_CASES if demo.quick else ANALYST_CASES
     subset = demo.root / f"analyst-eval-{cases}.jsonl"
     with (demo.data_dir / "analyst-eval.jsonl").open() as rows:

@@ -79,6 +79,10 @@ def analyst_user_prompt(framework: str, finding: Mapping[str, Any]) -> str:
     return f"Context: {body} Analyze compliance risk."
 
 
+# The analyst's answer budget in tokens, as served (/v1/analyze) and as evaluated.
+ANALYST_MAX_TOKENS = 384
+
+
 def analyst_messages(framework: str, finding: Mapping[str, Any]) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": ANALYST_SYSTEM},

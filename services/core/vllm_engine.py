@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from llama_mapper.core.basemodel import DEFAULT_MODEL_ID, BaseModelInfo, prepare_base_model
 from llama_mapper.core.errors import FailedPrecondition, NotFound, Unavailable
 from llama_mapper.core.inference import MapperQuery, Prediction
-from llama_mapper.core.prompt import mapper_messages
+from llama_mapper.core.prompt import ANALYST_MAX_TOKENS, analyst_messages, mapper_messages
 from llama_mapper.core.taxonomy import UNKNOWN, Taxonomy, default_taxonomy
 
 log = logging.getLogger(__name__)
@@ -349,6 +349,32 @@ class VllmEngine:
             for out in outputs
         ]
 
+    def generate_json(
+        self,
+        conversations: Sequence[Sequence[Mapping[str, str]]],
+        adapter: str | None,
+        json_schema: Mapping[str, Any],
+        max_tokens: int,
+    ) -> list[str]:
+        """Greedy completions constrained to `json_schema` (the analyst, sampled as served)."""
+        if not conversations:
+            return []
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        lora = None
+        if adapter is not None:
+            ref, lora_id = self._adapters[adapter]
+            lora = _lora_request(ref, lora_id)
+        params = SamplingParams(
+            temperature=0.0,
+            max_tokens=max_tokens,
+            structured_outputs=StructuredOutputsParams(json=dict(json_schema)),
+        )
+        prompts = [render_prompt(self.tokenizer, messages) for messages in conversations]
+        outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
+        return [out.outputs[0].text if out.outputs else "" for out in outputs]
+
     def describe(self, adapter: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "base_model": self.base.model_id,
@@ -381,6 +407,27 @@ class VllmMapperModel:
 
     def predict(self, queries: Sequence[MapperQuery]) -> list[Prediction]:
         return self.engine.generate_labels(queries, self.adapter)
+
+
+class VllmAnalystModel:
+    """The analyst adapter on a VllmEngine, sampled as serving samples it (`/v1/analyze`): greedy,
+    JSON constrained to analyst-output.json, ANALYST_MAX_TOKENS. What the metrics then measure is
+    what the adapter says inside that grammar, and whether it finishes within the budget."""
+
+    def __init__(self, engine: VllmEngine, adapter: str) -> None:
+        from llama_mapper.core.schemas import load_schema
+
+        self.engine = engine
+        self.adapter = adapter
+        self.schema = load_schema("analyst-output")
+        self.batch_size = engine.config.max_num_seqs
+
+    def analyze(self, queries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+        conversations = [analyst_messages(framework, finding) for framework, finding in queries]
+        texts = self.engine.generate_json(
+            conversations, self.adapter, self.schema, ANALYST_MAX_TOKENS
+        )
+        return [text.strip() for text in texts]
 
 
 # --- async engine (serving) ----------------------------------------------------------------------

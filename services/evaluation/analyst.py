@@ -57,6 +57,8 @@ def analyst_metrics(cases: Sequence[AnalystCase], completions: Sequence[str]) ->
 def evaluate_analyst(
     model: AnalystModel, cases: Sequence[AnalystCase], batch_size: int = 8
 ) -> dict[str, Any]:
+    # An engine that batches for itself (vLLM schedules up to max_num_seqs) says how many it takes.
+    batch_size = getattr(model, "batch_size", batch_size)
     completions: list[str] = []
     for start in range(0, len(cases), batch_size):
         batch = cases[start : start + batch_size]

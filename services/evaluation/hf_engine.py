@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_mapper.core.inference import MapperQuery, Prediction
-from llama_mapper.core.prompt import analyst_messages, mapper_messages
+from llama_mapper.core.prompt import ANALYST_MAX_TOKENS, analyst_messages, mapper_messages
 from llama_mapper.core.taxonomy import UNKNOWN, Taxonomy, default_taxonomy
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,10 @@ class HFAnalystModel:
     """The analyst adapter on transformers `generate`: greedy JSON completions (validated later)."""
 
     def __init__(
-        self, base_dir: str | Path, adapter_dir: str | Path | None = None, max_new_tokens: int = 256
+        self,
+        base_dir: str | Path,
+        adapter_dir: str | Path | None = None,
+        max_new_tokens: int = ANALYST_MAX_TOKENS,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -25,6 +25,7 @@ class LoadedModel:
     model: MapperModel
     info: dict[str, Any]
     close: Callable[[], None] = field(default=lambda: None)
+    engine: Any = None  # the VllmEngine behind `model`, which other adapters can share
 
 
 def _vllm_available() -> bool:
@@ -62,7 +63,9 @@ def load_model(
             adapters = [AdapterRef(name, adapter_dir, version)] if adapter_dir else []
             vllm = VllmEngine(VllmEngineConfig(base_model=str(base.path)), adapters)
             info["engine"] = "vllm"
-            return LoadedModel(vllm.model(name if adapter_dir else None), info, vllm.shutdown)
+            return LoadedModel(
+                vllm.model(name if adapter_dir else None), info, vllm.shutdown, engine=vllm
+            )
         except Exception as exc:
             if engine == "vllm":
                 raise
@@ -130,14 +133,23 @@ class RegistryModels:
         loaded.info["artifact_sha256"] = record.artifact_sha256
         return loaded
 
-    def load_analyst(self, model: str, version: int) -> Any:
-        """The analyst adapter on transformers generate (free JSON text, validated by the metrics)."""
-        from llama_mapper.evaluation.hf_engine import HFAnalystModel
-
+    def load_analyst(self, model: str, version: int, host: LoadedModel | None = None) -> Any:
+        """The analyst adapter, on the mapper's vLLM engine when `host` runs one on the same base
+        (a second LoRA, sampled as served: JSON-constrained), else on transformers generate
+        (free text, validated by the metrics)."""
         client = self.client_factory()
         record = client.get_version(model, version).version
         dest = self._fetch(client, model, version, record.artifact_sha256)
         base = prepare_base_model(record.lineage.base_model_id or DEFAULT_MODEL_ID)
+        engine = host.engine if host is not None else None
+        if engine is not None and engine.base.sha256 == base.sha256:
+            from llama_mapper.core.vllm_engine import AdapterRef, VllmAnalystModel
+
+            name = f"{model}-v{version}"
+            engine.add_adapter(AdapterRef(name, dest, version))
+            return VllmAnalystModel(engine, name)
+        from llama_mapper.evaluation.hf_engine import HFAnalystModel
+
         return HFAnalystModel(base.path, dest)
 
     def targets(self, model: str, hardware_profile: str) -> dict[str, float]:

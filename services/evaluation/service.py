@@ -241,7 +241,7 @@ class EvaluationService:
             )
             if request.analyst_model and request.analyst_version:
                 inputs.analyst_model = self._require_models().load_analyst(
-                    request.analyst_model, request.analyst_version
+                    request.analyst_model, request.analyst_version, host=loaded
                 )
                 if request.analyst_set_uri:
                     inputs.analyst_set = load_eval_set(request.analyst_set_uri)

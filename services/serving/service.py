@@ -30,7 +30,7 @@ from llama_mapper.core.hybrid import (
     Outcome,
 )
 from llama_mapper.core.inference import MapperQuery, Prediction
-from llama_mapper.core.prompt import analyst_messages
+from llama_mapper.core.prompt import ANALYST_MAX_TOKENS, analyst_messages
 from llama_mapper.core.schemas import load_schema, validate
 from llama_mapper.serving.ratelimit import RateLimiter
 from llama_mapper.serving.routing import (
@@ -527,7 +527,7 @@ class RouterCore:
             self.engines[state.engine].chat(
                 analyst_messages(framework, finding),
                 state.adapter,
-                max_tokens=384,
+                max_tokens=ANALYST_MAX_TOKENS,
                 json_schema=schema,
             ),
             timeout=max(self.settings.deadline_s, 30.0),

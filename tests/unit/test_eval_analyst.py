@@ -66,3 +66,18 @@ def test_evaluate_with_a_model_and_rows_from_the_builder_format():
         "control_precision": 1.0,
         "control_recall": 1.0,
     }
+
+
+def test_an_engine_that_batches_for_itself_gets_its_own_batch_size():
+    sizes = []
+
+    class Batching:
+        batch_size = 5
+
+        def analyze(self, queries):
+            sizes.append(len(queries))
+            return [json.dumps(EXPECTED) for _ in queries]
+
+    m = evaluate_analyst(Batching(), [_case(i) for i in range(12)], batch_size=2)
+    assert sizes == [5, 5, 2]
+    assert m["case_count"] == 12 and m["schema_valid_rate"] == 1.0
