@@ -205,13 +205,14 @@ async def _arms(url, tenants, output, concurrency=16):
 def test_weights_are_honoured_sticky_and_only_move_control_to_treatment(stack):
     url = stack["url"]
     set_rollout(stack, treatment=stack["versions"][2], weight=0.25)
-    tenants = [f"tenant-{i}" for i in range(2000)]
+    tenants = [f"tenant-{i}" for i in range(1000)]
     first = asyncio.run(_arms(url, tenants, MAPPED))
     share = Counter(body["router_arm"] for body in first.values())["treatment"] / len(tenants)
-    assert abs(share - 0.25) <= 0.03, share
+    # The rollout's salt is random: 1,000 tenants put the share within 0.045 of 0.25 (3.3 sigma).
+    assert abs(share - 0.25) <= 0.045, share
     # Sticky: the same tenants again land on the same arms.
-    again = asyncio.run(_arms(url, tenants[:300], MAPPED))
-    assert all(again[t]["router_arm"] == first[t]["router_arm"] for t in tenants[:300])
+    again = asyncio.run(_arms(url, tenants[:200], MAPPED))
+    assert all(again[t]["router_arm"] == first[t]["router_arm"] for t in tenants[:200])
     # The treatment arm's model really is v2 (once loaded; before that control answers for it).
     wait_adapter_ready(url, stack["versions"][2])
     treated = [t for t in tenants if first[t]["router_arm"] == "treatment"][:3]
@@ -224,10 +225,10 @@ def test_weights_are_honoured_sticky_and_only_move_control_to_treatment(stack):
     assert model_versions == {stack["versions"][2]}, f"answered by {methods}"
     # Raising the weight only moves tenants from control to treatment.
     set_rollout(stack, treatment=stack["versions"][2], weight=0.5)
-    raised = asyncio.run(_arms(url, tenants[:600], MAPPED))
+    raised = asyncio.run(_arms(url, tenants[:400], MAPPED))
     assert not [
         t
-        for t in tenants[:600]
+        for t in tenants[:400]
         if first[t]["router_arm"] == "treatment" and raised[t]["router_arm"] == "control"
     ]
 
