@@ -43,11 +43,20 @@ class Demo:
     def data_dir(self) -> Path:
         return self.root / "data"
 
-    def mapperctl(self, *args: str, capture: bool = False) -> subprocess.CompletedProcess:
-        return self.run([str(Path(sys.executable).with_name("mapperctl")), *args], capture=capture)
+    def mapperctl(
+        self, *args: str, capture: bool = False, echo: bool = True
+    ) -> subprocess.CompletedProcess:
+        return self.run(
+            [str(Path(sys.executable).with_name("mapperctl")), *args], capture=capture, echo=echo
+        )
 
     def run(
-        self, argv: list[str], *, capture: bool = False, env: dict[str, str] | None = None
+        self,
+        argv: list[str],
+        *,
+        capture: bool = False,
+        echo: bool = True,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
         print(f"$ {shlex.join(argv)}", flush=True)
         proc = subprocess.run(
@@ -58,7 +67,9 @@ class Demo:
             check=False,
         )
         if capture and proc.stdout:
-            print(proc.stdout, end="", flush=True)
+            # echo=False: the progress lines only; the caller summarizes the JSON document.
+            shown = proc.stdout if echo else proc.stdout[: _json_start(proc.stdout)]
+            print(shown, end="", flush=True)
         if proc.returncode != 0:
             raise FailedPrecondition(f"`{shlex.join(argv)}` exited with {proc.returncode}")
         return proc
@@ -211,7 +222,7 @@ def _evaluate(demo: Demo, version: int, analyst: int) -> None:
         "--analyst-set", str(_analyst_set(demo)),
         "--profile", PROFILE, "--json",
         *(["--no-robustness"] if demo.quick else []),
-        capture=True,
+        capture=True, echo=False,
     )  # fmt: skip
     report = _last_json_document(proc.stdout)
     quality = report.get("quality", {})
@@ -223,6 +234,12 @@ def _evaluate(demo: Demo, version: int, analyst: int) -> None:
     analyst_report = report.get("analyst") or {}
     demo.facts["analyst_schema_valid"] = analyst_report.get("schema_valid_rate")
     demo.facts["analyst_risk_accuracy"] = analyst_report.get("risk_level_accuracy")
+    print(
+        f"  mapper v{version}: accuracy {_fmt(demo.facts['accuracy'])}, macro-F1 "
+        f"{_fmt(demo.facts['macro_f1'])}, ECE {_fmt(demo.facts['ece'])}; analyst v{analyst}: "
+        f"schema-valid {_fmt(demo.facts['analyst_schema_valid'])}; report {demo.facts['eval_report']}",
+        flush=True,
+    )
     # Targets for this hardware profile: generous in the demo, since the machine is shared.
     demo.mapperctl(
         "registry", "targets", "mapper", "--profile", PROFILE,
@@ -231,10 +248,18 @@ def _evaluate(demo: Demo, version: int, analyst: int) -> None:
     demo.facts["p95_target_ms"] = P95_TARGET_MS
 
 
+def _json_start(text: str) -> int:
+    """Where the `--json` document begins in `text` (its length when there is none)."""
+    if text.startswith("{"):
+        return 0
+    found = text.find("\n{")
+    return found + 1 if found >= 0 else len(text)
+
+
 def _last_json_document(text: str) -> dict[str, Any]:
     """`--json` prints one indented JSON object between progress lines and trailing output."""
-    start = 0 if text.startswith("{") else text.find("\n{") + 1
-    if start == 0 and not text.startswith("{"):
+    start = _json_start(text)
+    if start == len(text):
         return {}
     try:
         document, _ = json.JSONDecoder().raw_decode(text, start)

@@ -1,6 +1,6 @@
 """The demo reads the JSON documents its commands print between their progress lines."""
 
-from llama_mapper.cli.demo import _last_json_document
+from llama_mapper.cli.demo import _json_start, _last_json_document
 
 
 def test_json_document_between_progress_and_trailing_lines():
@@ -13,3 +13,10 @@ def test_json_document_alone_and_missing():
         "registration": {"version": 3}
     }
     assert _last_json_document("no document here\n") == {}
+
+
+def test_json_start_splits_progress_from_the_document():
+    text = 'run 1: hybrid\n  golden: 5 cases\n{\n  "a": 1\n}\n'
+    assert text[: _json_start(text)] == "run 1: hybrid\n  golden: 5 cases\n"
+    assert _json_start('{"a": 1}') == 0
+    assert _json_start("no document\n") == len("no document\n")
