@@ -74,7 +74,8 @@ class Demo:
             raise FailedPrecondition(f"`{shlex.join(argv)}` exited with {proc.returncode}")
         return proc
 
-    def step(self, title: str):
+    def step(self, title: str, name: str):
+        """A numbered step: its title printed, its time kept under `name` for the closing table."""
         demo = self
 
         class _Step:
@@ -83,7 +84,7 @@ class Demo:
                 self.start = time.monotonic()
 
             def __exit__(self, *exc: object) -> None:
-                demo.timings[title] = time.monotonic() - self.start
+                demo.timings[name] = time.monotonic() - self.start
 
         return _Step()
 
@@ -112,6 +113,7 @@ def _config(demo: Demo, adapter: str) -> Path:
 
 
 def _train(demo: Demo, adapter: str) -> int:
+    started = time.monotonic()
     proc = demo.mapperctl(
         "train",
         "submit",
@@ -127,6 +129,7 @@ def _train(demo: Demo, adapter: str) -> int:
     demo.facts[f"{adapter}_version"] = version
     demo.facts[f"{adapter}_tokens_per_s"] = summary.get("tokens_per_s")
     demo.facts[f"{adapter}_steps"] = summary.get("steps")
+    demo.facts[f"{adapter}_train_s"] = round(time.monotonic() - started)
     return version
 
 
@@ -142,7 +145,7 @@ def run_demo(demo: Demo) -> int:
             "MAPPER_SERVING_URL": SERVING_URL,
         }
     )
-    with demo.step("1. start the stack (validation, registry, evaluation, Ray head)"):
+    with demo.step("1. start the stack (validation, registry, evaluation, Ray head)", "stack up"):
         demo.mapperctl("stack", "up")
     from llama_mapper.cli.stack import use_local_token
 
@@ -151,7 +154,7 @@ def run_demo(demo: Demo) -> int:
         _pipeline(demo)
     finally:
         if not demo.keep_running:
-            with demo.step("stop the stack"):
+            with demo.step("stop the stack", "stack down"):
                 subprocess.run(
                     [
                         str(Path(sys.executable).with_name("mapperctl")),
@@ -166,7 +169,10 @@ def run_demo(demo: Demo) -> int:
 
 
 def _pipeline(demo: Demo) -> None:
-    with demo.step("2. build the datasets and validate them through the validation service"):
+    with demo.step(
+        "2. build the datasets and validate them through the validation service",
+        "data + validation",
+    ):
         build = ["data", "build", "--out", str(demo.data_dir), "--quiet"]
         demo.mapperctl(*build, *(["--size", "small"] if demo.quick else []))
         manifest = json.loads((demo.data_dir / "manifest.json").read_text())
@@ -177,14 +183,16 @@ def _pipeline(demo: Demo) -> None:
             "data", "validate", str(demo.data_dir), "--config", str(config),
             "--address", SERVICES[0].address,
         )  # fmt: skip
-    with demo.step("3. train the mapper and the analyst with `ray job submit`"):
+    with demo.step("3. train the mapper and the analyst with `ray job submit`", "training"):
         mapper = _train(demo, "mapper")
         analyst = _train(demo, "analyst")
-    with demo.step("4. evaluate through the evaluation service and set targets"):
+    with demo.step("4. evaluate through the evaluation service and set targets", "evaluation"):
         _evaluate(demo, mapper, analyst)
-    with demo.step("5. serve, canary the new adapter with the bench as a gate, promote"):
+    with demo.step(
+        "5. serve, canary the new adapter with the bench as a gate, promote", "serve + canary"
+    ):
         _serve_and_canary(demo, mapper)
-    with demo.step("6. map the examples through the live endpoint"):
+    with demo.step("6. map the examples through the live endpoint", "map examples"):
         with open("examples/detector-outputs.jsonl", "rb") as examples:
             proc = subprocess.run(
                 [str(Path(sys.executable).with_name("mapperctl")), "map", "--url", SERVING_URL],
@@ -319,8 +327,8 @@ def _closing_table(demo: Demo) -> None:
     }
     rows = [
         ("dataset", f"{facts.get('mapper_rows')} mapper rows, {facts.get('analyst_rows')} analyst rows"),
-        ("mapper adapter", f"v{facts.get('mapper_version')}: {facts.get('mapper_steps')} steps, {facts.get('mapper_tokens_per_s')} tokens/s"),
-        ("analyst adapter", f"v{facts.get('analyst_version')}: {facts.get('analyst_steps')} steps; schema-valid {facts.get('analyst_schema_valid')}, risk-level accuracy {facts.get('analyst_risk_accuracy')}"),
+        ("mapper adapter", f"v{facts.get('mapper_version')}: {facts.get('mapper_steps')} steps in {facts.get('mapper_train_s')} s (job), {facts.get('mapper_tokens_per_s')} tokens/s"),
+        ("analyst adapter", f"v{facts.get('analyst_version')}: {facts.get('analyst_steps')} steps in {facts.get('analyst_train_s')} s (job), {facts.get('analyst_tokens_per_s')} tokens/s; schema-valid {facts.get('analyst_schema_valid')}, risk-level accuracy {facts.get('analyst_risk_accuracy')}"),
         ("quality (hybrid, golden set)", f"accuracy {facts.get('accuracy')}, macro-F1 {facts.get('macro_f1')}, ECE {facts.get('ece')}"),
         ("p95 vs target", f"treatment {facts.get('bench_p95_ms')} ms vs {facts.get('p95_target_ms')} ms ({PROFILE}, last bench gate: {facts.get('bench_dir')})"),
         ("canary", f"{facts.get('canary')}"),

@@ -80,9 +80,11 @@ def test_quick_demo_end_to_end(tmp_path):
     # print_table: the label column, two or more spaces, the value.
     rows = dict(re.findall(r"^(\S.*?)\s{2,}(\S.*)$", table, flags=re.M))
     assert re.fullmatch(r"\d+ mapper rows, \d+ analyst rows", rows["dataset"])
-    assert re.match(r"v\d+: 8 steps, [\d.]+ tokens/s", rows["mapper adapter"])
+    assert re.match(r"v\d+: 8 steps in \d+ s \(job\), [\d.]+ tokens/s", rows["mapper adapter"])
     assert re.match(
-        r"v\d+: \d+ steps; schema-valid [\d.]+, risk-level accuracy [\d.]+", rows["analyst adapter"]
+        r"v\d+: \d+ steps in \d+ s \(job\), [\d.]+ tokens/s; "
+        r"schema-valid [\d.]+, risk-level accuracy [\d.]+",
+        rows["analyst adapter"],
     ), rows["analyst adapter"]
     quality = re.fullmatch(
         r"accuracy ([\d.]+), macro-F1 ([\d.]+), ECE ([\d.]+)", rows["quality (hybrid, golden set)"]
