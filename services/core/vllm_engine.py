@@ -197,6 +197,34 @@ def mapper_sampling_params(labels: Sequence[str], max_tokens: int) -> Any:
     )
 
 
+# JSON Schema keywords vLLM's grammar backends refuse ("Grammar error: Unimplemented keys"): left
+# out of the grammar and checked by the validator on the answer instead.
+GRAMMAR_UNSUPPORTED_KEYS = frozenset({"uniqueItems"})
+
+
+def grammar_schema(schema: Any) -> Any:
+    """`schema` without the keywords the grammar cannot compile, at every depth."""
+    if isinstance(schema, Mapping):
+        return {
+            key: grammar_schema(value)
+            for key, value in schema.items()
+            if key not in GRAMMAR_UNSUPPORTED_KEYS
+        }
+    if isinstance(schema, list):
+        return [grammar_schema(item) for item in schema]
+    return schema
+
+
+def json_output(json_schema: Mapping[str, Any]) -> Any:
+    """Structured output for a JSON answer in the compact form the adapters are trained on (no
+    whitespace between tokens): the grammar cannot let an undertrained model pad its answer with
+    blank lines until the token budget runs out. What the grammar cannot express the caller
+    validates afterwards."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return StructuredOutputsParams(json=grammar_schema(json_schema), disable_any_whitespace=True)
+
+
 def render_prompt(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:
     return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
@@ -355,25 +383,26 @@ class VllmEngine:
         adapter: str | None,
         json_schema: Mapping[str, Any],
         max_tokens: int,
-    ) -> list[str]:
-        """Greedy completions constrained to `json_schema` (the analyst, sampled as served)."""
+    ) -> list[tuple[str, str | None]]:
+        """Greedy completions constrained to `json_schema` (the analyst, sampled as served), each
+        with its finish reason ("stop", or "length" when the budget cut it)."""
         if not conversations:
             return []
         from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
 
         lora = None
         if adapter is not None:
             ref, lora_id = self._adapters[adapter]
             lora = _lora_request(ref, lora_id)
         params = SamplingParams(
-            temperature=0.0,
-            max_tokens=max_tokens,
-            structured_outputs=StructuredOutputsParams(json=dict(json_schema)),
+            temperature=0.0, max_tokens=max_tokens, structured_outputs=json_output(json_schema)
         )
         prompts = [render_prompt(self.tokenizer, messages) for messages in conversations]
         outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
-        return [out.outputs[0].text if out.outputs else "" for out in outputs]
+        return [
+            (out.outputs[0].text, out.outputs[0].finish_reason) if out.outputs else ("", None)
+            for out in outputs
+        ]
 
     def describe(self, adapter: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -424,10 +453,10 @@ class VllmAnalystModel:
 
     def analyze(self, queries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
         conversations = [analyst_messages(framework, finding) for framework, finding in queries]
-        texts = self.engine.generate_json(
+        answers = self.engine.generate_json(
             conversations, self.adapter, self.schema, ANALYST_MAX_TOKENS
         )
-        return [text.strip() for text in texts]
+        return [text.strip() for text, _ in answers]
 
 
 # --- async engine (serving) ----------------------------------------------------------------------
@@ -584,14 +613,11 @@ class AsyncVllmEngine:
     ) -> dict[str, Any]:
         """One chat completion (the analyst and the OpenAI-compatible passthrough)."""
         from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
 
         params = SamplingParams(
             temperature=temperature,
             max_tokens=max_tokens,
-            structured_outputs=StructuredOutputsParams(json=dict(json_schema))
-            if json_schema
-            else None,
+            structured_outputs=json_output(json_schema) if json_schema else None,
         )
         prompt = render_prompt(self.tokenizer, messages)
         output = await self._generate(prompt, params, adapter)

@@ -19,7 +19,7 @@ from llama_mapper.core.errors import FailedPrecondition
 from llama_mapper.core.inference import MapperQuery, Prediction
 from llama_mapper.core.prompt import mapper_messages
 from llama_mapper.core.taxonomy import Taxonomy, default_taxonomy
-from llama_mapper.core.vllm_engine import invalid_prediction
+from llama_mapper.core.vllm_engine import grammar_schema, invalid_prediction
 
 
 def prediction_from_chat(body: dict[str, Any], taxonomy: Taxonomy, latency_s: float) -> Prediction:
@@ -92,7 +92,11 @@ class OpenAIEngine:
     ) -> dict[str, Any]:
         extra = {"max_tokens": kw.get("max_tokens", 256), "temperature": kw.get("temperature", 0.0)}
         if kw.get("json_schema") and self.flavor == "vllm":
-            extra["structured_outputs"] = {"json": kw["json_schema"]}
+            # Compact JSON, as in-process (vllm_engine.json_output).
+            extra["structured_outputs"] = {
+                "json": grammar_schema(kw["json_schema"]),
+                "disable_any_whitespace": True,
+            }
         body = await self._complete(adapter, messages, **extra)
         usage = body.get("usage", {})
         return {

@@ -68,3 +68,25 @@ def test_predictions_are_validated_and_confidence_is_exp_sum():
     assert (c.valid, c.label) == (False, "other.unknown")  # truncated
     assert len(seen[0]["structured_outputs"]["choice"]) == 67 and seen[0]["logprobs"] is True
     assert description["adapter"] == "mapper-v4"
+
+
+def test_the_analyst_grammar_is_compact_json_without_keywords_vllm_refuses():
+    """vLLM's grammar backends refuse `uniqueItems` ("Grammar error: Unimplemented keys"): it is
+    left out of the grammar at every depth (the validator checks it on the answer), and the JSON
+    is compact, as the adapters are trained on it."""
+    from llama_mapper.core.schemas import load_schema
+    from llama_mapper.core.vllm_engine import grammar_schema
+
+    schema = load_schema("analyst-output")
+    assert schema["properties"]["controls"]["uniqueItems"] is True
+    grammar = grammar_schema(schema)
+    assert "uniqueItems" not in grammar["properties"]["controls"]
+    assert grammar["properties"]["remediation"] == schema["properties"]["remediation"]
+    assert grammar["required"] == schema["required"]
+
+    app, seen = openai_server({"x": ('{"risk_level":"low"}', [-0.1], "stop")})
+    engine = OpenAIEngine("http://ext", transport=httpx.ASGITransport(app=app))
+    asyncio.run(
+        engine.chat([{"role": "user", "content": '"label": "x"'}], "analyst-v1", json_schema=schema)
+    )
+    assert seen[0]["structured_outputs"] == {"json": grammar, "disable_any_whitespace": True}
