@@ -543,9 +543,21 @@ class LoRARecipe:
             self.wandb_run.finish()
 
 
+def _quiet_report_log() -> None:
+    """Ray Train logs every `ray.train.report` of every rank at INFO ("Reporting training result
+    N: TrainingReport(...)"), two lines per logged step beside our own progress line; its logger is
+    named by the module's file path. Warnings still show."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray Train layout: its lines stay
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """What TorchTrainer runs in every worker."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _quiet_report_log()
     os.environ.update(loop_config.get("env", {}))
     recipe = LoRARecipe(loop_config)
     recipe.setup()
