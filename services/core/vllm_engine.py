@@ -346,15 +346,20 @@ class VllmEngine:
             raise NotFound(f"adapter {adapter!r} is not loaded (have {sorted(self._adapters)})")
         return VllmMapperModel(self, adapter)
 
+    def _lora(self, adapter: str | None) -> Any:
+        """The LoRARequest for a loaded adapter (None: the bare base)."""
+        if adapter is None:
+            return None
+        if adapter not in self._adapters:
+            raise NotFound(f"adapter {adapter!r} is not loaded (have {sorted(self._adapters)})")
+        return _lora_request(*self._adapters[adapter])
+
     def generate_labels(
         self, queries: Sequence[MapperQuery], adapter: str | None
     ) -> list[Prediction]:
         if not queries:
             return []
-        lora = None
-        if adapter is not None:
-            ref, lora_id = self._adapters[adapter]
-            lora = _lora_request(ref, lora_id)
+        lora = self._lora(adapter)
         prompts = [
             render_prompt(self.tokenizer, mapper_messages(q.detector, q.finding)) for q in queries
         ]
@@ -390,10 +395,7 @@ class VllmEngine:
             return []
         from vllm import SamplingParams
 
-        lora = None
-        if adapter is not None:
-            ref, lora_id = self._adapters[adapter]
-            lora = _lora_request(ref, lora_id)
+        lora = self._lora(adapter)
         params = SamplingParams(
             temperature=0.0, max_tokens=max_tokens, structured_outputs=json_output(json_schema)
         )
