@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml setup.py scripts/setup.sh
 	@rm -f $(VENV)/.setup-* && touch $@
 
 .PHONY: proto
-proto: setup ## Regenerate the gRPC code in services/_proto from proto/
+proto: setup ## Regenerate the gRPC code in services/llama_mapper/_proto from proto/
 	@$(PY) scripts/gen_proto.py
 
 .PHONY: lint

@@ -1,14 +1,10 @@
-"""Package layout: the repository shows the architecture (services/<name>/, schemas/), the import
-name is llama_mapper. Shared domain code lives in services/core, generated gRPC code in services/_proto."""
+"""Package layout: the import package lives in services/llama_mapper, so a file's path names its
+module. services/llama_mapper/schemas links to the top-level schemas/, the one source of the JSON
+Schemas, which ships as package data (a wheel carries the files themselves)."""
 
 from setuptools import find_namespace_packages, setup
 
-subpackages = find_namespace_packages("services", exclude=["*__pycache__*"])
 setup(
-    packages=[
-        "llama_mapper",
-        *(f"llama_mapper.{name}" for name in subpackages),
-        "llama_mapper.schemas",
-    ],
-    package_dir={"llama_mapper": "services", "llama_mapper.schemas": "schemas"},
+    packages=find_namespace_packages("services", include=["llama_mapper*"]),
+    package_dir={"": "services"},
 )

@@ -3,7 +3,7 @@
 One process, one model, requests answered one at a time through `generate` (no continuous
 batching, no prefix cache, no multi-LoRA): what a team ships before it has an engine. It speaks
 the router's contract for `POST /v1/map` and `GET /healthz` and maps with the same hybrid mapper,
-prompt format (llama_mapper.core.prompt) and label-constrained decoding as the evaluation's
+prompt format (llama_mapper.domain.prompt) and label-constrained decoding as the evaluation's
 transformers engine, so the Locust bench drives both with the same load:
 
     python bench/baseline_server.py --base-dir <base> --adapter-dir <adapter> --port 8100
@@ -21,9 +21,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from llama_mapper.core.errors import MapperError
-from llama_mapper.core.hybrid import HybridMapper
-from llama_mapper.evaluation.hf_engine import HFMapperModel
+from llama_mapper.domain.errors import MapperError
+from llama_mapper.inference.hybrid import HybridMapper
+from llama_mapper.inference.transformers_engine import HFMapperModel
 
 
 def build_app(model: Any, *, deadline_s: float = 60.0) -> FastAPI:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 
 def _cases(n: int) -> list:
-    from llama_mapper.core.inference import MapperQuery
     from llama_mapper.evaluation.evalset import default_eval_set_uri, load_eval_set
+    from llama_mapper.inference.model import MapperQuery
 
     cases = load_eval_set(default_eval_set_uri()).measured[:n]
     return [MapperQuery(c.detector, c.finding) for c in cases]
@@ -45,8 +45,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("var/bench/evaluation_throughput.json"))
     args = parser.parse_args()
 
-    from llama_mapper.core.basemodel import prepare_base_model
-    from llama_mapper.evaluation.hf_engine import HFMapperModel
+    from llama_mapper.inference.base_model import prepare_base_model
+    from llama_mapper.inference.transformers_engine import HFMapperModel
 
     queries = _cases(args.cases)
     base = prepare_base_model()
@@ -72,7 +72,7 @@ def main() -> None:
     del hf
 
     if not args.skip_vllm:
-        from llama_mapper.core.vllm_engine import AdapterRef, VllmEngine, VllmEngineConfig
+        from llama_mapper.inference.vllm_engine import AdapterRef, VllmEngine, VllmEngineConfig
 
         started = time.perf_counter()
         adapters = [AdapterRef("bench", adapter)] if adapter else []

@@ -126,9 +126,9 @@ class AsgiCaller:
 
 
 def _router(settings_kw: dict[str, Any] | None = None) -> tuple[Any, AsgiCaller]:
+    from llama_mapper.platform.settings.serving import ServingSettings
     from llama_mapper.serving.api import build_app
-    from llama_mapper.serving.service import RouterCore
-    from llama_mapper.serving.settings import ServingSettings
+    from llama_mapper.serving.router_core import RouterCore
 
     # Rate limiting stays on (the default), every request from one client address: its cost is
     # part of the router's, and the bucket never runs dry at these settings.
@@ -240,10 +240,10 @@ def run_serve(args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from llama_mapper.core.basemodel import prepare_base_model
-    from llama_mapper.core.hybrid import HybridMapper
+    from llama_mapper.inference.base_model import prepare_base_model
+    from llama_mapper.inference.hybrid import HybridMapper
+    from llama_mapper.platform.settings.serving import ServingSettings
     from llama_mapper.serving.app import deploy
-    from llama_mapper.serving.settings import ServingSettings
 
     sys.path.insert(0, str(Path(__file__).parent))
     from serving_throughput import free_port, make_adapter
@@ -379,8 +379,8 @@ def run_rules_app(args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from ray import serve
 
+    from llama_mapper.platform.settings.serving import ServingSettings
     from llama_mapper.serving.app import deploy
-    from llama_mapper.serving.settings import ServingSettings
 
     settings = ServingSettings(
         http_port=args.port, grpc_port=0, engine_enabled=False, rate_limit_rps=0

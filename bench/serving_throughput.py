@@ -181,11 +181,11 @@ def run_stack(
     import ray
     from ray import serve
 
-    from llama_mapper.core.hybrid import extract_generic
-    from llama_mapper.core.inference import MapperQuery
-    from llama_mapper.core.prompt import finding_payload
+    from llama_mapper.domain.prompt import finding_payload
+    from llama_mapper.inference.hybrid import extract_generic
+    from llama_mapper.inference.model import MapperQuery
+    from llama_mapper.platform.settings.serving import ServingSettings
     from llama_mapper.serving.app import deploy
-    from llama_mapper.serving.settings import ServingSettings
 
     settings = ServingSettings(
         http_port=free_port(),
@@ -283,7 +283,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
 
-    from llama_mapper.core.basemodel import prepare_base_model
+    from llama_mapper.inference.base_model import prepare_base_model
 
     base = prepare_base_model()
     with tempfile.TemporaryDirectory() as tmp:

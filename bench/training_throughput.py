@@ -42,8 +42,8 @@ def plain_loop(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llama_mapper.training.data import collate, encode_all, load_examples
     from llama_mapper.training.recipe import CompletionLoss
+    from llama_mapper.training.tokenize import collate, encode_all, load_examples
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -119,7 +119,7 @@ def main() -> int:
 
     from training_data import write_dataset
 
-    from llama_mapper.core.basemodel import prepare_base_model
+    from llama_mapper.inference.base_model import prepare_base_model
     from llama_mapper.training.config import load_config
 
     prep_started = time.perf_counter()

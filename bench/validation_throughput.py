@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llama_mapper.core.rules import RulesMapper
-from llama_mapper.core.schemas import validator
-from llama_mapper.core.taxonomy import default_taxonomy
-from llama_mapper.data.generators import vendors
-from llama_mapper.data.generators.variants import VariantGenerator
-from llama_mapper.data.golden import load_golden
-from llama_mapper.data.manifest import file_entry, write_manifest
-from llama_mapper.data.rows import canonical_json, mapper_row, user_text
+from llama_mapper.datasets.generators import vendors
+from llama_mapper.datasets.generators.variants import VariantGenerator
+from llama_mapper.domain.golden import load_golden
+from llama_mapper.domain.manifest import file_entry, write_manifest
+from llama_mapper.domain.rows import canonical_json, mapper_row, user_text
+from llama_mapper.domain.rules import RulesMapper
+from llama_mapper.domain.schemas import validator
+from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.validation.checks import PII_ENTITIES
 from llama_mapper.validation.policy import Policy
 from llama_mapper.validation.similarity import ngram_overlap, ngrams, reference_ngrams, tokens
@@ -192,7 +192,7 @@ def main() -> None:
     rows = make_dataset(args.out, args.rows)
     print(f"dataset: {rows} rows in {time.perf_counter() - t:.1f}s at {args.out}")
 
-    from llama_mapper.core.runners import presidio_analyzer
+    from llama_mapper.inference.scanners import presidio_analyzer
 
     tokenizer = load_tokenizer(CONFIG["base_model"]["id"])
     analyzer = presidio_analyzer()

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Generate the gRPC Python code in services/_proto from proto/ (`make proto`), or check it (`--check`).
+"""Generate the gRPC Python code in services/llama_mapper/_proto from proto/ (`make proto`), or check it (`--check`).
 
 Every `proto/**/*.proto` is compiled with grpc_tools.protoc (messages, stubs and .pyi type
 stubs) into a temporary directory. protoc writes `llama_mapper/<svc>/v1/<svc>_pb2.py` with
 absolute imports such as `from llama_mapper.registry.v1 import registry_pb2`; those are moved
-under the one generated package, `llama_mapper._proto` (directory services/_proto), and their
+under the one generated package, `llama_mapper._proto` (directory services/llama_mapper/_proto), and their
 imports rewritten to match, so generated code never mixes with hand-written service packages.
 Well-known types (`google/protobuf/*.proto`) are not generated: they come from the protobuf
 package, and their imports are left as they are.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = "proto"
-OUT_DIR = Path("services") / "_proto"
+OUT_DIR = Path("services") / "llama_mapper" / "_proto"
 # The proto package prefix (and top directory under proto/) that maps onto llama_mapper._proto.
 PROTO_PACKAGE = "llama_mapper"
 GENERATED_PACKAGE = "llama_mapper._proto"
@@ -80,7 +80,7 @@ def source_proto(generated: Path) -> str:
 
 
 def generate(root: Path) -> dict[str, bytes]:
-    """The full contents of services/_proto, as {path relative to it: bytes}."""
+    """The full contents of services/llama_mapper/_proto, as {path relative to it: bytes}."""
     protos = proto_files(root)
     files: dict[str, bytes] = {"__init__.py": init_file(GENERATED_PACKAGE).encode()}
     if not protos:
@@ -168,13 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="compare the committed services/_proto with a fresh generation; exit 1 if stale",
+        help="compare the committed services/llama_mapper/_proto with a fresh generation; exit 1 if stale",
     )
     parser.add_argument(
         "--root",
         type=Path,
         default=REPO_ROOT,
-        help="repository root holding proto/ and services/_proto (default: this checkout)",
+        help="repository root holding proto/ and services/llama_mapper/_proto (default: this checkout)",
     )
     args = parser.parse_args(argv)
     root = args.root.resolve()
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             print("Generated gRPC code is out of date:", file=sys.stderr)
             for line in problems:
                 print(f"  {line}", file=sys.stderr)
-            print("run `make proto` and commit services/_proto", file=sys.stderr)
+            print("run `make proto` and commit services/llama_mapper/_proto", file=sys.stderr)
             return 1
         print(f"{OUT_DIR.as_posix()} is up to date ({len(expected)} files)")
         return 0

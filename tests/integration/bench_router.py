@@ -12,9 +12,9 @@ import sys
 
 import uvicorn
 
+from llama_mapper.platform.settings.serving import ServingSettings
 from llama_mapper.serving.api import build_app
-from llama_mapper.serving.service import RouterCore
-from llama_mapper.serving.settings import ServingSettings
+from llama_mapper.serving.router_core import RouterCore
 
 
 def main(port: int, rate_rps: float = 0.0) -> None:

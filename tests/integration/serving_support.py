@@ -41,8 +41,8 @@ def free_port() -> int:
 
 def start_registry(root: Path):
     """An in-process registry (SQLite + local artifacts) on a free port; returns (server, address)."""
+    from llama_mapper.platform.settings.registry import RegistrySettings
     from llama_mapper.registry.server import create_server
-    from llama_mapper.registry.settings import RegistrySettings
 
     settings = RegistrySettings(
         port=0,

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from registry_support import TOKEN, lineage, make_adapter
 
-from llama_mapper.bench import cli
-from llama_mapper.bench.runner import BenchConfig, check_reachable, run_bench
-from llama_mapper.core.errors import FailedPrecondition, Unavailable
+from llama_mapper.bench.locust_run import BenchConfig, check_reachable, run_bench
+from llama_mapper.cli import bench as cli
+from llama_mapper.domain.errors import FailedPrecondition, Unavailable
+from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.registry.client import RegistryClient
 from llama_mapper.registry.server import create_server
-from llama_mapper.registry.settings import RegistrySettings
 
 pytestmark = pytest.mark.integration
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from llama_mapper.core.errors import FailedPrecondition, NotFound
-from llama_mapper.evaluation import cli
+from llama_mapper.cli import evaluation as cli
+from llama_mapper.domain.errors import FailedPrecondition, NotFound
 from llama_mapper.evaluation.server import create_server as create_evaluation_server
-from llama_mapper.evaluation.settings import EvaluationSettings
+from llama_mapper.platform.settings.evaluation import EvaluationSettings
+from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.registry.client import RegistryClient
 from llama_mapper.registry.server import create_server
-from llama_mapper.registry.settings import RegistrySettings
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 from eval_cases import build_eval_set
@@ -33,7 +33,7 @@ def tiny(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from llama_mapper.core.basemodel import prepare_base_model, tiny_llama
+    from llama_mapper.inference.base_model import prepare_base_model, tiny_llama
 
     try:
         tokenizer_dir = prepare_base_model().path

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from faker import Faker
 
-from llama_mapper.core.detectors.base import read
-from llama_mapper.core.findings import Span
-from llama_mapper.core.rules import RulesMapper
-from llama_mapper.core.runners import presidio_analyzer, run_detect_secrets, run_presidio
-from llama_mapper.core.tables import default_tables
+from llama_mapper.domain.findings import Span
+from llama_mapper.domain.readers.base import read
+from llama_mapper.domain.rules import RulesMapper
+from llama_mapper.domain.tables import default_tables
+from llama_mapper.inference.scanners import presidio_analyzer, run_detect_secrets, run_presidio
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,11 @@ import argparse
 import pytest
 from registry_support import TOKEN, lineage, make_adapter
 
-from llama_mapper.core.errors import FailedPrecondition, InvalidArgument
-from llama_mapper.registry import cli
+from llama_mapper.cli import registry as cli
+from llama_mapper.domain.errors import FailedPrecondition, InvalidArgument
+from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.registry.client import RegistryClient
 from llama_mapper.registry.server import create_server
-from llama_mapper.registry.settings import RegistrySettings
 
 pytestmark = pytest.mark.integration
 

@@ -28,10 +28,10 @@ from sqlalchemy import create_engine, text
 
 from llama_mapper._proto.registry.v1 import registry_pb2 as pb
 from llama_mapper._proto.registry.v1 import registry_pb2_grpc as pb_grpc
-from llama_mapper.core import errors
+from llama_mapper.domain import errors
+from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.registry.client import RegistryClient
 from llama_mapper.registry.server import ConfigError, create_server
-from llama_mapper.registry.settings import RegistrySettings
 
 pytestmark = pytest.mark.integration
 

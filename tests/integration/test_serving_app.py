@@ -29,10 +29,10 @@ def stack(tmp_path_factory):
     import ray
     from ray import serve
 
-    from llama_mapper.core.basemodel import prepare_base_model
+    from llama_mapper.inference.base_model import prepare_base_model
+    from llama_mapper.platform.settings.serving import ServingSettings
     from llama_mapper.registry.client import RegistryClient
     from llama_mapper.serving.app import deploy
-    from llama_mapper.serving.settings import ServingSettings
 
     root = tmp_path_factory.mktemp("serving")
     base = prepare_base_model()
@@ -331,11 +331,11 @@ async def _load_with_kill(url, tenants, treated, kill, *, sent_after, concurrenc
 
 @pytest.mark.slow
 def test_killing_the_treatment_engine_under_load_fails_over_to_control_and_rolls_back(stack):
-    from llama_mapper.core.schemas import validate
+    from llama_mapper.domain.schemas import validate
+    from llama_mapper.serving.arms import TREATMENT, assign, routing_key
     from llama_mapper.serving.canary import ROLLBACK, Gates
     from llama_mapper.serving.controller import CanaryController, http_stats
     from llama_mapper.serving.registry_source import RegistrySource
-    from llama_mapper.serving.routing import TREATMENT, assign, routing_key
 
     url, client, versions = stack["url"], stack["client"], stack["versions"]
     control, treatment = versions[1], versions[2]

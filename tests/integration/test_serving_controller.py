@@ -10,7 +10,7 @@ import pytest
 from registry_support import lineage, make_adapter
 from serving_support import start_registry
 
-from llama_mapper.core.errors import FailedPrecondition
+from llama_mapper.domain.errors import FailedPrecondition
 from llama_mapper.serving.canary import ADVANCE, HOLD, PROMOTE, ROLLBACK, Gates
 from llama_mapper.serving.controller import CanaryController
 from llama_mapper.serving.registry_source import RegistrySource

@@ -7,14 +7,14 @@ import json
 import pytest
 from serving_support import make_lora_adapter
 
-from llama_mapper.core.errors import AlreadyExists, FailedPrecondition
+from llama_mapper.domain.errors import AlreadyExists, FailedPrecondition
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
-    from llama_mapper.core.basemodel import prepare_base_model
+    from llama_mapper.inference.base_model import prepare_base_model
 
     base = prepare_base_model()
     return base, make_lora_adapter(base.path, tmp_path_factory.mktemp("a") / "a", seed=5)

@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 
 from training_data import write_dataset  # noqa: E402
 
-from llama_mapper.core.basemodel import prepare_base_model, tiny_llama  # noqa: E402
+from llama_mapper.inference.base_model import prepare_base_model, tiny_llama  # noqa: E402
 from llama_mapper.training import job, train  # noqa: E402
 from llama_mapper.training.config import load_config  # noqa: E402
 from llama_mapper.training.job import run_job  # noqa: E402

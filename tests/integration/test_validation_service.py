@@ -17,12 +17,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from llama_mapper._proto.validation.v1 import validation_pb2 as pb
 from llama_mapper._proto.validation.v1 import validation_pb2_grpc as pb_grpc
-from llama_mapper.data import cli
-from llama_mapper.data.builder import build
-from llama_mapper.data.golden import load_golden
-from llama_mapper.data.manifest import file_sha256, manifest_digest
+from llama_mapper.cli import datasets as cli
+from llama_mapper.datasets.builder import build
+from llama_mapper.domain.golden import load_golden
+from llama_mapper.domain.manifest import file_sha256, manifest_digest
+from llama_mapper.platform.settings.validation import ValidationSettings
 from llama_mapper.validation.server import create_server
-from llama_mapper.validation.settings import ValidationSettings
 
 pytestmark = pytest.mark.integration
 
@@ -337,8 +337,8 @@ def test_cli_validate_through_the_service(server_port, built, copy, tmp_path, ca
 
 
 def test_cli_report_is_what_the_training_gate_accepts(server_port, copy, tmp_path, capsys):
-    from llama_mapper.core.errors import FailedPrecondition
-    from llama_mapper.training.gate import REPORT_NAME, check_dataset
+    from llama_mapper.domain.errors import FailedPrecondition
+    from llama_mapper.training.validation_gate import REPORT_NAME, check_dataset
 
     config = tmp_path / "mapper.json"
     config.write_text(json.dumps(CONFIG))

@@ -7,8 +7,8 @@ import math
 import pytest
 from serving_support import make_lora_adapter
 
-from llama_mapper.core.inference import MapperQuery
-from llama_mapper.core.taxonomy import default_taxonomy
+from llama_mapper.domain.taxonomy import default_taxonomy
+from llama_mapper.inference.model import MapperQuery
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,8 @@ QUERIES = [
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from llama_mapper.core.basemodel import prepare_base_model
-    from llama_mapper.core.vllm_engine import AdapterRef, VllmEngine, VllmEngineConfig
+    from llama_mapper.inference.base_model import prepare_base_model
+    from llama_mapper.inference.vllm_engine import AdapterRef, VllmEngine, VllmEngineConfig
     from llama_mapper.serving.export import export_bundle, verify_bundle
 
     base = prepare_base_model()
@@ -83,8 +83,8 @@ def test_analyst_answers_are_json_sampled_as_served(engine):
     the shape is known: a JSON object, whole, or cut at the token budget)."""
     import json
 
-    from llama_mapper.core.prompt import ANALYST_MAX_TOKENS, analyst_messages
-    from llama_mapper.core.vllm_engine import VllmAnalystModel
+    from llama_mapper.domain.prompt import ANALYST_MAX_TOKENS, analyst_messages
+    from llama_mapper.inference.vllm_engine import VllmAnalystModel
 
     analyst = VllmAnalystModel(engine, "mapper-2")
     finding = {"label": "pii.email_address", "detector": "presidio", "confidence": 0.93}

@@ -13,12 +13,17 @@ import random
 from pathlib import Path
 from typing import Any
 
-from llama_mapper.core.prompt import mapper_messages
-from llama_mapper.training.gate import MANIFEST_NAME, REPORT_NAME, canonical_digest, report_digest
+from llama_mapper.domain.prompt import mapper_messages
+from llama_mapper.training.validation_gate import (
+    MANIFEST_NAME,
+    REPORT_NAME,
+    canonical_digest,
+    report_digest,
+)
 
 
 def mapper_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    from llama_mapper.core.tables import default_tables
+    from llama_mapper.domain.tables import default_tables
 
     pairs = sorted(
         (detector, raw, entry.labels[0])

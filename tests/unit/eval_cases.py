@@ -6,12 +6,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from llama_mapper.core.errors import FailedPrecondition, NotFound
-from llama_mapper.core.inference import Prediction
-from llama_mapper.core.rules import RulesMapper
-from llama_mapper.core.tables import default_tables
+from llama_mapper.domain.errors import FailedPrecondition, NotFound
+from llama_mapper.domain.rules import RulesMapper
+from llama_mapper.domain.tables import default_tables
 from llama_mapper.evaluation.evalset import write_eval_set
 from llama_mapper.evaluation.models import LoadedModel
+from llama_mapper.inference.model import Prediction
 
 
 def _typo(text: str, rng: random.Random) -> str:

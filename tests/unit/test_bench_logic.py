@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from llama_mapper.bench import report
+from llama_mapper.bench import locust_stats as report
+from llama_mapper.bench.locust_run import BenchConfig, locust_commands, parse_duration
 from llama_mapper.bench.payloads import write_payloads
-from llama_mapper.bench.runner import BenchConfig, locust_commands, parse_duration
 from llama_mapper.bench.shapes import plan_stages, stage_at
 from llama_mapper.bench.targets import judge
 from llama_mapper.bench.traffic import TenantMix, arm_name, parse_weights, split_arm
-from llama_mapper.core.detectors.base import known_detectors, read
-from llama_mapper.core.errors import InvalidArgument
+from llama_mapper.domain.errors import InvalidArgument
+from llama_mapper.domain.readers.base import known_detectors, read
 
 HEADER = (
     "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"

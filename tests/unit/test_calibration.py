@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from llama_mapper.core import calibration
+from llama_mapper.domain import calibration
 
 
 def test_ece_by_hand():

@@ -6,17 +6,17 @@ import json
 
 import pytest
 
-from llama_mapper.core.detectors.base import read
-from llama_mapper.core.findings import NormalizedFinding
-from llama_mapper.core.frameworks import default_frameworks
-from llama_mapper.core.rules import RulesMapper
-from llama_mapper.core.taxonomy import default_taxonomy
-from llama_mapper.data import golden
-from llama_mapper.data.analyst import INHERENT_RISK, analyst_finding, assess
-from llama_mapper.data.builder import HELDOUT_DETECTOR, HELDOUT_PAIRS, split_of
-from llama_mapper.data.generators import vendors
-from llama_mapper.data.generators.variants import VariantGenerator
-from llama_mapper.data.rows import VENDOR, Candidate, mapper_row, user_text
+from llama_mapper.datasets.analyst import INHERENT_RISK, analyst_finding, assess
+from llama_mapper.datasets.builder import HELDOUT_DETECTOR, HELDOUT_PAIRS, split_of
+from llama_mapper.datasets.generators import vendors
+from llama_mapper.datasets.generators.variants import VariantGenerator
+from llama_mapper.domain import golden
+from llama_mapper.domain.findings import NormalizedFinding
+from llama_mapper.domain.frameworks import default_frameworks
+from llama_mapper.domain.readers.base import read
+from llama_mapper.domain.rows import VENDOR, Candidate, mapper_row, user_text
+from llama_mapper.domain.rules import RulesMapper
+from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.validation.policy import Policy
 from llama_mapper.validation.similarity import ngram_overlap, reference_ngrams
 

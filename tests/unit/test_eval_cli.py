@@ -6,8 +6,8 @@ import json
 import pytest
 from eval_cases import build_eval_set
 
-from llama_mapper.core.errors import InvalidArgument
-from llama_mapper.evaluation import cli
+from llama_mapper.cli import evaluation as cli
+from llama_mapper.domain.errors import InvalidArgument
 
 
 def _parse(argv):

@@ -14,14 +14,19 @@ import pytest
 from eval_cases import FakeRegistry, build_eval_set
 
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2_grpc as pb_grpc
-from llama_mapper.cli import stack
+from llama_mapper.cli import evaluation as cli
 from llama_mapper.cli.main import main as mapperctl_main
-from llama_mapper.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
-from llama_mapper.evaluation import cli
-from llama_mapper.evaluation.report import load_report
+from llama_mapper.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
+from llama_mapper.evaluation.report_dir import load_report
 from llama_mapper.evaluation.server import build_service, create_server
 from llama_mapper.evaluation.servicer import EvaluationServicer
-from llama_mapper.evaluation.settings import EvaluationSettings
+from llama_mapper.platform import stack
+from llama_mapper.platform.settings.evaluation import EvaluationSettings
 
 TOKEN = "eval-cli-token-" + "x" * 16
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from llama_mapper.core.errors import FailedPrecondition
-from llama_mapper.evaluation import gates
+from llama_mapper.domain.errors import FailedPrecondition
+from llama_mapper.evaluation import comparison as gates
 
 REPORT = {
     "eval_set_sha256": "a" * 64,

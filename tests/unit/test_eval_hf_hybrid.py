@@ -4,14 +4,14 @@ every output stays inside the taxonomy and validates."""
 import pytest
 from eval_cases import build_eval_set
 
-from llama_mapper.core.errors import NotFound
-from llama_mapper.core.inference import MapperQuery
-from llama_mapper.core.rules import RulesMapper
-from llama_mapper.core.taxonomy import default_taxonomy
+from llama_mapper.domain.errors import NotFound
+from llama_mapper.domain.rules import RulesMapper
+from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.evaluation.evalset import load_eval_set
-from llama_mapper.evaluation.hf_engine import HFMapperModel, LabelTrie
-from llama_mapper.evaluation.runner import EvaluationRunner, RunInputs, RunOptions
+from llama_mapper.evaluation.run import EvaluationRunner, RunInputs, RunOptions
 from llama_mapper.evaluation.subjects import HybridSubject
+from llama_mapper.inference.model import MapperQuery
+from llama_mapper.inference.transformers_engine import HFMapperModel, LabelTrie
 
 
 def test_label_trie():
@@ -29,7 +29,7 @@ def tiny_engine(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from llama_mapper.core.basemodel import prepare_base_model, tiny_llama
+    from llama_mapper.inference.base_model import prepare_base_model, tiny_llama
 
     try:
         base = prepare_base_model().path

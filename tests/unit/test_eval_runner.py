@@ -5,10 +5,10 @@ import json
 import pytest
 from eval_cases import build_eval_set
 
-from llama_mapper.core.taxonomy import default_taxonomy
+from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.evaluation.evalset import load_eval_set
-from llama_mapper.evaluation.report import PLOTS, load_cases, load_report
-from llama_mapper.evaluation.runner import EvaluationRunner, RunInputs, RunOptions, run_to_directory
+from llama_mapper.evaluation.report_dir import PLOTS, load_cases, load_report
+from llama_mapper.evaluation.run import EvaluationRunner, RunInputs, RunOptions, run_to_directory
 from llama_mapper.evaluation.subjects import RulesSubject
 
 
@@ -95,9 +95,9 @@ def test_truncated_run(tmp_path):
 
 def test_hybrid_temperature_is_fitted_on_the_cases_the_model_answers():
     """In the hybrid the model only answers rule misses; the calibration split is cut to those."""
-    from llama_mapper.core.rules import RulesMapper
+    from llama_mapper.domain.rules import RulesMapper
     from llama_mapper.evaluation.evalset import MapperCase
-    from llama_mapper.evaluation.runner import MIN_MODEL_SHARE_CASES, _model_share
+    from llama_mapper.evaluation.run import MIN_MODEL_SHARE_CASES, _model_share
     from llama_mapper.evaluation.subjects import HybridSubject, RulesSubject
 
     def case(i: int, label: str) -> MapperCase:

@@ -17,7 +17,7 @@ from llama_mapper._proto.evaluation.v1 import evaluation_pb2 as pb
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2_grpc as pb_grpc
 from llama_mapper.evaluation.server import ConfigError, build_service, create_server
 from llama_mapper.evaluation.servicer import report_parts
-from llama_mapper.evaluation.settings import EvaluationSettings
+from llama_mapper.platform.settings.evaluation import EvaluationSettings
 
 TOKEN = "eval-caller-token-" + "z" * 16
 # StartEvaluation and CheckGate carry it; reads (StreamProgress, GetReport, CompareVersions) below

@@ -7,15 +7,15 @@ import grpc
 import pytest
 import yaml
 
-from llama_mapper.core.errors import InvalidArgument
-from llama_mapper.core.frameworks import default_frameworks, parse_frameworks
-from llama_mapper.core.schemas import load_schema
-from llama_mapper.core.taxonomy import NO_FINDING, UNKNOWN, default_taxonomy
+from llama_mapper.domain.errors import InvalidArgument
+from llama_mapper.domain.frameworks import default_frameworks, parse_frameworks
+from llama_mapper.domain.schemas import load_schema
+from llama_mapper.domain.taxonomy import NO_FINDING, UNKNOWN, default_taxonomy
 
 
 @pytest.fixture(scope="module")
 def doc():
-    path = resources.files("llama_mapper.core") / "data" / "frameworks.yaml"
+    path = resources.files("llama_mapper.domain.catalog") / "frameworks.yaml"
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from llama_mapper.core.errors import InvalidArgument
-from llama_mapper.core.hybrid import HybridMapper, ModelArm, extract_generic
-from llama_mapper.core.inference import MapperQuery, Prediction
-from llama_mapper.core.schemas import validator
+from llama_mapper.domain.errors import InvalidArgument
+from llama_mapper.domain.schemas import validator
+from llama_mapper.inference.hybrid import HybridMapper, ModelArm, extract_generic
+from llama_mapper.inference.model import MapperQuery, Prediction
 
 
 class LookupModel:

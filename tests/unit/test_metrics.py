@@ -12,7 +12,7 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from llama_mapper.core import metrics
+from llama_mapper.domain import metrics
 
 EXPECTED = [{"pii.email"}, {"pii.ssn"}, {"pii.email"}, {"secrets.key"}, {"pii.ssn", "pii.email"}]
 PREDICTED = [{"pii.email"}, {"pii.email"}, {"pii.email"}, {"other.unknown"}, {"pii.ssn"}]

@@ -18,7 +18,7 @@ from llama_mapper._proto.validation.v1 import validation_pb2, validation_pb2_grp
 
 REPO = Path(__file__).resolve().parents[2]
 GEN_PROTO = REPO / "scripts" / "gen_proto.py"
-GENERATED = Path("services") / "_proto"
+GENERATED = Path("services") / "llama_mapper" / "_proto"
 
 
 def gen_proto(*args: str) -> subprocess.CompletedProcess[str]:
@@ -138,7 +138,7 @@ def test_check_fails_naming_an_edited_file_and_make_proto_fixes_it(repo_copy: Pa
 
     result = gen_proto("--root", str(repo_copy), "--check")
     assert result.returncode == 1
-    assert "stale: services/_proto/validation/v1/validation_pb2.py" in result.stderr
+    assert "stale: services/llama_mapper/_proto/validation/v1/validation_pb2.py" in result.stderr
     assert "run `make proto`" in result.stderr
 
     assert gen_proto("--root", str(repo_copy)).returncode == 0
@@ -155,8 +155,8 @@ def test_check_fails_on_a_missing_or_unexpected_file(repo_copy: Path) -> None:
 
     result = gen_proto("--root", str(repo_copy), "--check")
     assert result.returncode == 1
-    assert "missing: services/_proto/mapper/v1/mapper_pb2.pyi" in result.stderr
-    assert "unexpected: services/_proto/mapper/v1/leftover_pb2.py" in result.stderr
+    assert "missing: services/llama_mapper/_proto/mapper/v1/mapper_pb2.pyi" in result.stderr
+    assert "unexpected: services/llama_mapper/_proto/mapper/v1/leftover_pb2.py" in result.stderr
 
 
 def test_check_fails_when_a_proto_changes_without_regenerating(repo_copy: Path) -> None:
@@ -167,7 +167,7 @@ def test_check_fails_when_a_proto_changes_without_regenerating(repo_copy: Path) 
     )
     result = gen_proto("--root", str(repo_copy), "--check")
     assert result.returncode == 1
-    assert "stale: services/_proto/mapper/v1/mapper_pb2.py" in result.stderr
+    assert "stale: services/llama_mapper/_proto/mapper/v1/mapper_pb2.py" in result.stderr
 
 
 def test_generation_from_scratch_is_deterministic(repo_copy: Path) -> None:

@@ -1,9 +1,9 @@
 """Every canonical label is reachable from a real vendor label (or a real vendor answer)."""
 
-from llama_mapper.core.detectors.base import known_detectors
-from llama_mapper.core.rules import RulesMapper
-from llama_mapper.core.tables import default_tables
-from llama_mapper.core.taxonomy import default_taxonomy
+from llama_mapper.domain.readers.base import known_detectors
+from llama_mapper.domain.rules import RulesMapper
+from llama_mapper.domain.tables import default_tables
+from llama_mapper.domain.taxonomy import default_taxonomy
 
 # No vendor we read documents a label for these; they are reached through the taxonomy's aliases
 # (a detector that reports `fingerprint`, `terrorism` or `exfiltration`) and through the model.

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from llama_mapper.core.detectors.base import DetectorOutputError, read
-from llama_mapper.core.rules import RulesMapper
+from llama_mapper.domain.readers.base import DetectorOutputError, read
+from llama_mapper.domain.rules import RulesMapper
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,23 @@ from typing import Any
 import pytest
 import yaml
 
-from llama_mapper.core.detectors.azure_content_safety import read_azure_content_safety
-from llama_mapper.core.detectors.base import DetectorOutputError, known_detectors, read
-from llama_mapper.core.detectors.detoxify import read_detoxify
-from llama_mapper.core.detectors.llama_guard import read_llama_guard
-from llama_mapper.core.detectors.openai_moderation import read_openai_moderation
-from llama_mapper.core.rules import RulesMapper
-from llama_mapper.core.tables import MappingTable, parse_table
-from llama_mapper.core.taxonomy import default_taxonomy
+from llama_mapper.domain.readers.azure_content_safety import read_azure_content_safety
+from llama_mapper.domain.readers.base import DetectorOutputError, known_detectors, read
+from llama_mapper.domain.readers.detoxify import read_detoxify
+from llama_mapper.domain.readers.llama_guard import read_llama_guard
+from llama_mapper.domain.readers.openai_moderation import read_openai_moderation
+from llama_mapper.domain.rules import RulesMapper
+from llama_mapper.domain.tables import MappingTable, parse_table
+from llama_mapper.domain.taxonomy import default_taxonomy
 
-MAPPINGS = Path(__file__).resolve().parents[2] / "services" / "core" / "data" / "mappings"
+MAPPINGS = (
+    Path(__file__).resolve().parents[2]
+    / "services"
+    / "llama_mapper"
+    / "domain"
+    / "catalog"
+    / "mappings"
+)
 DETECTORS = ("azure-content-safety", "openai-moderation", "llama-guard", "detoxify")
 
 

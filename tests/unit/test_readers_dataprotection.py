@@ -10,13 +10,20 @@ from typing import Any
 import pytest
 import yaml
 
-from llama_mapper.core.detectors.base import DetectorOutputError, known_detectors, read
-from llama_mapper.core.findings import DetectorReport, Span
-from llama_mapper.core.rules import RulesMapper
-from llama_mapper.core.tables import MappingTable, parse_table
-from llama_mapper.core.taxonomy import default_taxonomy
+from llama_mapper.domain.findings import DetectorReport, Span
+from llama_mapper.domain.readers.base import DetectorOutputError, known_detectors, read
+from llama_mapper.domain.rules import RulesMapper
+from llama_mapper.domain.tables import MappingTable, parse_table
+from llama_mapper.domain.taxonomy import default_taxonomy
 
-MAPPINGS = Path(__file__).resolve().parents[2] / "services" / "core" / "data" / "mappings"
+MAPPINGS = (
+    Path(__file__).resolve().parents[2]
+    / "services"
+    / "llama_mapper"
+    / "domain"
+    / "catalog"
+    / "mappings"
+)
 DETECTORS = ("presidio", "detect-secrets", "aws-comprehend", "google-dlp", "bedrock-guardrails")
 
 

@@ -11,7 +11,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from llama_mapper.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from llama_mapper.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from llama_mapper.inference.compat import check_adapter_config, check_safetensors_header, same_base
+from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.registry import domain as d
 from llama_mapper.registry.artifacts import (
     FileEntry,
@@ -21,10 +23,8 @@ from llama_mapper.registry.artifacts import (
     manifest_digest,
 )
 from llama_mapper.registry.auth import check_bearer
-from llama_mapper.registry.compat import check_adapter_config, check_safetensors_header, same_base
 from llama_mapper.registry.db import make_engine, migrate
 from llama_mapper.registry.schema import Base
-from llama_mapper.registry.settings import RegistrySettings
 
 BASE = "meta-llama/Llama-3-8b-instruct"
 

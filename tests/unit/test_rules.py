@@ -2,17 +2,17 @@
 
 import pytest
 
-from llama_mapper.core.errors import InvalidArgument, NotFound
-from llama_mapper.core.findings import DetectorReport, NormalizedFinding, Span
-from llama_mapper.core.rules import UNKNOWN_CONFIDENCE, RulesMapper
-from llama_mapper.core.schemas import validator
-from llama_mapper.core.tables import (
+from llama_mapper.domain.errors import InvalidArgument, NotFound
+from llama_mapper.domain.findings import DetectorReport, NormalizedFinding, Span
+from llama_mapper.domain.rules import UNKNOWN_CONFIDENCE, RulesMapper
+from llama_mapper.domain.schemas import validator
+from llama_mapper.domain.tables import (
     ALIAS_CONFIDENCE,
     EXACT_CONFIDENCE,
     VOCABULARY_CONFIDENCE,
     parse_table,
 )
-from llama_mapper.core.taxonomy import default_taxonomy
+from llama_mapper.domain.taxonomy import default_taxonomy
 
 TABLE = {
     "detector": "acme",

@@ -10,13 +10,13 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from llama_mapper.core.errors import InvalidArgument
-from llama_mapper.core.inference import Prediction
-from llama_mapper.core.schemas import validate
+from llama_mapper.domain.errors import InvalidArgument
+from llama_mapper.domain.schemas import validate
+from llama_mapper.inference.model import Prediction
+from llama_mapper.platform.settings.serving import ServingSettings
 from llama_mapper.serving.api import build_app
-from llama_mapper.serving.routing import RolloutView
-from llama_mapper.serving.service import RouterCore
-from llama_mapper.serving.settings import ServingSettings
+from llama_mapper.serving.arms import RolloutView
+from llama_mapper.serving.router_core import RouterCore
 
 
 class TableEngine:
@@ -242,7 +242,7 @@ def test_http_client_over_a_real_socket():
 
     import uvicorn
 
-    from llama_mapper.core.errors import InvalidArgument, ResourceExhausted
+    from llama_mapper.domain.errors import InvalidArgument, ResourceExhausted
     from llama_mapper.serving.client import MapperClient
 
     core = RouterCore(ServingSettings(rate_limit_rps=0.001, rate_limit_burst=3), None, None)

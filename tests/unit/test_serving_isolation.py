@@ -12,9 +12,9 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from llama_mapper.core.inference import Prediction
-from llama_mapper.serving.canary import ROLLBACK, ArmStats, Gates, decide
-from llama_mapper.serving.routing import (
+from llama_mapper.inference.model import Prediction
+from llama_mapper.platform.settings.serving import ServingSettings
+from llama_mapper.serving.arms import (
     MAIN_ENGINE,
     TREATMENT,
     TREATMENT_ENGINE,
@@ -22,8 +22,8 @@ from llama_mapper.serving.routing import (
     assign,
     routing_key,
 )
-from llama_mapper.serving.service import RouterCore
-from llama_mapper.serving.settings import ServingSettings
+from llama_mapper.serving.canary import ROLLBACK, ArmStats, Gates, decide
+from llama_mapper.serving.router_core import RouterCore
 
 UNMAPPED = [{"entity_type": "ACME_CUSTOMER_NO", "start": 0, "end": 5, "score": 0.9}]
 ROLLOUT = RolloutView("mapper", 1, 2, 0.5, "canary", salt="x", revision=7)
@@ -211,7 +211,7 @@ def test_requests_waiting_on_the_treatment_engine_give_up_when_it_is_found_dead(
 
 
 def test_a_failed_treatment_engine_is_reloaded_after_the_retry_interval(monkeypatch):
-    from llama_mapper.serving import service
+    from llama_mapper.serving import router_core as service
 
     async def go():
         core, _main, treatment = await started()

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from llama_mapper.core.errors import FailedPrecondition
-from llama_mapper.core.inference import MapperQuery
+from llama_mapper.domain.errors import FailedPrecondition
+from llama_mapper.inference.model import MapperQuery
 from llama_mapper.serving.openai_engine import OpenAIEngine
 
 
@@ -74,8 +74,8 @@ def test_the_analyst_grammar_is_compact_json_without_keywords_vllm_refuses():
     """vLLM's grammar backends refuse `uniqueItems` ("Grammar error: Unimplemented keys"): it is
     left out of the grammar at every depth (the validator checks it on the answer), and the JSON
     is compact, as the adapters are trained on it."""
-    from llama_mapper.core.schemas import load_schema
-    from llama_mapper.core.vllm_engine import grammar_schema
+    from llama_mapper.domain.schemas import load_schema
+    from llama_mapper.inference.vllm_engine import grammar_schema
 
     schema = load_schema("analyst-output")
     assert schema["properties"]["controls"]["uniqueItems"] is True

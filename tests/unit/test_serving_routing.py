@@ -6,6 +6,18 @@ from collections import Counter
 
 import pytest
 
+from llama_mapper.serving.arms import (
+    CONTROL,
+    MAIN_ENGINE,
+    TREATMENT,
+    TREATMENT_ENGINE,
+    RolloutView,
+    assign,
+    bucket,
+    engine_for,
+    placements,
+    routing_key,
+)
 from llama_mapper.serving.canary import (
     ADVANCE,
     DEFAULT_STEPS,
@@ -18,18 +30,6 @@ from llama_mapper.serving.canary import (
     decide,
     next_weight,
     two_proportion_p_value,
-)
-from llama_mapper.serving.routing import (
-    CONTROL,
-    MAIN_ENGINE,
-    TREATMENT,
-    TREATMENT_ENGINE,
-    RolloutView,
-    assign,
-    bucket,
-    engine_for,
-    placements,
-    routing_key,
 )
 
 

@@ -7,8 +7,8 @@ import re
 import pytest
 import yaml
 
-from llama_mapper.core.errors import InvalidArgument
-from llama_mapper.core.taxonomy import (
+from llama_mapper.domain.errors import InvalidArgument
+from llama_mapper.domain.taxonomy import (
     LABEL_PATTERN,
     TaxonomyError,
     check_version_lock,
@@ -23,7 +23,7 @@ from llama_mapper.core.taxonomy import (
 def doc():
     from importlib import resources
 
-    path = resources.files("llama_mapper.core") / "data" / "taxonomy.yaml"
+    path = resources.files("llama_mapper.domain.catalog") / "taxonomy.yaml"
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 

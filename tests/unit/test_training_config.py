@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llama_mapper.core.errors import InvalidArgument
+from llama_mapper.domain.errors import InvalidArgument
 from llama_mapper.training.config import load_config
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))

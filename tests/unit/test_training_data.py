@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from llama_mapper.core.basemodel import tokenizer_for
-from llama_mapper.core.errors import InvalidArgument
-from llama_mapper.core.prompt import ANALYST_SYSTEM, MAPPER_SYSTEM, mapper_messages
-from llama_mapper.training.data import (
+from llama_mapper.domain.errors import InvalidArgument
+from llama_mapper.domain.prompt import ANALYST_SYSTEM, MAPPER_SYSTEM, mapper_messages
+from llama_mapper.inference.base_model import tokenizer_for
+from llama_mapper.training.tokenize import (
     IGNORE_INDEX,
     Example,
     collate,
@@ -90,7 +90,7 @@ def test_completion_loss_equals_the_full_causal_lm_loss(tokenizer, tmp_path) -> 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from llama_mapper.core.basemodel import prepare_base_model, tiny_llama
+    from llama_mapper.inference.base_model import prepare_base_model, tiny_llama
     from llama_mapper.training.recipe import CompletionLoss
 
     tiny = tiny_llama(prepare_base_model().path, tmp_path / "tiny")
@@ -118,7 +118,7 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tokenizer, tmp_path) ->
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from llama_mapper.core.basemodel import prepare_base_model, tiny_llama
+    from llama_mapper.inference.base_model import prepare_base_model, tiny_llama
     from llama_mapper.training.recipe import CompletionLoss, shared_prefix_length
 
     tiny = tiny_llama(prepare_base_model().path, tmp_path / "tiny")

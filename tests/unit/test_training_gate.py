@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_mapper.core.errors import DataLoss, FailedPrecondition
-from llama_mapper.training.gate import (
+from llama_mapper.domain.errors import DataLoss, FailedPrecondition
+from llama_mapper.training.validation_gate import (
     MANIFEST_NAME,
     REPORT_NAME,
     canonical_digest,

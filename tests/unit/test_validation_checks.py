@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from llama_mapper.core.errors import InvalidArgument, NotFound, PayloadTooLarge
-from llama_mapper.core.findings import NormalizedFinding
-from llama_mapper.core.frameworks import default_frameworks
-from llama_mapper.core.taxonomy import default_taxonomy
-from llama_mapper.data.analyst import analyst_finding, assess
-from llama_mapper.data.rows import VENDOR, Candidate, analyst_row, mapper_row
+from llama_mapper.datasets.analyst import analyst_finding, assess
+from llama_mapper.domain.errors import InvalidArgument, NotFound, PayloadTooLarge
+from llama_mapper.domain.findings import NormalizedFinding
+from llama_mapper.domain.frameworks import default_frameworks
+from llama_mapper.domain.rows import VENDOR, Candidate, analyst_row, mapper_row
+from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.validation import checks
 from llama_mapper.validation.checks import Row
 from llama_mapper.validation.dataset import load_dataset
@@ -172,7 +172,7 @@ def test_loader_missing_dataset(tmp_path):
 def test_fast_schema_agrees_with_jsonschema(good):
     import copy
 
-    from llama_mapper.core.schemas import validator
+    from llama_mapper.domain.schemas import validator
     from llama_mapper.validation.fastschema import FastValidator
 
     slow = validator("mapper-example")

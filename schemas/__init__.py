@@ -1,1 +1,0 @@
-"""JSON Schemas, shipped as package data (import name llama_mapper.schemas)."""

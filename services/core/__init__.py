@@ -1,1 +1,0 @@
-"""Shared domain code: taxonomy, detector readers, mapping tables, rules mapper, frameworks."""

@@ -1,1 +1,0 @@
-"""Training data: the dataset builder (mapper + analyst rows), its manifest and the frozen golden set."""

@@ -1,0 +1,98 @@
+"""`mapperctl map`: JSON Lines in, one canonical result (or one error object) per line out, in order."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from llama_mapper.domain.errors import InvalidArgument, MapperError, PayloadTooLarge
+from llama_mapper.domain.schemas import validate
+
+logger = logging.getLogger(__name__)
+
+# One detector output per line; a line past this is refused without being held in memory whole.
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int
+    data: bytes | None  # None when the line was longer than the limit
+    size: int
+
+
+def read_lines(stream: IO[bytes], max_bytes: int) -> Iterator[Line]:
+    """Yields each line; an over-long line is skipped in chunks, so a 2 GB line costs 64 KiB."""
+    number = 0
+    while True:
+        chunk = stream.readline(max_bytes + 1)
+        if not chunk:
+            return
+        number += 1
+        if len(chunk) <= max_bytes or chunk.endswith(b"\n"):
+            yield Line(number, chunk.rstrip(b"\r\n"), len(chunk))
+            continue
+        size = len(chunk)
+        while chunk and not chunk.endswith(b"\n"):
+            chunk = stream.readline(_CHUNK)
+            size += len(chunk)
+        yield Line(number, None, size)
+
+
+def parse_envelope(line: Line, max_bytes: int) -> dict[str, Any]:
+    if line.data is None:
+        raise PayloadTooLarge(
+            f"line is {line.size} bytes; the limit is {max_bytes} (--max-line-bytes)"
+        )
+    if not line.data.strip():
+        raise InvalidArgument("empty line: expected a JSON object")
+    try:
+        envelope = json.loads(line.data)
+    except UnicodeDecodeError:
+        raise InvalidArgument("line is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"malformed JSON at column {exc.colno}: {exc.msg}") from None
+    if not isinstance(envelope, dict):
+        raise InvalidArgument(f"expected a JSON object, got {type(envelope).__name__}")
+    validate("detector-output", envelope)
+    return envelope
+
+
+def error_object(line_number: int, error: MapperError) -> dict[str, Any]:
+    return {
+        "error": {
+            "line": line_number,
+            "code": error.grpc_status.name,
+            "message": error.message,
+        }
+    }
+
+
+MapFn = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def map_stream(
+    stream_in: IO[bytes],
+    stream_out: IO[str],
+    map_one: MapFn,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> tuple[int, int]:
+    """Maps every line; returns (lines, failures). A bad line never stops the ones after it."""
+    lines = failures = 0
+    for line in read_lines(stream_in, max_line_bytes):
+        lines += 1
+        try:
+            result = map_one(parse_envelope(line, max_line_bytes))
+        except MapperError as error:
+            failures += 1
+            result = error_object(line.number, error)
+            # Metadata only: the line number and the reason, never the detector output itself.
+            logger.info("line %d failed: %s", line.number, error.grpc_status.name)
+        stream_out.write(json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n")
+        stream_out.flush()
+    return lines, failures

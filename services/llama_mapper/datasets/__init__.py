@@ -1,0 +1,1 @@
+"""Training data: the dataset builder (mapper + analyst rows) and the golden set's generator."""

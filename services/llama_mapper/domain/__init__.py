@@ -1,0 +1,1 @@
+"""The domain: taxonomy, findings, detector readers, mapping tables, rules, result, prompt, metrics."""

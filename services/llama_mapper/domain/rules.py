@@ -1,0 +1,179 @@
+"""The rules mapper: detector readers + mapping tables -> canonical result, never an invented label."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from llama_mapper.domain.errors import NotFound
+from llama_mapper.domain.findings import DetectorReport, NormalizedFinding
+from llama_mapper.domain.readers.base import read
+from llama_mapper.domain.result import CanonicalFinding, build_result
+from llama_mapper.domain.tables import (
+    ALIAS_CONFIDENCE,
+    EXACT_CONFIDENCE,
+    VOCABULARY_CONFIDENCE,
+    MappingTable,
+    TableEntry,
+    default_tables,
+)
+from llama_mapper.domain.taxonomy import (
+    NO_FINDING,
+    UNKNOWN,
+    Taxonomy,
+    default_taxonomy,
+    normalize_label_text,
+)
+
+# other.unknown says "we could not map this": its confidence is the chance that the fallback label
+# is right, which is low by construction; needs_review sends it to a person.
+UNKNOWN_CONFIDENCE = 0.1
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    """How the rules resolved one raw finding: labels, confidence, and whether a person should look."""
+
+    labels: tuple[str, ...]
+    confidence: float
+    needs_review: bool
+    matched: bool
+
+
+class Vocabulary:
+    """Every table's vendor labels and the taxonomy's subcategory names, normalized.
+
+    Vendors reuse each other's words (`NATIONAL_ID`, `jailbreak`, `sslCertificate`), and a detector
+    nobody wrote a table for speaks them too. A normalized key resolves only when it is unambiguous:
+    the detector's own table first, else every table holding it names the same labels; a
+    subcategory name counts only when one category has it (`jailbreak`, never `other`).
+    """
+
+    def __init__(self, taxonomy: Taxonomy, tables: dict[str, MappingTable]) -> None:
+        self._own: dict[str, dict[str, TableEntry]] = {}
+        shared: dict[str, set[tuple[str, ...]]] = {}
+        for detector, table in tables.items():
+            own = self._own.setdefault(detector, {})
+            for raw, entry in table.entries.items():
+                key = normalize_label_text(raw)
+                own.setdefault(key, entry)
+                shared.setdefault(key, set()).add(entry.labels)
+        subcategories: dict[str, set[str]] = {}
+        for name, label in taxonomy.labels.items():
+            subcategories.setdefault(normalize_label_text(label.subcategory), set()).add(name)
+        for key, names in subcategories.items():
+            if len(names) == 1 and key not in shared:
+                shared[key] = {tuple(names)}
+        self._shared = {key: next(iter(v)) for key, v in shared.items() if len(v) == 1}
+
+    def lookup(self, detector: str, raw_label: str) -> tuple[TableEntry | None, tuple[str, ...]]:
+        """(the detector's own entry, if that is what matched; the labels), or (None, ())."""
+        key = normalize_label_text(raw_label)
+        if not key:
+            return None, ()
+        own = self._own.get(detector, {}).get(key)
+        if own is not None:
+            return own, own.labels
+        return None, self._shared.get(key, ())
+
+
+class RulesMapper:
+    """Exact table match, then normalized alias match against the taxonomy, then the normalized
+    vendor vocabulary, then other.unknown. Never a substring, never a guess between two labels."""
+
+    def __init__(
+        self,
+        taxonomy: Taxonomy | None = None,
+        tables: dict[str, MappingTable] | None = None,
+    ) -> None:
+        self.taxonomy = taxonomy or default_taxonomy()
+        self.tables = tables if tables is not None else default_tables()
+        self.vocabulary = Vocabulary(self.taxonomy, self.tables)
+
+    def knows(self, detector: str) -> bool:
+        return detector in self.tables
+
+    def match(self, finding: NormalizedFinding) -> RuleMatch | None:
+        """Resolves one finding; None when it falls below its detector's threshold."""
+        table = self.tables.get(finding.detector)
+        entry = table.lookup(finding.raw_label) if table else None
+        if table and not table.passes(entry, finding.score, finding.severity):
+            return None
+        if entry is not None:
+            return RuleMatch(entry.labels, entry.confidence, needs_review=False, matched=True)
+        alias = self.taxonomy.resolve_alias(finding.raw_label)
+        if alias is not None and alias != UNKNOWN:
+            return RuleMatch((alias,), ALIAS_CONFIDENCE, needs_review=False, matched=True)
+        own, labels = self.vocabulary.lookup(finding.detector, finding.raw_label)
+        if own is not None and table and not table.passes(own, finding.score, finding.severity):
+            return None
+        if labels and UNKNOWN not in labels:
+            return RuleMatch(labels, VOCABULARY_CONFIDENCE, needs_review=False, matched=True)
+        return RuleMatch((UNKNOWN,), UNKNOWN_CONFIDENCE, needs_review=True, matched=False)
+
+    def map_report(self, report: DetectorReport, request_id: str | None = None) -> dict[str, Any]:
+        findings: list[CanonicalFinding] = []
+        for raw in report.findings:
+            resolved = self.match(raw)
+            if resolved is None:
+                continue
+            method = "rule" if resolved.matched else "fallback"
+            findings.extend(
+                CanonicalFinding(
+                    label=label,
+                    confidence=resolved.confidence,
+                    method=method,
+                    source=raw,
+                    needs_review=resolved.needs_review,
+                )
+                for label in resolved.labels
+            )
+        if not findings:
+            # Nothing at or above threshold: the detector's answer is "no finding", said with the
+            # same certainty as an exact table entry.
+            findings.append(
+                CanonicalFinding(
+                    label=NO_FINDING,
+                    confidence=EXACT_CONFIDENCE,
+                    method="rule",
+                    source=NormalizedFinding(detector=report.detector, raw_label=""),
+                )
+            )
+        table = self.tables.get(report.detector)
+        return build_result(
+            findings,
+            taxonomy=self.taxonomy,
+            mapping_table_version=table.version_tag if table else None,
+            request_id=request_id or str(uuid.uuid4()),
+        )
+
+    def map(
+        self,
+        detector: str,
+        output: Any,
+        *,
+        request_id: str | None = None,
+        strict: bool = True,
+    ) -> dict[str, Any]:
+        """Maps one detector output. An unknown detector raises NotFound when `strict`, else it
+        yields other.unknown with needs_review (the hybrid path's answer when no model can help)."""
+        try:
+            report = read(detector, output)
+        except NotFound:
+            if strict:
+                raise
+            unknown = CanonicalFinding(
+                label=UNKNOWN,
+                confidence=UNKNOWN_CONFIDENCE,
+                method="fallback",
+                source=NormalizedFinding(detector=detector, raw_label=""),
+                needs_review=True,
+            )
+            return build_result(
+                [unknown],
+                taxonomy=self.taxonomy,
+                mapping_table_version=None,
+                request_id=request_id or str(uuid.uuid4()),
+            )
+        return self.map_report(report, request_id)

@@ -1,0 +1,181 @@
+"""Comparing two runs and gating a version: pure functions over reports and per-case results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llama_mapper.domain import metrics
+from llama_mapper.domain.errors import FailedPrecondition
+
+DEFAULT_ALPHA = 0.05
+
+# (metric, where it lives in report.json, higher is better)
+HEADLINE: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("exact_set_accuracy", ("quality", "exact_set_accuracy"), True),
+    ("macro_f1", ("quality", "macro_f1"), True),
+    ("schema_valid_rate", ("quality", "schema_valid_rate"), True),
+    ("fallback_rate", ("quality", "fallback_rate"), False),
+    ("ece", ("calibration", "ece_before"), False),
+    ("ece_after", ("calibration", "ece_after"), False),
+    ("p95_ms", ("latency", "p95_ms"), False),
+)
+
+
+def _get(report: Mapping[str, Any], path: Sequence[str]) -> float | None:
+    value: Any = report
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return float(value) if isinstance(value, int | float) else None
+
+
+def registry_metrics(report: Mapping[str, Any]) -> dict[str, float]:
+    """The flat metric values written to the registry on the version."""
+    values = {name: v for name, path, _ in HEADLINE if (v := _get(report, path)) is not None}
+    values["p50_ms"] = float(report["latency"]["p50_ms"])
+    values["p99_ms"] = float(report["latency"]["p99_ms"])
+    values["cases_per_second"] = float(report["latency"]["cases_per_second"])
+    values["case_count"] = float(report["quality"]["case_count"])
+    for s in report.get("held_out") or ():
+        values[f"{s['name']}.exact_set_accuracy"] = float(s["metrics"]["exact_set_accuracy"])
+        values[f"{s['name']}.macro_f1"] = float(s["metrics"]["macro_f1"])
+    rob = report.get("robustness")
+    if rob:
+        values["category_f1_spread"] = float(rob["category_f1_spread"])
+        values["detector_f1_spread"] = float(rob["detector_f1_spread"])
+        values["robustness_out_of_taxonomy"] = float(
+            sum(p["out_of_taxonomy_count"] for p in rob["perturbations"])
+        )
+    return values
+
+
+def _correctness(cases: Sequence[Mapping[str, Any]]) -> dict[str, bool]:
+    """Per-case exact-set correctness on the measured cases (held-out slices excluded)."""
+    return {
+        c["id"]: bool(c["correct"])
+        for c in cases
+        if not str(c.get("split", "")).startswith(("held_out", "heldout"))
+    }
+
+
+def compare(
+    candidate: Mapping[str, Any],
+    candidate_cases: Sequence[Mapping[str, Any]],
+    baseline: Mapping[str, Any],
+    baseline_cases: Sequence[Mapping[str, Any]],
+    alpha: float = DEFAULT_ALPHA,
+) -> dict[str, Any]:
+    """Deltas of the headline metrics and McNemar's test on the cases both runs answered."""
+    if candidate["eval_set_sha256"] != baseline["eval_set_sha256"]:
+        raise FailedPrecondition(
+            "runs were made on different eval sets "
+            f"({candidate['eval_set_sha256'][:12]} vs {baseline['eval_set_sha256'][:12]})"
+        )
+    alpha = alpha or DEFAULT_ALPHA
+    deltas = []
+    for name, path, higher in HEADLINE:
+        c, b = _get(candidate, path), _get(baseline, path)
+        if c is None or b is None:
+            continue
+        deltas.append(
+            {
+                "metric": name,
+                "candidate": c,
+                "baseline": b,
+                "delta": c - b,
+                "higher_is_better": higher,
+            }
+        )
+    cand, base = _correctness(candidate_cases), _correctness(baseline_cases)
+    shared = sorted(set(cand) & set(base))
+    test = metrics.mcnemar([cand[i] for i in shared], [base[i] for i in shared])
+    return {
+        "eval_set_sha256": candidate["eval_set_sha256"],
+        "deltas": deltas,
+        "mcnemar": {
+            "both_correct": test.both_correct,
+            "candidate_only_correct": test.candidate_only_correct,
+            "baseline_only_correct": test.baseline_only_correct,
+            "both_wrong": test.both_wrong,
+            "statistic": test.statistic,
+            "p_value": test.p_value,
+            "exact": test.exact,
+        },
+        "alpha": alpha,
+        "significant_regression": metrics.significant_regression(test, alpha),
+        "paired_case_count": len(shared),
+    }
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    target: float
+    actual: float
+    passed: bool
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "target": self.target,
+            "actual": self.actual,
+            "passed": self.passed,
+            "message": self.message,
+        }
+
+
+# gate criterion -> (registry target field, report metric path, the actual must be >= target)
+TARGETS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
+    ("min_accuracy", "min_accuracy", ("quality", "exact_set_accuracy"), True),
+    ("min_macro_f1", "min_macro_f1", ("quality", "macro_f1"), True),
+    ("max_ece", "max_ece", ("calibration", "ece_after"), False),
+    ("min_schema_valid_rate", "min_schema_valid_rate", ("quality", "schema_valid_rate"), True),
+    ("max_p95_ms", "p95_latency_ms", ("latency", "p95_ms"), False),
+)
+
+
+def check_gate(
+    report: Mapping[str, Any], targets: Mapping[str, float], comparison: Mapping[str, Any] | None
+) -> list[Criterion]:
+    """Every criterion whose target is set, plus no significant regression against the champion.
+
+    ECE is judged after temperature scaling when a temperature was fitted (that is what serving
+    applies), else before. A target with no measured value fails: a gate never passes on absence.
+    """
+    criteria = []
+    for name, field, path, at_least in TARGETS:
+        if field not in targets:
+            continue
+        target = float(targets[field])
+        actual = _get(report, path)
+        if actual is None and name == "max_ece":
+            actual = _get(report, ("calibration", "ece_before"))
+        if actual is None:
+            criteria.append(
+                Criterion(name, target, float("nan"), False, f"{name}: the run measured no value")
+            )
+            continue
+        passed = actual >= target if at_least else actual <= target
+        op = ">=" if at_least else "<="
+        verdict = "meets" if passed else "misses"
+        criteria.append(
+            Criterion(name, target, actual, passed, f"{actual:.4g} {verdict} {op} {target:.4g}")
+        )
+    if comparison is not None:
+        regressed = bool(comparison["significant_regression"])
+        m = comparison["mcnemar"]
+        criteria.append(
+            Criterion(
+                "no_significant_regression",
+                1.0,
+                0.0 if regressed else 1.0,
+                not regressed,
+                f"vs champion: {m['candidate_only_correct']} cases only the candidate got right, "
+                f"{m['baseline_only_correct']} only the champion, p = {m['p_value']:.3g} (alpha {comparison['alpha']})",
+            )
+        )
+    return criteria

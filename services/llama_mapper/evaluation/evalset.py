@@ -1,0 +1,224 @@
+"""Frozen evaluation sets: mapper and analyst cases read from dataset rows, with the set's digest.
+
+An eval set is a directory of JSON Lines files (the data builder's layout: rows carrying `id`,
+`split`, `detector`, the `finding` payload or the prompt it is in, and the expected `labels`) with
+an optional `manifest.json`, or a single `.jsonl` file. Its digest is the sha256 of the manifest
+when there is one, else of the data files' bytes in name order: two runs compare only when their
+digests match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llama_mapper.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from llama_mapper.domain.findings import NormalizedFinding
+
+MANIFEST = "manifest.json"
+_USER_PREFIX = "Detector output: "
+# Splits that name cases for fitting the temperature rather than for measuring.
+CALIBRATION_SPLITS = frozenset({"calibration", "calib", "validation", "val", "eval"})
+# The data builder writes heldout_pair / heldout_detector; hand-written sets may use held_out_*.
+HELD_OUT_PREFIXES = ("held_out", "heldout")
+# Training rows are never measured: a directory's *train* files are skipped.
+_SKIPPED_FILES = ("train",)
+
+
+def is_held_out(split: str) -> bool:
+    return split.startswith(HELD_OUT_PREFIXES)
+
+
+@dataclass(frozen=True)
+class MapperCase:
+    """One finding with the label set the mapper must answer."""
+
+    id: str
+    detector: str
+    finding: Mapping[str, Any]
+    labels: frozenset[str]
+    split: str = "test"
+    source: str = ""
+    heldout: bool = False  # a golden case drawn from held-out material
+
+    def normalized(self) -> NormalizedFinding:
+        """The finding as the rules mapper sees it, rebuilt from the prompt payload."""
+        attributes = {
+            k: v for k, v in self.finding.items() if k not in {"label", "score", "severity"}
+        }
+        score = self.finding.get("score")
+        severity = self.finding.get("severity")
+        return NormalizedFinding(
+            detector=self.detector,
+            raw_label=str(self.finding.get("label", "")),
+            score=float(score) if isinstance(score, int | float) else None,
+            severity=int(severity) if isinstance(severity, int) else None,
+            attributes=attributes,
+        )
+
+
+@dataclass(frozen=True)
+class AnalystCase:
+    """(framework, canonical finding) with the rubric's assessment."""
+
+    id: str
+    framework: str
+    finding: Mapping[str, Any]
+    expected: Mapping[str, Any]
+    split: str = "test"
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    uri: str
+    sha256: str
+    mapper: tuple[MapperCase, ...]
+    analyst: tuple[AnalystCase, ...] = ()
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+
+    def split(self, predicate: Any) -> tuple[MapperCase, ...]:
+        return tuple(c for c in self.mapper if predicate(c.split))
+
+    @property
+    def measured(self) -> tuple[MapperCase, ...]:
+        """Cases that are measured: everything but calibration and held-out splits."""
+        return self.split(lambda s: s not in CALIBRATION_SPLITS and not is_held_out(s))
+
+    @property
+    def calibration(self) -> tuple[MapperCase, ...]:
+        return self.split(lambda s: s in CALIBRATION_SPLITS)
+
+    def held_out(self) -> dict[str, tuple[MapperCase, ...]]:
+        names = sorted({c.split for c in self.mapper if is_held_out(c.split)})
+        return {name: self.split(lambda s, n=name: s == n) for name in names}
+
+    def truncated(self, max_cases: int) -> EvalSet:
+        if max_cases <= 0:
+            return self
+        return EvalSet(
+            self.uri, self.sha256, self.mapper[:max_cases], self.analyst[:max_cases], self.manifest
+        )
+
+
+def _user_payload(row: Mapping[str, Any]) -> dict[str, Any]:
+    for message in row.get("input") or ():
+        content = message.get("content", "")
+        if message.get("role") == "user" and content.startswith(_USER_PREFIX):
+            return json.loads(content[len(_USER_PREFIX) :])
+    raise InvalidArgument(f"row {row.get('id')!r} has neither `finding` nor a mapper prompt")
+
+
+def mapper_case(row: Mapping[str, Any]) -> MapperCase:
+    """A mapper case from a dataset row (schemas/mapper-example.json) or a hand-written one."""
+    finding = row.get("finding")
+    detector = row.get("detector")
+    if finding is None or detector is None:
+        body = _user_payload(row)
+        finding = finding if finding is not None else body["finding"]
+        detector = detector or body["detector"]
+    labels = row.get("labels") or ([row["label"]] if row.get("label") else [row.get("output")])
+    if not labels or not all(isinstance(x, str) and x for x in labels):
+        raise InvalidArgument(f"row {row.get('id')!r} has no expected label")
+    return MapperCase(
+        id=str(
+            row.get("id")
+            or hashlib.sha256(json.dumps([detector, finding], sort_keys=True).encode()).hexdigest()[
+                :16
+            ]
+        ),
+        detector=str(detector),
+        finding=dict(finding),
+        labels=frozenset(labels),
+        split=str(row.get("split") or "test"),
+        source=str(row.get("source") or ""),
+        heldout=bool(row.get("heldout", False)),
+    )
+
+
+def analyst_case(row: Mapping[str, Any]) -> AnalystCase:
+    expected = row.get("expected") or row.get("output")
+    if isinstance(expected, str):
+        expected = json.loads(expected)
+    finding = row.get("finding")
+    framework = row.get("framework")
+    if finding is None or framework is None:
+        for message in row.get("input") or ():
+            if message.get("role") == "user" and message.get("content", "").startswith("Context: "):
+                body_text = message["content"][len("Context: ") :].rsplit(" Analyze", 1)[0]
+                body = json.loads(body_text)
+                finding = finding if finding is not None else body["finding"]
+                framework = framework or body["compliance_framework"]
+    if finding is None or framework is None or not isinstance(expected, dict):
+        raise InvalidArgument(f"analyst row {row.get('id')!r} lacks framework, finding or output")
+    return AnalystCase(
+        str(row.get("id")), str(framework), dict(finding), expected, str(row.get("split") or "test")
+    )
+
+
+def _rows(path: Path) -> Iterable[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InvalidArgument(f"{path}:{number}: not JSON ({exc.msg})") from None
+
+
+def load_eval_set(uri: str | Path) -> EvalSet:
+    """Reads an eval set directory (or one .jsonl file); NotFound when it is missing."""
+    path = Path(str(uri)).expanduser()
+    if str(uri).startswith("s3://"):
+        raise FailedPrecondition("s3:// eval sets are fetched by the registry client first")
+    if not path.exists():
+        raise NotFound(f"eval set {str(uri)!r} does not exist")
+    files = (
+        sorted(p for p in path.rglob("*.jsonl") if not any(k in p.stem for k in _SKIPPED_FILES))
+        if path.is_dir()
+        else [path]
+    )
+    if not files:
+        raise NotFound(f"eval set {str(uri)!r} holds no .jsonl files")
+    manifest: dict[str, Any] = {}
+    digest = hashlib.sha256()
+    if path.is_dir() and (path / MANIFEST).is_file():
+        raw = (path / MANIFEST).read_bytes()
+        manifest = json.loads(raw)
+        digest.update(raw)
+    elif len(files) == 1:
+        # A single file (the golden set): the sha256 of its bytes, as its frozen metadata records.
+        digest.update(files[0].read_bytes())
+    else:
+        for file in files:
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    mapper: list[MapperCase] = []
+    analyst: list[AnalystCase] = []
+    for file in files:
+        for row in _rows(file):
+            if row.get("task") == "analyst" or ("framework" in row and row.get("task") != "mapper"):
+                analyst.append(analyst_case(row))
+            else:
+                mapper.append(mapper_case(row))
+    return EvalSet(str(uri), digest.hexdigest(), tuple(mapper), tuple(analyst), manifest)
+
+
+def default_eval_set_uri() -> str:
+    """The frozen golden set that ships with the data package."""
+    from llama_mapper.domain.golden import golden_paths
+
+    return str(golden_paths()[0])
+
+
+def write_eval_set(
+    directory: Path, rows: Iterable[Mapping[str, Any]], name: str = "cases.jsonl"
+) -> Path:
+    """Writes rows as an eval set directory (tests and the CLI's ad-hoc sets)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / name, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+    return directory

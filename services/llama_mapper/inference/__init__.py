@@ -1,0 +1,1 @@
+"""The model side: the model protocol, the hybrid mapper, adapter compatibility, base models, engines."""

@@ -1,0 +1,392 @@
+"""The hybrid mapper as serving runs it: rules first, the model for what rules cannot map, fallback.
+
+Mapping is split in three steps so the sync path (CLI, evaluation) and the async path (the Serve
+router) share every decision: `plan` reads the output and lets the rules answer; the caller asks a
+model about `plan.queries` under a deadline (or not at all); `finish` turns the answers into the
+canonical result. A model that is absent, slow, or answers outside the taxonomy never fails the
+request: those findings become other.unknown with needs_review, and `method` says which path
+answered each finding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_mapper.domain.calibration import apply_temperature
+from llama_mapper.domain.errors import NotFound
+from llama_mapper.domain.findings import NormalizedFinding, Span
+from llama_mapper.domain.prompt import finding_payload
+from llama_mapper.domain.readers.base import read
+from llama_mapper.domain.result import CanonicalFinding, build_result
+from llama_mapper.domain.rules import UNKNOWN_CONFIDENCE, RulesMapper
+from llama_mapper.domain.tables import EXACT_CONFIDENCE
+from llama_mapper.domain.taxonomy import NO_FINDING, UNKNOWN
+from llama_mapper.inference.model import MapperModel, MapperQuery, Prediction
+
+log = logging.getLogger(__name__)
+
+# Why a finding did not get a model label: the fallback-rate metric is broken down by these.
+UNAVAILABLE, TIMEOUT, INVALID = "unavailable", "timeout", "invalid"
+LOW_CONFIDENCE, NO_MODEL = "low_confidence", "no_model"
+_RAW_LABEL_CHARS = 200
+
+
+@dataclass(frozen=True)
+class ModelArm:
+    """The adapter that answers for one router arm, with its version's fitted temperature."""
+
+    adapter: str
+    version: int | None = None
+    temperature: float = 1.0
+    arm: str | None = None  # "control" / "treatment" when a rollout is active
+
+
+@dataclass
+class Plan:
+    """A detector output after the rules: what they answered, and what is left for the model."""
+
+    detector: str
+    request_id: str
+    ruled: list[tuple[int, CanonicalFinding]]
+    pending: list[tuple[int, NormalizedFinding]]
+    mapping_table_version: str | None
+
+    @property
+    def queries(self) -> list[MapperQuery]:
+        return [MapperQuery(self.detector, finding_payload(f)) for _, f in self.pending]
+
+
+@dataclass
+class Outcome:
+    """The canonical result and what happened on the way, for metrics."""
+
+    result: dict[str, Any]
+    model_queries: int = 0
+    model_answered: int = 0
+    schema_valid: int = 0
+    fallbacks: Counter[str] = field(default_factory=Counter)
+
+
+# --- the generic envelope for detectors without a reader -----------------------------------------
+
+_LIST_KEYS = (
+    "findings",
+    "results",
+    "detections",
+    "entities",
+    "items",
+    "categories",
+    "labels",
+    "matches",
+    "data",
+)
+_LABEL_KEYS = (
+    "label",
+    "entity_type",
+    "type",
+    "category",
+    "name",
+    "class",
+    "kind",
+    "rule",
+    "policy",
+)
+_SCORE_KEYS = ("score", "confidence", "probability", "likelihood")
+_SPAN_KEYS = (("start", "end"), ("begin_offset", "end_offset"), ("begin", "end"))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _finding_from_dict(detector: str, item: Mapping[str, Any]) -> NormalizedFinding | None:
+    label = next((item[k] for k in _LABEL_KEYS if isinstance(item.get(k), str) and item[k]), None)
+    if label is None:
+        return None
+    score = next((s for k in _SCORE_KEYS if (s := _number(item.get(k))) is not None), None)
+    span = None
+    for start_key, end_key in _SPAN_KEYS:
+        start, end = item.get(start_key), item.get(end_key)
+        if isinstance(start, int) and isinstance(end, int) and 0 <= start <= end:
+            span = Span(start, end)
+            break
+    return NormalizedFinding(detector, label[:_RAW_LABEL_CHARS], score=score, span=span)
+
+
+def extract_generic(
+    detector: str, output: Any, *, min_score: float = 0.5
+) -> list[NormalizedFinding] | None:
+    """Findings from an unknown detector's output, by shape; None when the shape is unrecognized.
+
+    - a list of dicts with a label-like key (`label`, `entity_type`, `type`, ...) and optional score;
+    - a dict wrapping such a list (`findings`, `results`, `entities`, ...);
+    - a dict of scores (`{"toxicity": 0.91, "insult": 0.2}`): keys at or above `min_score`, and
+      boolean flags that are true;
+    - free text (a verdict sentence): one finding whose raw label is the text, clipped.
+    """
+    if isinstance(output, bytes):
+        output = output.decode("utf-8", "replace")
+    if isinstance(output, str):
+        with contextlib.suppress(ValueError):
+            output = json.loads(output)
+    if isinstance(output, str):
+        text = " ".join(output.split())
+        return [NormalizedFinding(detector, text[:_RAW_LABEL_CHARS])] if text else []
+    if isinstance(output, list):
+        found = []
+        for item in output:
+            if isinstance(item, Mapping):
+                finding = _finding_from_dict(detector, item)
+            elif isinstance(item, str) and item.strip():
+                finding = NormalizedFinding(detector, item.strip()[:_RAW_LABEL_CHARS])
+            else:
+                finding = None
+            if finding is not None and (finding.score is None or finding.score >= min_score):
+                found.append(finding)
+        return found if found or not output else None
+    if isinstance(output, Mapping):
+        for key in _LIST_KEYS:
+            if isinstance(output.get(key), list):
+                return extract_generic(detector, output[key], min_score=min_score)
+        single = _finding_from_dict(detector, output)
+        if single is not None:
+            return [single]
+        scores = {k: v for k, v in output.items() if isinstance(v, bool) or _number(v) is not None}
+        if scores and len(scores) == len(output):
+            return [
+                NormalizedFinding(
+                    detector, str(key)[:_RAW_LABEL_CHARS], score=None if v is True else float(v)
+                )
+                for key, v in sorted(scores.items())
+                if v is True or (not isinstance(v, bool) and float(v) >= min_score)
+            ]
+    return None
+
+
+# --- the mapper ----------------------------------------------------------------------------------
+
+
+class HybridMapper:
+    """Rules first, the model for the rest, fallback when the model cannot help.
+
+    `threshold` is applied to the temperature-scaled confidence: below it the model's label is not
+    trusted and the finding becomes other.unknown with needs_review.
+    """
+
+    def __init__(
+        self,
+        rules: RulesMapper | None = None,
+        *,
+        threshold: float = 0.5,
+        deadline_s: float = 2.0,
+        generic_min_score: float = 0.5,
+    ) -> None:
+        self.rules = rules or RulesMapper()
+        self.taxonomy = self.rules.taxonomy
+        self.threshold = threshold
+        self.deadline_s = deadline_s
+        self.generic_min_score = generic_min_score
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hybrid-model")
+
+    # step 1
+    def plan(self, detector: str, output: Any, *, request_id: str | None = None) -> Plan:
+        """Reads the output and applies the rules. Malformed output of a known detector raises
+        InvalidArgument; an unknown detector goes through the generic envelope."""
+        request_id = request_id or str(uuid.uuid4())
+        table = self.rules.tables.get(detector)
+        try:
+            findings: Sequence[NormalizedFinding] = read(detector, output).findings
+        except NotFound:
+            generic = extract_generic(detector, output, min_score=self.generic_min_score)
+            # An unrecognized shape is still a finding nobody could map: the model gets its text.
+            findings = (
+                generic
+                if generic is not None
+                else [NormalizedFinding(detector, _short_text(output))]
+            )
+        plan = Plan(detector, request_id, [], [], table.version_tag if table else None)
+        for index, raw in enumerate(findings):
+            match = self.rules.match(raw)
+            if match is None:
+                continue
+            if match.matched:
+                plan.ruled.extend(
+                    (index, CanonicalFinding(label, match.confidence, "rule", raw))
+                    for label in match.labels
+                )
+            else:
+                plan.pending.append((index, raw))
+        return plan
+
+    # step 3
+    def finish(
+        self,
+        plan: Plan,
+        predictions: Sequence[Prediction] | None,
+        *,
+        arm: ModelArm | None = None,
+        description: Mapping[str, Any] | None = None,
+        failure: str = UNAVAILABLE,
+        router_arm: str | None = None,
+    ) -> Outcome:
+        """The canonical result. `predictions` is None when the model was not asked or failed
+        (`failure` says why); otherwise one prediction per pending finding, in order."""
+        outcome = Outcome(result={}, model_queries=len(plan.pending) if arm else 0)
+        answered: list[tuple[int, CanonicalFinding]] = list(plan.ruled)
+        if predictions is not None and len(predictions) != len(plan.pending):
+            log.warning(
+                "model answered %d of %d findings: fallback", len(predictions), len(plan.pending)
+            )
+            predictions, failure = None, INVALID
+        temperature = arm.temperature if arm else 1.0
+        for position, (index, raw) in enumerate(plan.pending):
+            prediction = predictions[position] if predictions is not None else None
+            reason = failure if prediction is None else None
+            if prediction is not None:
+                outcome.schema_valid += prediction.valid
+                if not prediction.valid or prediction.label not in self.taxonomy:
+                    reason = INVALID
+                else:
+                    confidence = apply_temperature(prediction.confidence, temperature)
+                    if prediction.label == UNKNOWN or confidence < self.threshold:
+                        reason = LOW_CONFIDENCE
+                    else:
+                        outcome.model_answered += 1
+                        answered.append(
+                            (index, CanonicalFinding(prediction.label, confidence, "model", raw))
+                        )
+            if reason is not None:
+                outcome.fallbacks[reason if arm is not None else NO_MODEL] += 1
+                answered.append(
+                    (
+                        index,
+                        CanonicalFinding(
+                            UNKNOWN, UNKNOWN_CONFIDENCE, "fallback", raw, needs_review=True
+                        ),
+                    )
+                )
+        answered.sort(key=lambda pair: pair[0])
+        findings = [finding for _, finding in answered]
+        if not findings:
+            findings = [
+                CanonicalFinding(
+                    NO_FINDING, EXACT_CONFIDENCE, "rule", NormalizedFinding(plan.detector, "")
+                )
+            ]
+        model = None
+        if outcome.model_answered and arm is not None:
+            model = {
+                k: v
+                for k, v in (description or {}).items()
+                if k in ("base_model", "base_model_sha256")
+            }
+            model["adapter"] = arm.adapter
+            if arm.version is not None:
+                model["adapter_version"] = arm.version
+            model["temperature"] = temperature
+            if arm.arm:
+                model["arm"] = arm.arm
+        result = build_result(
+            findings,
+            taxonomy=self.taxonomy,
+            request_id=plan.request_id,
+            mapping_table_version=plan.mapping_table_version,
+            model=model,
+        )
+        if router_arm:
+            result["provenance"]["router_arm"] = router_arm
+        outcome.result = result
+        return outcome
+
+    # the whole thing, sync
+    def map(
+        self,
+        detector: str,
+        output: Any,
+        *,
+        model: MapperModel | None = None,
+        arm: ModelArm | None = None,
+        request_id: str | None = None,
+        deadline_s: float | None = None,
+        router_arm: str | None = None,
+    ) -> Outcome:
+        plan = self.plan(detector, output, request_id=request_id)
+        if not plan.pending or model is None:
+            return self.finish(plan, None, arm=arm if model else None, router_arm=router_arm)
+        future = self._executor.submit(model.predict, plan.queries)
+        try:
+            predictions = future.result(timeout=deadline_s or self.deadline_s)
+        except FutureTimeout:
+            log.warning(
+                "model missed the %.2fs deadline (request %s): fallback",
+                deadline_s or self.deadline_s,
+                plan.request_id,
+            )
+            return self.finish(plan, None, arm=arm, failure=TIMEOUT, router_arm=router_arm)
+        except Exception as exc:
+            log.warning(
+                "model failed (%s, request %s): fallback", type(exc).__name__, plan.request_id
+            )
+            return self.finish(plan, None, arm=arm, failure=UNAVAILABLE, router_arm=router_arm)
+        return self.finish(
+            plan, predictions, arm=arm, description=model.description, router_arm=router_arm
+        )
+
+    # the whole thing, async (the Serve router)
+    async def amap(
+        self,
+        detector: str,
+        output: Any,
+        *,
+        predict: Callable[
+            [list[MapperQuery]], Awaitable[tuple[list[Prediction], Mapping[str, Any]]]
+        ]
+        | None,
+        arm: ModelArm | None = None,
+        request_id: str | None = None,
+        deadline_s: float | None = None,
+        router_arm: str | None = None,
+    ) -> Outcome:
+        """As `map`, with `predict` an async call returning (predictions, engine description)."""
+        plan = self.plan(detector, output, request_id=request_id)
+        if not plan.pending or predict is None:
+            return self.finish(plan, None, arm=arm if predict else None, router_arm=router_arm)
+        try:
+            predictions, description = await asyncio.wait_for(
+                predict(plan.queries), timeout=deadline_s or self.deadline_s
+            )
+        except TimeoutError:
+            log.warning("model missed the deadline (request %s): fallback", plan.request_id)
+            return self.finish(plan, None, arm=arm, failure=TIMEOUT, router_arm=router_arm)
+        except Exception as exc:
+            log.warning(
+                "model failed (%s, request %s): fallback", type(exc).__name__, plan.request_id
+            )
+            return self.finish(plan, None, arm=arm, failure=UNAVAILABLE, router_arm=router_arm)
+        return self.finish(
+            plan, predictions, arm=arm, description=description, router_arm=router_arm
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _short_text(output: Any) -> str:
+    try:
+        text = output if isinstance(output, str) else json.dumps(output, sort_keys=True)
+    except (TypeError, ValueError):
+        text = str(output)
+    return " ".join(text.split())[:_RAW_LABEL_CHARS]

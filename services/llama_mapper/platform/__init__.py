@@ -1,0 +1,1 @@
+"""What every service shares: settings, gRPC plumbing (auth, errors, health), logging, the local stack."""

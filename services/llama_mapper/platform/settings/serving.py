@@ -1,0 +1,146 @@
+"""Configuration of the serving app; every field is MAPPER_SERVING_<FIELD> (nested: __)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llama_mapper.inference.vllm_engine import VllmEngineConfig
+
+
+class ServingSettings(BaseSettings):
+    """The router, the engine deployment and the canary controller read this one class."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAPPER_SERVING_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    http_host: str = Field("127.0.0.1", description="Address Serve's HTTP proxy binds to.")
+    http_port: int = Field(8000, ge=0, le=65535, description="Serve HTTP port.")
+    grpc_port: int = Field(
+        9000, ge=0, le=65535, description="Serve gRPC ingress port (MapperService); 0 disables it."
+    )
+    app_name: str = Field("llama-mapper", description="Serve application name.")
+    model: str = Field("mapper", description="Registry model name of the mapper adapters.")
+    analyst_model: str = Field("analyst", description="Registry model name of the analyst.")
+    champion_alias: str = Field("champion", description="Alias serving when no rollout is active.")
+    registry_address: str | None = Field(
+        None,
+        description="host:port of the registry. Unset: no registry; adapters come from "
+        "local_adapters and no rollout runs.",
+    )
+    registry_token: SecretStr | None = Field(None, description="Registry bearer token (writes).")
+    local_adapters: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Without a registry: model name -> adapter directory, e.g. "
+        '{"mapper": "/models/mapper-v1", "analyst": "/models/analyst-v1"}.',
+    )
+    adapter_cache_dir: Path = Field(
+        Path.home() / ".cache" / "llama-mapper" / "adapters",
+        description="Where registry versions are downloaded (sha256-verified) before loading.",
+    )
+    engine_enabled: bool = Field(
+        True, description="Deploy the vLLM engine; false serves rules + fallback only."
+    )
+    external_engine_url: str | None = Field(
+        None,
+        description="Use an OpenAI-compatible server (`vllm serve` / TGI from a `mapperctl export` "
+        "bundle) instead of the in-cluster engine; served model names are <model>-v<N>.",
+    )
+    external_engine_flavor: str = Field(
+        "vllm", description="'vllm' (structured-output choice) or 'tgi' (validation only)."
+    )
+    engine: VllmEngineConfig = Field(
+        default_factory=VllmEngineConfig,
+        description="vLLM engine (MAPPER_SERVING_ENGINE__<FIELD>).",
+    )
+    engine_num_cpus: float = Field(1.0, description="Ray CPUs reserved by the engine replica.")
+    isolate_treatment: bool = Field(
+        False,
+        description="Serve a rollout's treatment from an engine deployment of its own "
+        "(MapperEngineTreatment): when it dies or errors, control answers its requests and the "
+        "canary rolls it back. Costs a second vLLM engine (cores, memory): off by default on CPU.",
+    )
+    treatment_engine_num_cpus: float = Field(
+        1.0, description="Ray CPUs reserved by the treatment engine replica (isolate_treatment)."
+    )
+    treatment_probe_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often the router probes the treatment engine during a rollout "
+        "(isolate_treatment). Serve holds requests to a dead replica until its replacement is up: "
+        "the probe is what notices.",
+    )
+    treatment_probe_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="A probe unanswered this long (or a loaded adapter missing from its answer) "
+        "marks the treatment engine lost: its requests go to control.",
+    )
+    treatment_engine_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Engine fields that differ on the treatment engine, e.g. "
+        '{"omp_threads_bind": "1", "kv_cache_space_gib": 1} to give it a core of its own.',
+    )
+    threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Below this calibrated confidence a model label -> other.unknown.",
+    )
+    deadline_s: float = Field(
+        2.0, gt=0, description="Per-request budget for the model; past it the fallback answers."
+    )
+    max_body_bytes: int = Field(65_536, ge=1, description="Larger request bodies get 413.")
+    max_batch_items: int = Field(100, ge=1, description="Most items in /v1/map/batch.")
+    rate_limit_rps: float = Field(
+        50.0, ge=0, description="Sustained requests/s per tenant; 0 disables the limit."
+    )
+    rate_limit_burst: float = Field(100.0, ge=1, description="Requests a tenant may burst.")
+    auth_token: SecretStr | None = Field(
+        None, description="When set, /v1/* needs `Authorization: Bearer <token>`."
+    )
+    rollout_refresh_s: float = Field(
+        2.0, gt=0, description="How often the router re-reads the rollout record."
+    )
+    hardware_profile: str = Field("cpu-2core", description="Registry targets profile for gates.")
+    feedback_memory: int = Field(
+        100_000, ge=1, description="Recent request ids remembered for /v1/feedback."
+    )
+
+    @model_validator(mode="after")
+    def _treatment_overrides_are_engine_fields(self) -> ServingSettings:
+        unknown = sorted(set(self.treatment_engine_overrides) - set(VllmEngineConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"treatment_engine_overrides: {unknown} are not engine fields "
+                f"(MAPPER_SERVING_ENGINE__<FIELD>: {sorted(VllmEngineConfig.model_fields)})"
+            )
+        self.treatment_engine_settings()  # a value of the wrong type fails here, named
+        return self
+
+    @property
+    def treatment_engine_deployed(self) -> bool:
+        """A second in-cluster engine serves the treatment (never with an external engine)."""
+        return self.isolate_treatment and self.engine_enabled and not self.external_engine_url
+
+    def treatment_engine_settings(self) -> ServingSettings:
+        """These settings with the treatment engine's overrides applied to `engine`."""
+        try:
+            engine = VllmEngineConfig.model_validate(
+                {**self.engine.model_dump(), **self.treatment_engine_overrides}
+            )
+        except ValidationError as exc:
+            raise ValueError(f"treatment_engine_overrides: {exc}") from None
+        return self.model_copy(update={"engine": engine})
+
+    def registry_client(self):  # -> RegistryClient (imported lazily: the router may run without it)
+        from llama_mapper.registry.client import RegistryClient
+
+        if not self.registry_address:
+            return None
+        token = self.registry_token.get_secret_value() if self.registry_token else None
+        return RegistryClient(self.registry_address, token=token, actor="serving")

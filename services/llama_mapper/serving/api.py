@@ -1,0 +1,308 @@
+"""The HTTP API (FastAPI): request/response models and thin routes over RouterCore.
+
+Errors are translated in one place (`_error_response`): MapperError subclasses carry their HTTP
+status, request validation becomes 422 with the JSON path, bodies over the limit 413, a tenant
+over its rate 429 with Retry-After, a missing or wrong token 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, JsonValue, model_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llama_mapper.domain.errors import (
+    MapperError,
+    PayloadTooLarge,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from llama_mapper.serving.ratelimit import retry_after_header
+from llama_mapper.serving.router_core import Mapped, RouterCore
+
+log = logging.getLogger(__name__)
+
+TENANT_HEADER = "x-tenant-id"
+REQUEST_ID_HEADER = "x-request-id"
+_OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
+
+
+class MapRequest(BaseModel):
+    """The envelope of schemas/detector-output.json."""
+
+    detector: str = Field(min_length=1, max_length=128, description="Detector name, e.g. presidio.")
+    output: JsonValue = Field(description="The detector's native output, as its API returned it.")
+    request_id: str | None = Field(
+        None, min_length=1, max_length=128, description="Echoed in provenance."
+    )
+    tenant: str | None = Field(
+        None, max_length=128, description="Tenant id; the X-Tenant-Id header wins."
+    )
+
+
+class MapResponse(BaseModel):
+    result: dict[str, Any] = Field(
+        description="Canonical result, valid against schemas/mapper-output.json."
+    )
+    router_arm: str | None = Field(
+        None, description="A/B arm that answered; null without a rollout."
+    )
+    adapter_version: int = Field(0, description="Registry version of the arm's adapter (0: none).")
+
+
+class BatchItem(BaseModel):
+    detector: str = Field(min_length=1, max_length=128)
+    output: JsonValue
+    request_id: str | None = Field(None, min_length=1, max_length=128)
+
+
+class MapBatchRequest(BaseModel):
+    items: list[BatchItem] = Field(min_length=1, max_length=100, description="1 to 100 outputs.")
+    tenant: str | None = Field(None, max_length=128)
+
+
+class MapBatchResponse(BaseModel):
+    results: list[MapResponse]
+
+
+class AnalyzeRequest(BaseModel):
+    framework: Literal["SOC2", "ISO27001", "HIPAA", "GDPR", "PCI_DSS"]
+    finding: dict[str, JsonValue] = Field(
+        description="A canonical finding (label, confidence, ...)."
+    )
+
+
+class FeedbackRequest(BaseModel):
+    request_id: str = Field(min_length=1, max_length=128)
+    labels: list[str] | None = Field(None, description="The correct canonical labels.")
+    verdict: Literal["correct", "incorrect"] | None = Field(None, description="Or a plain verdict.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FeedbackRequest:
+        if (self.labels is None) == (self.verdict is None):
+            raise ValueError("give exactly one of labels or verdict")
+        return self
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatCompletionRequest(BaseModel):
+    model: str = Field(description="An adapter (`mapper`, `mapper-v3`) or the base model id.")
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int = Field(64, ge=1, le=1024)
+    temperature: float = Field(0.0, ge=0, le=2)
+
+
+def json_path(loc: tuple[Any, ...]) -> str:
+    path = "$"
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _error_response(exc: MapperError, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": type(exc).__name__, "message": exc.message, **exc.details}}
+    return JSONResponse(body, status_code=exc.http_status, headers=headers)
+
+
+def _mapped(m: Mapped) -> MapResponse:
+    return MapResponse(result=m.result, router_arm=m.arm, adapter_version=m.version)
+
+
+class Guard:
+    """Size first, then auth, then the tenant's rate: cheap refusals before any work.
+
+    A plain ASGI middleware rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware
+    runs the rest of the app in a task behind memory streams, which cost about as much CPU per
+    request as the rules and the result together (bench/router_overhead.py)."""
+
+    def __init__(self, app: ASGIApp, core: Callable[[], RouterCore]) -> None:
+        self.app = app
+        self.core = core
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings, limiter = self.core().settings, self.core().limiter
+        max_body_bytes = settings.max_body_bytes
+        request = Request(scope)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            too_large = PayloadTooLarge(f"request body over {max_body_bytes} bytes")
+            await _error_response(too_large)(scope, receive, send)
+            return
+        if request.method == "POST":
+            body = bytearray()
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # nobody to answer
+                body += message.get("body", b"")
+                if len(body) > max_body_bytes:
+                    too_large = PayloadTooLarge(f"request body over {max_body_bytes} bytes")
+                    await _error_response(too_large)(scope, receive, send)
+                    return
+                if not message.get("more_body", False):
+                    break
+            receive = _replay(bytes(body), receive)
+        auth_token = settings.auth_token.get_secret_value() if settings.auth_token else None
+        path = request.url.path
+        if auth_token and path not in _OPEN_PATHS:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {auth_token}".encode()):
+                refusal = _error_response(
+                    Unauthenticated("missing or wrong bearer token"), {"WWW-Authenticate": "Bearer"}
+                )
+                await refusal(scope, receive, send)
+                return
+        if path.startswith("/v1/"):
+            tenant = request.headers.get(TENANT_HEADER) or (
+                request.client.host if request.client else "anonymous"
+            )
+            wait = limiter.acquire(tenant)
+            if wait > 0:
+                self.core().record_error(path, "rate_limited")
+                refusal = _error_response(
+                    ResourceExhausted(f"tenant {tenant!r} is over its rate limit"),
+                    {"Retry-After": retry_after_header(wait)},
+                )
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` that hands the app the body the guard already read, then listens on."""
+    pending: Message | None = {"type": "http.request", "body": body, "more_body": False}
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending is None:
+            return await receive()
+        message, pending = pending, None
+        return message
+
+    return replay
+
+
+def build_app(core: Callable[[], RouterCore]) -> FastAPI:
+    """The FastAPI app; `core` returns this replica's RouterCore (set up by the deployment), whose
+    settings and rate limiter the guard reads, so the app can be built before settings arrive."""
+    app = FastAPI(
+        title="llama-mapper",
+        version="1",
+        description="Maps AI-safety and data-protection detector output to one canonical "
+        "compliance taxonomy (rules first, LoRA model for the rest, A/B rollouts).",
+    )
+
+    app.add_middleware(Guard, core=core)
+
+    @app.exception_handler(MapperError)
+    async def mapper_error(request: Request, exc: MapperError) -> JSONResponse:
+        core().record_error(request.url.path, type(exc).__name__)
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        path = json_path(tuple(first.get("loc", ())))
+        core().record_error(request.url.path, "InvalidArgument")
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "InvalidArgument",
+                    "message": f"{path}: {first.get('msg')}",
+                    "path": path,
+                }
+            },
+            status_code=422,
+        )
+
+    def tenant_of(request: Request, body_tenant: str | None) -> str | None:
+        return request.headers.get(TENANT_HEADER) or body_tenant
+
+    @app.post("/v1/map", response_model=MapResponse, summary="Map one detector output")
+    async def map_one(body: MapRequest, request: Request) -> MapResponse:
+        request_id = body.request_id or request.headers.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
+        mapped = await core().map_one(
+            body.detector,
+            body.output,
+            request_id=request_id,
+            tenant=tenant_of(request, body.tenant),
+        )
+        return _mapped(mapped)
+
+    @app.post("/v1/map/batch", response_model=MapBatchResponse, summary="Map up to 100 outputs")
+    async def map_batch(body: MapBatchRequest, request: Request) -> MapBatchResponse:
+        items = [item.model_dump() for item in body.items]
+        mapped = await core().map_batch(items, tenant_of(request, body.tenant))
+        return MapBatchResponse(results=[_mapped(m) for m in mapped])
+
+    @app.post("/v1/analyze", summary="Risk assessment of a canonical finding (analyst adapter)")
+    async def analyze(body: AnalyzeRequest) -> dict[str, Any]:
+        return await core().analyze(body.framework, body.finding)
+
+    @app.post("/v1/feedback", summary="Report the correct labels (or a verdict) for a request")
+    async def feedback(body: FeedbackRequest) -> dict[str, Any]:
+        return core().feedback(body.request_id, labels=body.labels, verdict=body.verdict)
+
+    @app.get("/v1/models", summary="Base model and adapters (OpenAI list format)")
+    async def models() -> dict[str, Any]:
+        await core().refresh()
+        return {"object": "list", "data": core().models()}
+
+    @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completion; model = adapter")
+    async def chat(body: ChatCompletionRequest) -> dict[str, Any]:
+        answer = await core().chat(
+            body.model,
+            [m.model_dump() for m in body.messages],
+            max_tokens=body.max_tokens,
+            temperature=body.temperature,
+        )
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer["text"]},
+                    "finish_reason": answer["finish_reason"],
+                }
+            ],
+            "usage": {
+                "prompt_tokens": answer["prompt_tokens"],
+                "completion_tokens": answer["completion_tokens"],
+                "total_tokens": answer["prompt_tokens"] + answer["completion_tokens"],
+            },
+        }
+
+    @app.get("/v1/rollout/stats", summary="Per-arm statistics of the current rollout step")
+    async def rollout_stats() -> dict[str, Any]:
+        await core().refresh()
+        return core().rollout_stats()
+
+    @app.get("/healthz", summary="Liveness and what is loaded")
+    async def healthz() -> dict[str, Any]:
+        return core().health()
+
+    @app.get("/metrics", summary="Prometheus metrics of this router replica")
+    async def metrics() -> Response:
+        return Response(core().metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    return app

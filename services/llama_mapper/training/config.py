@@ -1,0 +1,71 @@
+"""Training configs: YAML validated against schemas/training-config.json, then the schema's defaults filled in."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llama_mapper.domain.errors import InvalidArgument
+from llama_mapper.domain.schemas import load_schema, validate
+from llama_mapper.inference.base_model import cache_root
+
+SCHEMA = "training-config"
+# Relative paths in a config are tried against the working directory first, then against this
+# directory: `ray job submit --working-dir .` runs the entry point in a copy of the repository that
+# lacks git-ignored data/, so `mapperctl train submit` passes the caller's checkout here.
+PROJECT_DIR_ENV = "MAPPER_PROJECT_DIR"
+
+
+def _fill_defaults(schema: dict[str, Any], instance: dict[str, Any]) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance:
+            if "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+            elif sub.get("type") == "object" and key not in schema.get("required", []):
+                instance[key] = {}
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(sub, instance[key])
+
+
+def resolve_path(value: str) -> str:
+    """Absolute path for a local path (s3:// URIs pass through)."""
+    if "://" in value:
+        return value
+    path = Path(os.path.expandvars(value)).expanduser()
+    if path.is_absolute():
+        return str(path)
+    candidates = [Path.cwd() / path]
+    if os.environ.get(PROJECT_DIR_ENV):
+        candidates.append(Path(os.environ[PROJECT_DIR_ENV]) / path)
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate.resolve())
+    return str(candidates[-1].resolve())
+
+
+def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:
+    """Parse, validate (InvalidArgument naming the JSON path) and complete a training config."""
+    if isinstance(source, dict):
+        config = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidArgument(f"training config {path} does not exist")
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise InvalidArgument(f"training config {path} is not valid YAML: {exc}") from exc
+    validate(SCHEMA, config)
+    _fill_defaults(load_schema(SCHEMA), config)
+    config["dataset"]["path"] = resolve_path(config["dataset"]["path"])
+    storage = config["storage"]
+    storage["path"] = resolve_path(storage.get("path") or str(cache_root() / "runs"))
+    storage.setdefault("registry", "")
+    base = config["base_model"]
+    if base["id"].startswith((".", "~", "/")) or "$" in base["id"]:
+        base["id"] = resolve_path(base["id"])
+    return config

@@ -1,0 +1,88 @@
+"""Client side of `mapperctl data validate`: talks to a running service, or starts one in-process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from google.protobuf import json_format
+
+from llama_mapper._proto.validation.v1 import validation_pb2 as pb
+from llama_mapper._proto.validation.v1 import validation_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+ADDRESS_ENV = "MAPPER_VALIDATION_ADDRESS"
+DEFAULT_ADDRESS = "127.0.0.1:50061"
+CONNECT_TIMEOUT_S = 1.0
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+
+
+@contextmanager
+def channel_to(address: str | None) -> Iterator[grpc.Channel]:
+    """A channel to `address` (or $MAPPER_VALIDATION_ADDRESS / the default) when something
+    answers there; otherwise to a service started in this process on a free port."""
+    target = address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+    except grpc.FutureTimeoutError:
+        channel.close()
+        log.info("no validation service at %s: starting one in-process", target)
+        from llama_mapper.platform.settings.validation import ValidationSettings
+        from llama_mapper.validation.server import create_server
+
+        server, port = create_server(ValidationSettings(host="127.0.0.1", port=0))
+        server.start()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as local:
+                yield local
+        finally:
+            server.stop(None)
+        return
+    try:
+        yield channel
+    finally:
+        channel.close()
+
+
+def report_dict(report: pb.ValidationReport) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        report, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def validate_dataset(
+    dataset: str,
+    config_path: Path,
+    *,
+    address: str | None = None,
+    golden_set_uri: str = "",
+    timeout_s: float = 1800.0,
+) -> dict[str, Any]:
+    """Runs ValidateDataset and returns the report as a dict (proto field names)."""
+    config = load_config(config_path)
+    uri = dataset if "://" in dataset else str(Path(dataset).resolve())
+    request = pb.ValidateDatasetRequest(
+        input=pb.ValidationInput(
+            dataset_uri=uri,
+            training_config_json=json.dumps(config),
+            golden_set_uri=golden_set_uri,
+        )
+    )
+    with channel_to(address) as channel:
+        response = pb_grpc.ValidationServiceStub(channel).ValidateDataset(
+            request, timeout=timeout_s
+        )
+    return report_dict(response.report)

@@ -1,0 +1,206 @@
+# ruff: noqa: N802  (servicer methods carry the RPC names the generated base class defines)
+"""ValidationService over gRPC: proto <-> domain only; errors are translated in `_translated`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from functools import wraps
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from llama_mapper._proto.validation.v1 import validation_pb2 as pb
+from llama_mapper._proto.validation.v1 import validation_pb2_grpc as pb_grpc
+from llama_mapper.domain.errors import InvalidArgument, MapperError
+from llama_mapper.domain.report_digest import report_digest
+from llama_mapper.validation.checks import CheckResult
+from llama_mapper.validation.client import report_dict
+from llama_mapper.validation.validator import Request, Validator
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ValidationService"].full_name
+_POLICY_FIELDS = [f.name for f in pb.ValidationPolicy.DESCRIPTOR.fields]
+
+
+def _translated(method: Callable) -> Callable:
+    """The one place where domain errors become gRPC statuses; anything else is a bug (INTERNAL)."""
+
+    def abort(context: grpc.ServicerContext, exc: Exception, name: str) -> None:
+        if isinstance(exc, MapperError):
+            log.info("%s refused: %s", name, exc.grpc_status.name)
+            context.abort(exc.grpc_status, exc.message)
+        log.error("%s failed", name, exc_info=exc)
+        context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
+
+    if method.__name__.endswith("Stream"):
+
+        @wraps(method)
+        def stream(self, request, context):
+            try:
+                yield from method(self, request, context)
+            except Exception as exc:
+                abort(context, exc, method.__name__)
+
+        return stream
+
+    @wraps(method)
+    def unary(self, request, context):
+        try:
+            return method(self, request, context)
+        except Exception as exc:
+            abort(context, exc, method.__name__)
+
+    return unary
+
+
+def to_request(message: pb.ValidationInput) -> Request:
+    which = message.WhichOneof("training_config")
+    if which == "training_config_json":
+        try:
+            config = json.loads(message.training_config_json)
+        except ValueError as exc:
+            raise InvalidArgument(f"training_config_json is not JSON: {exc.msg}") from None
+    elif which == "training_config_struct":
+        config = json_format.MessageToDict(message.training_config_struct)
+        config = _integral(config)
+    else:
+        raise InvalidArgument("training_config is required (training_config_json or _struct)")
+    if not isinstance(config, dict):
+        raise InvalidArgument("the training config must be a JSON object")
+    overrides = {
+        name: getattr(message.policy_overrides, name)
+        for name in _POLICY_FIELDS
+        if message.policy_overrides.HasField(name)
+    }
+    return Request(
+        dataset_uri=message.dataset_uri,
+        config=config,
+        overrides=overrides,
+        golden_set_uri=message.golden_set_uri,
+        expected_manifest_sha256=message.expected_manifest_sha256,
+    )
+
+
+def _integral(value: Any) -> Any:
+    """Struct numbers are doubles: 512.0 becomes 512 so the config schema's integers validate."""
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _duration(seconds: float) -> Duration:
+    duration = Duration()
+    duration.FromNanoseconds(int(seconds * 1e9))
+    return duration
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def check_message(check: dict[str, Any], duration_s: float) -> pb.CheckResult:
+    return pb.CheckResult(
+        name=check["name"],
+        passed=check["passed"],
+        message=check["message"],
+        counts=check["counts"],
+        measurements={k: float(v) for k, v in check["measurements"].items()},
+        thresholds={k: float(v) for k, v in check["thresholds"].items()},
+        offending_row_ids=check["offending_row_ids"],
+        offending_row_count=check["offending_row_count"],
+        duration=_duration(duration_s),
+    )
+
+
+def report_message(report: dict[str, Any]) -> pb.ValidationReport:
+    durations = report.get("check_durations_s", {})
+    message = pb.ValidationReport(
+        verdict=pb.Verdict.Value(report["verdict"]),
+        checks=[check_message(c, durations.get(c["name"], 0.0)) for c in report["checks"]],
+        dataset_uri=report["dataset_uri"],
+        dataset_manifest_sha256=report["dataset_manifest_sha256"],
+        training_config_sha256=report["training_config_sha256"],
+        golden_set_sha256=report["golden_set_sha256"],
+        taxonomy_version=report["taxonomy_version"],
+        effective_policy=pb.ValidationPolicy(**report["effective_policy"]),
+        row_count=report["row_count"],
+        validator_version=report["validator_version"],
+        started_at=_timestamp(report["started_at"]),
+        finished_at=_timestamp(report["finished_at"]),
+        duration=_duration(report["duration_s"]),
+        rows_per_second=report["rows_per_second"],
+    )
+    # The digest is over the report as clients see it (JSON, proto field names), so whoever keeps
+    # that JSON — the training gate reads validation-report.json — can recompute it.
+    message.report_sha256 = report_digest(report_dict(message))
+    return message
+
+
+class ValidationServicer(pb_grpc.ValidationServiceServicer):
+    def __init__(self, validator: Validator) -> None:
+        self.validator = validator
+
+    @_translated
+    def ValidateDataset(self, request, context):
+        domain = to_request(request.input)
+        log.info("validate %s (request %s)", domain.dataset_uri, _request_id(context))
+        return pb.ValidateDatasetResponse(report=report_message(self.validator.run(domain)))
+
+    @_translated
+    def ValidateDatasetStream(self, request, context) -> Iterator[pb.ValidateDatasetStreamResponse]:
+        domain = to_request(request.input)
+        log.info("validate (stream) %s (request %s)", domain.dataset_uri, _request_id(context))
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+        def work() -> None:
+            try:
+                events.put(
+                    ("report", self.validator.run(domain, lambda kind, p: events.put((kind, p))))
+                )
+            except Exception as exc:  # handed to the RPC thread, which translates it
+                events.put(("error", exc))
+
+        threading.Thread(target=work, name="validate-stream", daemon=True).start()
+        while True:
+            kind, payload = events.get()
+            if kind == "progress":
+                yield pb.ValidateDatasetStreamResponse(
+                    progress=pb.ValidationProgress(
+                        phase=payload["phase"],
+                        rows_done=payload["rows_done"],
+                        rows_total=payload["rows_total"],
+                        checks_done=payload["checks_done"],
+                        checks_total=payload["checks_total"],
+                        elapsed=_duration(payload["elapsed_s"]),
+                    )
+                )
+            elif kind == "check":
+                result: CheckResult = payload
+                yield pb.ValidateDatasetStreamResponse(
+                    check_finished=check_message(result.as_dict(), result.duration_s)
+                )
+            elif kind == "report":
+                yield pb.ValidateDatasetStreamResponse(report=report_message(payload))
+                return
+            else:
+                raise payload
+
+
+def _request_id(context: grpc.ServicerContext) -> str:
+    metadata = dict(context.invocation_metadata() or ())
+    return metadata.get("x-request-id") or uuid.uuid4().hex[:12]
