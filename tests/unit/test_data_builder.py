@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from llama_mapper.datasets import golden as golden_build
 from llama_mapper.datasets.analyst import INHERENT_RISK, analyst_finding, assess
 from llama_mapper.datasets.builder import HELDOUT_DETECTOR, HELDOUT_PAIRS, split_of
 from llama_mapper.datasets.generators import vendors
@@ -82,7 +83,7 @@ def test_rubric_escalates_governed_data_and_lowers_unsure_findings():
 def test_golden_set_is_frozen_large_and_labelled():
     rows, digest = golden.load_golden()
     meta = json.loads(golden.golden_paths()[1].read_text())
-    assert digest == meta["sha256"] and len(rows) == meta["rows"] >= golden.MIN_CASES
+    assert digest == meta["sha256"] and len(rows) == meta["rows"] >= golden_build.MIN_CASES
     assert {r["output"] for r in rows} == set(TAXONOMY.names)
     assert any(r["heldout"] for r in rows)
 

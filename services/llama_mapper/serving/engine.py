@@ -20,6 +20,7 @@ from llama_mapper.domain.errors import FailedPrecondition, NotFound, Unavailable
 from llama_mapper.inference.model import MapperQuery, Prediction
 from llama_mapper.inference.vllm_engine import AdapterRef, AsyncVllmEngine
 from llama_mapper.platform.settings.serving import ServingSettings
+from llama_mapper.serving.registry_source import registry_client
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class EngineReplica:
     @property
     def registry(self) -> Any:
         if self._registry is None:
-            self._registry = self.settings.registry_client()
+            self._registry = registry_client(self.settings)
             if self._registry is None:
                 raise FailedPrecondition("no registry configured (MAPPER_SERVING_REGISTRY_ADDRESS)")
         return self._registry

@@ -16,7 +16,7 @@ from llama_mapper.platform.settings.serving import ServingSettings
 from llama_mapper.serving import grpc_ingress  # noqa: F401 (pickle alias of the pb2 module)
 from llama_mapper.serving.api import build_app
 from llama_mapper.serving.ratelimit import retry_after_header
-from llama_mapper.serving.registry_source import RegistrySource
+from llama_mapper.serving.registry_source import RegistrySource, registry_client
 from llama_mapper.serving.router_core import Mapped, RouterCore
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class MapperRouter:
         treatment_engine: DeploymentHandle | None = None,
     ) -> None:
         self.settings = ServingSettings.model_validate(settings)
-        client = self.settings.registry_client()
+        client = registry_client(self.settings)
         source = RegistrySource(client) if client is not None else None
         client_engine: Any = HandleEngine(engine) if engine is not None else None
         if self.settings.external_engine_url:

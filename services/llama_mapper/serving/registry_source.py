@@ -5,9 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from llama_mapper.domain.errors import NotFound
+from llama_mapper.platform.settings.serving import ServingSettings
+from llama_mapper.registry.client import RegistryClient
 from llama_mapper.serving.arms import RolloutView
 
 _STAGE_NAMES = {1: "shadow", 2: "canary", 3: "complete", 4: "rolled_back", 5: "aborted"}
+
+
+def registry_client(settings: ServingSettings) -> RegistryClient | None:
+    """The serving side's registry client (actor "serving"); None when no registry is configured."""
+    if not settings.registry_address:
+        return None
+    token = settings.registry_token.get_secret_value() if settings.registry_token else None
+    return RegistryClient(settings.registry_address, token=token, actor="serving")
 
 
 def rollout_view(record: Any) -> RolloutView | None:

@@ -136,11 +136,3 @@ class ServingSettings(BaseSettings):
         except ValidationError as exc:
             raise ValueError(f"treatment_engine_overrides: {exc}") from None
         return self.model_copy(update={"engine": engine})
-
-    def registry_client(self):  # -> RegistryClient (imported lazily: the router may run without it)
-        from llama_mapper.registry.client import RegistryClient
-
-        if not self.registry_address:
-            return None
-        token = self.registry_token.get_secret_value() if self.registry_token else None
-        return RegistryClient(self.registry_address, token=token, actor="serving")
