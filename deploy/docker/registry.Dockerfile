@@ -43,5 +43,5 @@ USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 50052
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "llama_mapper.platform.health_probe", "127.0.0.1:50052"]
+    CMD ["python", "-m", "llama_mapper.platform.rpc.health_probe", "127.0.0.1:50052"]
 ENTRYPOINT ["python", "-m", "llama_mapper.registry.server"]

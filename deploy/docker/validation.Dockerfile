@@ -42,5 +42,5 @@ WORKDIR /app
 USER 10001:10001
 EXPOSE 50051
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-m", "llama_mapper.platform.health_probe", "127.0.0.1:50051"]
+    CMD ["python", "-m", "llama_mapper.platform.rpc.health_probe", "127.0.0.1:50051"]
 ENTRYPOINT ["python", "-m", "llama_mapper.validation.server"]

@@ -29,9 +29,11 @@ from sqlalchemy import create_engine, text
 from llama_mapper._proto.registry.v1 import registry_pb2 as pb
 from llama_mapper._proto.registry.v1 import registry_pb2_grpc as pb_grpc
 from llama_mapper.domain import errors
+from llama_mapper.domain.errors import FailedPrecondition
+from llama_mapper.platform.auth import token_sha256
 from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.registry.client import RegistryClient
-from llama_mapper.registry.server import ConfigError, create_server
+from llama_mapper.registry.server import create_server
 
 pytestmark = pytest.mark.integration
 
@@ -374,8 +376,8 @@ def test_alias_compare_and_set_and_history(client, model, tmp_path):
         client.set_alias(model, "champion", 9, expected_version=2)
     entries = client.history(model, subject="champion")
     assert [(e.from_value, e.to_value, e.reason, e.actor) for e in entries] == [
-        ("", "1", "first", "tester"),
-        ("1", "2", "better", "tester"),
+        ("", "1", "first", "operator (as tester)"),
+        ("1", "2", "better", "operator (as tester)"),
     ]
     assert all(e.action == pb.HISTORY_ACTION_ALIAS_SET and e.request_id for e in entries)
     assert v1.version == 1
@@ -544,7 +546,7 @@ def test_history_is_append_only_in_the_database(client, settings, model, tmp_pat
                 conn.execute(text("TRUNCATE history"))
     finally:
         engine.dispose()
-    assert client.history(model)[0].actor == "tester"
+    assert client.history(model)[0].actor == "operator (as tester)"
 
 
 # -- auth, TLS, health, reflection -------------------------------------------------------------------
@@ -554,16 +556,45 @@ def test_auth_on_mutations_and_optional_on_reads(registry, model, tmp_path):
     client, port = registry
     register(client, model, tmp_path)
     anonymous = RegistryClient(f"127.0.0.1:{port}")
-    wrong = RegistryClient(f"127.0.0.1:{port}", token="not-the-token")
+    wrong = RegistryClient(f"127.0.0.1:{port}", token="not-the-token-anybody-issued")
     with anonymous, wrong:
         with pytest.raises(errors.Unauthenticated):
             anonymous.set_alias(model, "champion", 1, expected_version=0)
-        with pytest.raises(errors.PermissionDenied):
+        with pytest.raises(errors.Unauthenticated):  # a token nobody issued: no credentials
             wrong.set_alias(model, "champion", 1, expected_version=0)
         with pytest.raises(errors.Unauthenticated):
             anonymous.register_directory(model, make_adapter(tmp_path / "x"), lineage=lineage())
         assert anonymous.get_version(model, 1).version.version == 1  # reads are open by default
     assert [v.version for v in client.list_versions(model)] == [1]
+
+
+def test_a_read_only_principal_may_read_but_not_write(backend, model, tmp_path):
+    reader_token = "reader-token-" + "r" * 20
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        json.dumps(
+            {
+                "principals": [
+                    {
+                        "name": "dashboard",
+                        "token_sha256": token_sha256(reader_token),
+                        "rights": ["read"],
+                    }
+                ]
+            }
+        )
+    )
+    settings = RegistrySettings(
+        token=TOKEN, tokens_file=tokens, require_auth_for_reads=True, port=0, **backend
+    )
+    with running(settings) as port:
+        with RegistryClient(f"127.0.0.1:{port}", token=TOKEN, actor="ci") as client:
+            register(client, model, tmp_path)
+            assert client.history(model)[0].actor == "operator (as ci)"
+        with RegistryClient(f"127.0.0.1:{port}", token=reader_token) as reader:
+            assert reader.get_version(model, 1).version.version == 1
+            with pytest.raises(errors.PermissionDenied, match="dashboard"):
+                reader.set_alias(model, "champion", 1, expected_version=0)
 
 
 def test_reads_can_require_the_token(backend, model, tmp_path):
@@ -581,7 +612,7 @@ def test_server_refuses_to_start_without_a_token_unless_insecure_writes(tmp_path
         "artifact_uri": str(tmp_path / "a"),
         "port": 0,
     }
-    with pytest.raises(ConfigError, match="MAPPER_REGISTRY_TOKEN"):
+    with pytest.raises(FailedPrecondition, match="MAPPER_REGISTRY_TOKEN"):
         create_server(RegistrySettings(**base))
     with (
         running(RegistrySettings(allow_insecure_writes=True, **base)) as port,

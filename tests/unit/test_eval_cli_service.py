@@ -24,6 +24,8 @@ from llama_mapper.domain.errors import (
 )
 from llama_mapper.evaluation.report_dir import load_report
 from llama_mapper.evaluation.server import build_service, create_server
+from llama_mapper.evaluation.servicer import SERVICE_NAME, WRITE_METHODS
+from llama_mapper.platform.rpc.interceptor import AccessPolicy, ServiceInterceptor
 from llama_mapper.evaluation.servicer import EvaluationServicer
 from llama_mapper.platform import stack
 from llama_mapper.platform.settings.evaluation import EvaluationSettings
@@ -218,10 +220,13 @@ class _MetadataRecorder(grpc.ServerInterceptor):
 @pytest.mark.parametrize(
     ("env", "sent"),
     [
-        ({"MAPPER_REGISTRY_TOKEN": "s3cret"}, "s3cret"),
+        ({"MAPPER_REGISTRY_TOKEN": "registry-s3cret-token"}, "registry-s3cret-token"),
         (
-            {"MAPPER_REGISTRY_TOKEN": "s3cret", "MAPPER_EVALUATION_TOKEN": "evaluation"},
-            "evaluation",
+            {
+                "MAPPER_REGISTRY_TOKEN": "registry-s3cret-token",
+                "MAPPER_EVALUATION_TOKEN": "evaluation-s3cret-token",
+            },
+            "evaluation-s3cret-token",
         ),
     ],
 )
@@ -229,7 +234,11 @@ def test_the_caller_token_travels_as_bearer_metadata(env, sent, capsys, monkeypa
     """MAPPER_EVALUATION_TOKEN, else the registry token: what a service started from the same
     environment (`make up`) checks."""
     recorder = _MetadataRecorder()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[recorder])
+    policy = AccessPolicy(None, WRITE_METHODS)  # no auth: only the metadata is checked here
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2),
+        interceptors=[recorder, ServiceInterceptor(SERVICE_NAME, policy)],
+    )
     evaluation = build_service(EvaluationSettings(reports_dir=tmp_path), FakeRegistry())
     pb_grpc.add_EvaluationServiceServicer_to_server(EvaluationServicer(evaluation), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -253,8 +262,8 @@ def test_without_the_token_runs_and_gates_are_refused(service, capsys, monkeypat
     monkeypatch.delenv("MAPPER_EVALUATION_TOKEN")
     with pytest.raises(Unauthenticated, match="CheckGate needs 'authorization: Bearer <token>'"):
         _mapperctl(["eval", "gate", "1", "--address", address], capsys)
-    monkeypatch.setenv("MAPPER_EVALUATION_TOKEN", "not-the-token")
-    with pytest.raises(Unauthenticated, match="not valid for this evaluation service"):
+    monkeypatch.setenv("MAPPER_EVALUATION_TOKEN", "not-the-token-anybody-issued")
+    with pytest.raises(Unauthenticated, match="is not valid here"):
         _mapperctl(["eval", "run", "--rules-only", "--address", address], capsys)
     assert len(registry.gates) == gates
 
@@ -265,7 +274,7 @@ def test_the_local_stack_token_reaches_the_service(tmp_path, capsys, monkeypatch
     monkeypatch.delenv("MAPPER_EVALUATION_TOKEN")
     monkeypatch.setattr(stack, "VAR", tmp_path / "var")
     (tmp_path / "var").mkdir()
-    (tmp_path / "var" / "registry-token").write_text("stack-token\n")
+    (tmp_path / "var" / "registry-token").write_text("stack-token-" + "s" * 20 + "\n")
     monkeypatch.setenv("MAPPER_REGISTRY_TOKEN", stack.registry_token())  # what up() passes on
     settings = EvaluationSettings(port=0, reports_dir=tmp_path / "runs")
     evaluation = build_service(settings, FakeRegistry())

@@ -15,7 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2 as pb
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2_grpc as pb_grpc
-from llama_mapper.evaluation.server import ConfigError, build_service, create_server
+from llama_mapper.domain.errors import FailedPrecondition
+from llama_mapper.evaluation.server import build_service, create_server
 from llama_mapper.evaluation.servicer import report_parts
 from llama_mapper.platform.settings.evaluation import EvaluationSettings
 
@@ -275,8 +276,8 @@ def test_writes_without_the_token_are_unauthenticated_and_change_nothing(stack, 
     stub, _, registry, _, service = stack
     before = (len(service.runs()), len(registry.metrics), len(registry.gates))
     refusals = [
-        ((), "needs 'authorization: Bearer <token>' metadata"),
-        ((("authorization", "Bearer wrong-secret-value"),), "is not valid for this evaluation"),
+        ((), "needs 'authorization: Bearer <token>'"),
+        ((("authorization", "Bearer wrong-secret-value"),), "is not valid here"),
         ((("authorization", TOKEN),), "needs 'authorization: Bearer <token>'"),  # no scheme
         ((("authorization", f"Basic {TOKEN}"),), "needs 'authorization: Bearer <token>'"),
     ]
@@ -333,9 +334,9 @@ def test_reads_need_the_token_when_required(tmp_path, no_ambient_tokens):
 
 
 def test_the_registry_token_is_the_default_caller_token(tmp_path, no_ambient_tokens):
-    with _small_server(tmp_path, registry_token="registry-secret") as (stub, _):
+    with _small_server(tmp_path, registry_token="registry-secret-token") as (stub, _):
         assert _code(stub.CheckGate, _GATE_V9)[0] == grpc.StatusCode.UNAUTHENTICATED
-        bearer = (("authorization", "Bearer registry-secret"),)
+        bearer = (("authorization", "Bearer registry-secret-token"),)
         assert _code(stub.CheckGate, _GATE_V9, bearer)[0] == grpc.StatusCode.NOT_FOUND
 
 
@@ -357,7 +358,7 @@ def test_caller_token_precedence(no_ambient_tokens):
 def test_without_any_token_the_server_starts_only_when_insecure_writes_are_allowed(
     tmp_path, no_ambient_tokens
 ):
-    with pytest.raises(ConfigError, match="MAPPER_EVALUATION_TOKEN"):
+    with pytest.raises(FailedPrecondition, match="MAPPER_EVALUATION_TOKEN"):
         create_server(EvaluationSettings(port=0, reports_dir=tmp_path / "runs"))
     with _small_server(tmp_path, allow_insecure_writes=True) as (stub, _):
         assert _code(stub.CheckGate, _GATE_V9)[0] == grpc.StatusCode.NOT_FOUND

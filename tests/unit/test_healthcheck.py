@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from llama_mapper.platform import health_probe as healthcheck
+from llama_mapper.platform.rpc import health_probe as healthcheck
 
 SERVICE = "llama_mapper.registry.v1.RegistryService"
 
@@ -73,7 +73,7 @@ def test_unreachable_server_exits_one(capsys: pytest.CaptureFixture[str]) -> Non
 def test_module_entry_point_as_docker_runs_it(server: tuple[health.HealthServicer, str]) -> None:
     _, target = server
     ok = subprocess.run(
-        [sys.executable, "-m", "llama_mapper.platform.health_probe", target],
+        [sys.executable, "-m", "llama_mapper.platform.rpc.health_probe", target],
         capture_output=True,
         text=True,
         timeout=60,
@@ -81,7 +81,7 @@ def test_module_entry_point_as_docker_runs_it(server: tuple[health.HealthService
     )
     assert ok.returncode == 0, ok.stderr
     bad_args = subprocess.run(
-        [sys.executable, "-m", "llama_mapper.platform.health_probe"],
+        [sys.executable, "-m", "llama_mapper.platform.rpc.health_probe"],
         capture_output=True,
         text=True,
         timeout=60,

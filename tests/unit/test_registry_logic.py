@@ -11,7 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from llama_mapper.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from llama_mapper.domain.errors import InvalidArgument
 from llama_mapper.inference.compat import check_adapter_config, check_safetensors_header, same_base
 from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.registry import domain as d
@@ -22,7 +22,6 @@ from llama_mapper.registry.artifacts import (
     collect_upload_files,
     manifest_digest,
 )
-from llama_mapper.registry.auth import check_bearer
 from llama_mapper.registry.db import make_engine, migrate
 from llama_mapper.registry.schema import Base
 
@@ -184,17 +183,6 @@ def test_safetensors_header(tmp_path):
     pickle.write_bytes(b"\x80\x04\x95" + b"\0" * 64)  # a pickle renamed to .safetensors
     with pytest.raises(InvalidArgument, match="no valid safetensors header"):
         check_safetensors_header(pickle)
-
-
-def test_check_bearer():
-    check_bearer("Bearer s3cret", "s3cret")
-    check_bearer("bearer s3cret", "s3cret")
-    with pytest.raises(Unauthenticated):
-        check_bearer(None, "s3cret")
-    with pytest.raises(Unauthenticated):
-        check_bearer("Basic abc", "s3cret")
-    with pytest.raises(PermissionDenied):
-        check_bearer("Bearer s3cret2", "s3cret")
 
 
 def test_targets_and_rollout_validation():

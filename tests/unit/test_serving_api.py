@@ -184,14 +184,16 @@ def test_errors_on_the_wire():
 
 def test_bearer_token_when_configured():
     async def go():
-        _core, client = make_client(StaticSource(), None, auth_token="s3cret")
+        _core, client = make_client(StaticSource(), None, auth_token="s3cret-s3cret-s3cret")
         async with client:
             body = {"detector": "presidio", "output": MAPPED}
             assert (await client.post("/v1/map", json=body)).status_code == 401
             assert (
                 await client.post("/v1/map", json=body, headers={"authorization": "Bearer nope"})
             ).status_code == 401
-            ok = await client.post("/v1/map", json=body, headers={"authorization": "Bearer s3cret"})
+            ok = await client.post(
+                "/v1/map", json=body, headers={"authorization": "Bearer s3cret-s3cret-s3cret"}
+            )
             assert ok.status_code == 200
             assert (await client.get("/healthz")).status_code == 200
 

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MapperError as error:
-        print(f"mapperctl: {error.grpc_status.name}: {error.message}", file=sys.stderr)
+        print(f"mapperctl: {error.code}: {error.message}", file=sys.stderr)
         return 2
 
 

@@ -66,7 +66,7 @@ def error_object(line_number: int, error: MapperError) -> dict[str, Any]:
     return {
         "error": {
             "line": line_number,
-            "code": error.grpc_status.name,
+            "code": error.code,
             "message": error.message,
         }
     }
@@ -92,7 +92,7 @@ def map_stream(
             failures += 1
             result = error_object(line.number, error)
             # Metadata only: the line number and the reason, never the detector output itself.
-            logger.info("line %d failed: %s", line.number, error.grpc_status.name)
+            logger.info("line %d failed: %s", line.number, error.code)
         stream_out.write(json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n")
         stream_out.flush()
     return lines, failures

@@ -1,16 +1,18 @@
-"""Error hierarchy shared by every service: each class carries its gRPC and HTTP status."""
+"""The error hierarchy every layer raises: each class carries its gRPC status name and HTTP status.
+
+Pure on purpose (no grpc import): the platform layer translates these to the wire, in one place
+for gRPC (platform/rpc) and one for HTTP (platform/http_errors).
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-import grpc
-
 
 class MapperError(Exception):
-    """Base of every error the product raises on purpose; translated to the wire in one place."""
+    """Base of every error the product raises on purpose; anything else is a bug (INTERNAL)."""
 
-    grpc_status: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    code: ClassVar[str] = "INTERNAL"  # a grpc.StatusCode name
     http_status: ClassVar[int] = 500
 
     def __init__(self, message: str, *, details: dict[str, str] | None = None) -> None:
@@ -20,7 +22,7 @@ class MapperError(Exception):
 
 
 class InvalidArgument(MapperError):
-    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    code = "INVALID_ARGUMENT"
     http_status = 422
 
 
@@ -29,56 +31,60 @@ class PayloadTooLarge(InvalidArgument):
 
 
 class NotFound(MapperError):
-    grpc_status = grpc.StatusCode.NOT_FOUND
+    code = "NOT_FOUND"
     http_status = 404
 
 
 class AlreadyExists(MapperError):
-    grpc_status = grpc.StatusCode.ALREADY_EXISTS
+    code = "ALREADY_EXISTS"
     http_status = 409
 
 
 class FailedPrecondition(MapperError):
-    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    code = "FAILED_PRECONDITION"
     http_status = 412
 
 
 class Aborted(MapperError):
     """A compare-and-set lost the race: re-read and retry."""
 
-    grpc_status = grpc.StatusCode.ABORTED
+    code = "ABORTED"
     http_status = 409
 
 
 class Unauthenticated(MapperError):
-    grpc_status = grpc.StatusCode.UNAUTHENTICATED
+    """No credentials, or credentials nobody issued."""
+
+    code = "UNAUTHENTICATED"
     http_status = 401
 
 
 class PermissionDenied(MapperError):
-    grpc_status = grpc.StatusCode.PERMISSION_DENIED
+    """A known caller without the right the call needs."""
+
+    code = "PERMISSION_DENIED"
     http_status = 403
 
 
 class ResourceExhausted(MapperError):
-    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "RESOURCE_EXHAUSTED"
     http_status = 429
 
 
 class Unavailable(MapperError):
-    grpc_status = grpc.StatusCode.UNAVAILABLE
+    code = "UNAVAILABLE"
     http_status = 503
 
 
 class DataLoss(MapperError):
     """Stored bytes no longer match their checksum."""
 
-    grpc_status = grpc.StatusCode.DATA_LOSS
+    code = "DATA_LOSS"
     http_status = 500
 
 
-_BY_STATUS: dict[grpc.StatusCode, type[MapperError]] = {
-    cls.grpc_status: cls
+ERRORS_BY_CODE: dict[str, type[MapperError]] = {
+    cls.code: cls
     for cls in (
         InvalidArgument,
         NotFound,
@@ -92,13 +98,3 @@ _BY_STATUS: dict[grpc.StatusCode, type[MapperError]] = {
         DataLoss,
     )
 }
-_BY_STATUS[grpc.StatusCode.DEADLINE_EXCEEDED] = Unavailable
-
-
-def from_rpc_error(exc: grpc.RpcError) -> MapperError:
-    """A client's view of a failed call: the error class the server raised, with its message."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    error = _BY_STATUS.get(code, MapperError)(details or code.name)
-    error.grpc_code = code  # type: ignore[attr-defined]
-    return error

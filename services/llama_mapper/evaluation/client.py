@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +11,7 @@ import grpc
 
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2 as pb
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2_grpc as pb_grpc
-from llama_mapper.domain.errors import Unavailable, from_rpc_error
+from llama_mapper.domain.errors import Unavailable
 from llama_mapper.evaluation.service import TERMINAL, RunInfo, RunRequest
 from llama_mapper.evaluation.servicer import (
     comparison_parts,
@@ -23,6 +22,8 @@ from llama_mapper.evaluation.servicer import (
     start_request_message,
     version_ref,
 )
+from llama_mapper.platform.rpc.channel import call_metadata, open_channel, unary
+from llama_mapper.platform.rpc.errors import from_rpc_error
 
 CONNECT_TIMEOUT_S = 2.0
 T = TypeVar("T")
@@ -38,19 +39,31 @@ class EvaluationClient:
     uses (start, watch, report, compare, gate, close), so the CLI drives either the same way.
     Every method raises llama_mapper.domain.errors, the class the server raised, on failure."""
 
-    def __init__(self, address: str, *, token: str | None = None, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        ca_file: Path | None = None,
+        timeout_s: float = 120.0,
+    ) -> None:
         self.address = address
-        self._channel = grpc.insecure_channel(address)
+        self._channel = open_channel(address, ca_file=ca_file)
         self._stub = pb_grpc.EvaluationServiceStub(self._channel)
         self._token = token
         self.timeout_s = timeout_s
 
     @classmethod
     def connect(
-        cls, address: str, *, token: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S
+        cls,
+        address: str,
+        *,
+        token: str | None = None,
+        ca_file: Path | None = None,
+        timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> EvaluationClient:
         """A client whose channel is ready; Unavailable, naming the address, when nothing answers."""
-        client = cls(address, token=token)
+        client = cls(address, token=token, ca_file=ca_file)
         try:
             grpc.channel_ready_future(client._channel).result(timeout=timeout_s)
         except grpc.FutureTimeoutError:
@@ -64,18 +77,10 @@ class EvaluationClient:
         self._channel.close()
 
     def _metadata(self) -> list[tuple[str, str]]:
-        # The evaluation service's token (MAPPER_EVALUATION_TOKEN, else the registry token), sent
-        # as RegistryClient sends its own: StartEvaluation and CheckGate need it (auth.py).
-        metadata = [("x-request-id", uuid.uuid4().hex)]
-        if self._token:
-            metadata.append(("authorization", f"Bearer {self._token}"))
-        return metadata
+        return call_metadata(self._token)
 
     def _call(self, method: Callable[..., T], request: Any) -> T:
-        try:
-            return method(request, metadata=self._metadata(), timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        return unary(method, request, token=self._token, timeout_s=self.timeout_s)
 
     def start(self, request: RunRequest) -> RunInfo:
         request = replace(

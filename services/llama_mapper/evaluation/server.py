@@ -1,8 +1,8 @@
 """The evaluation gRPC server: create_server() for tests and embedding, serve()/main() for processes.
 
-Run it: `python -m llama_mapper.evaluation.server` (reports under var/evaluation/runs; settings from
-MAPPER_EVALUATION_*, see settings.py; the registry from MAPPER_REGISTRY_ADDRESS / _TOKEN). Callers
-of StartEvaluation and CheckGate need MAPPER_EVALUATION_TOKEN, else the registry token (auth.py).
+Run it: `python -m llama_mapper.evaluation.server` (reports under <var dir>/evaluation/runs;
+settings: MAPPER_EVALUATION_*, platform/settings/evaluation.py). Callers of StartEvaluation and
+CheckGate need MAPPER_EVALUATION_TOKEN, else the registry token.
 """
 
 from __future__ import annotations
@@ -10,31 +10,21 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health
 from pydantic import ValidationError
 
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2_grpc as pb_grpc
-from llama_mapper.evaluation.auth import AuthInterceptor
+from llama_mapper.domain.errors import MapperError
 from llama_mapper.evaluation.models import RegistryModels
 from llama_mapper.evaluation.service import EvaluationService
-from llama_mapper.evaluation.servicer import SERVICE_NAME, EvaluationServicer
-from llama_mapper.platform.grpc_server import (
-    add_health_and_reflection,
-    bind,
-    configure_logging,
-    run_until_signal,
-)
+from llama_mapper.evaluation.servicer import SERVICE_NAME, WRITE_METHODS, EvaluationServicer
+from llama_mapper.platform.logs import configure_logging
+from llama_mapper.platform.rpc.server import build_server, check_credentials, run_until_signal
 from llama_mapper.platform.settings.evaluation import EvaluationSettings
 
 log = logging.getLogger(__name__)
-GRACE_SECONDS = 10
-
-
-class ConfigError(RuntimeError):
-    """The settings cannot start a safe server; the message names the variable to set."""
 
 
 def registry_models(settings: EvaluationSettings) -> RegistryModels:
@@ -49,7 +39,7 @@ def registry_models(settings: EvaluationSettings) -> RegistryModels:
             if not client:
                 client.append(
                     RegistryClient.from_env(
-                        address=settings.registry_address,
+                        address=settings.registry().address,
                         token=settings.registry_bearer(),
                         actor="evaluation",
                     )
@@ -82,29 +72,17 @@ def create_server(
     health_servicer: health.HealthServicer | None = None,
 ) -> tuple[grpc.Server, int]:
     """Wire the service, auth, health and reflection, bind the port; the caller starts and stops
-    it. ConfigError without a caller token unless allow_insecure_writes."""
-    token = settings.caller_token()
-    if token is None and not settings.allow_insecure_writes:
-        raise ConfigError(
-            "refusing to start without a caller token: set MAPPER_EVALUATION_TOKEN (or "
-            "MAPPER_REGISTRY_TOKEN, which it falls back to), or "
-            "MAPPER_EVALUATION_ALLOW_INSECURE_WRITES=1 for local development"
-        )
+    it. FailedPrecondition without a caller token unless allow_insecure_writes."""
+    check_credentials(settings)
     service = service or build_service(settings)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="evaluation-rpc"),
-        interceptors=[
-            AuthInterceptor(
-                SERVICE_NAME, token=token, require_auth_for_reads=settings.require_auth_for_reads
-            )
-        ],
+    servicer = EvaluationServicer(service, stream_interval_s=settings.stream_interval_s)
+    return build_server(
+        settings,
+        service_name=SERVICE_NAME,
+        register=lambda server: pb_grpc.add_EvaluationServiceServicer_to_server(servicer, server),
+        writes=WRITE_METHODS,
+        health_servicer=health_servicer,
     )
-    pb_grpc.add_EvaluationServiceServicer_to_server(
-        EvaluationServicer(service, stream_interval_s=settings.stream_interval_s), server
-    )
-    health_servicer = add_health_and_reflection(server, SERVICE_NAME, health_servicer)
-    port = bind(server, f"{settings.host}:{settings.port}")
-    return server, port
 
 
 def serve(settings: EvaluationSettings) -> None:
@@ -118,14 +96,14 @@ def serve(settings: EvaluationSettings) -> None:
         settings.reports_dir,
         "" if settings.caller_token() else " (no token: every call accepted)",
     )
-    run_until_signal(server, health_servicer, GRACE_SECONDS)
+    run_until_signal(server, health_servicer, settings.grace_s)
 
 
 def main() -> int:
     configure_logging()
     try:
         serve(EvaluationSettings())
-    except (ValidationError, ConfigError) as exc:
+    except (ValidationError, MapperError) as exc:
         log.error("%s", exc)
         return 2
     return 0

@@ -1,4 +1,4 @@
-"""EvaluationService over gRPC: proto <-> domain, nothing else. Errors become statuses here.
+"""EvaluationService over gRPC: proto <-> domain, nothing else (auth and errors: platform/rpc).
 
 Every conversion lives here, both directions: the servicer turns requests into domain calls and
 results into messages; EvaluationClient (client.py) uses the reverse functions on the same shapes.
@@ -7,12 +7,11 @@ results into messages; EvaluationClient (client.py) uses the reverse functions o
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -21,36 +20,24 @@ from google.protobuf.message import Message
 
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2 as pb
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2_grpc as pb_grpc
-from llama_mapper.domain.errors import InvalidArgument, MapperError
+from llama_mapper.domain.errors import InvalidArgument
 from llama_mapper.evaluation.run import RunOptions
 from llama_mapper.evaluation.service import EvaluationService, RunInfo, RunRequest
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EvaluationService"].full_name
+# Calls that need the token. CheckGate and recorded runs write metrics, temperatures and gate
+# outcomes into the registry (which promotion trusts) with the service's own registry token, and
+# every run takes the one worker that gates wait for; StreamProgress, GetReport and
+# CompareVersions only read.
+WRITE_METHODS = frozenset({"StartEvaluation", "CheckGate"})
 _MODES = {
     pb.EVALUATION_MODE_MODEL: "model",
     pb.EVALUATION_MODE_RULES: "rules",
     pb.EVALUATION_MODE_HYBRID: "hybrid",
 }
 _MODE_ENUM = {v: k for k, v in _MODES.items()}
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _unary(method: F) -> F:
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except MapperError as exc:
-            context.abort(exc.grpc_status, exc.message)
-        except Exception:
-            log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, "internal error")
-
-    return wrapper  # type: ignore[return-value]
-
 
 # -- proto <-> domain ------------------------------------------------------------------------------
 
@@ -304,7 +291,6 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
         models = self.service._require_models()
         return ref.model, models.resolve(ref.model, ref.version or None, ref.alias or None)
 
-    @_unary
     def StartEvaluation(
         self, request: pb.StartEvaluationRequest, context: grpc.ServicerContext
     ) -> pb.StartEvaluationResponse:
@@ -314,19 +300,12 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
     def StreamProgress(
         self, request: pb.StreamProgressRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.StreamProgressResponse]:
-        try:
-            self.service.get(request.run_id)  # NOT_FOUND before the stream starts
-            for info in self.service.watch(request.run_id, self.stream_interval_s):
-                if not context.is_active():
-                    return
-                yield progress_message(info)
-        except MapperError as exc:
-            context.abort(exc.grpc_status, exc.message)
-        except Exception:
-            log.exception("StreamProgress failed")
-            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        self.service.get(request.run_id)  # NOT_FOUND before the stream starts
+        for info in self.service.watch(request.run_id, self.stream_interval_s):
+            if not context.is_active():
+                return
+            yield progress_message(info)
 
-    @_unary
     def GetReport(
         self, request: pb.GetReportRequest, context: grpc.ServicerContext
     ) -> pb.GetReportResponse:
@@ -335,7 +314,6 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
         info, report = self.service.report(request.run_id)
         return report_response(info, report)
 
-    @_unary
     def CompareVersions(
         self, request: pb.CompareVersionsRequest, context: grpc.ServicerContext
     ) -> pb.CompareVersionsResponse:
@@ -354,7 +332,6 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
             comparison=comparison_message(cand_run, base_run, comparison)
         )
 
-    @_unary
     def CheckGate(
         self, request: pb.CheckGateRequest, context: grpc.ServicerContext
     ) -> pb.CheckGateResponse:

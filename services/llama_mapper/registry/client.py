@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,9 +15,13 @@ import grpc
 from llama_mapper._proto.registry.v1 import registry_pb2 as pb
 from llama_mapper._proto.registry.v1 import registry_pb2_grpc as pb_grpc
 from llama_mapper.domain import errors
+from llama_mapper.platform.rpc.channel import call_metadata, open_channel, unary
+from llama_mapper.platform.rpc.errors import from_rpc_error
+from llama_mapper.platform.settings.common import local_address
+from llama_mapper.platform.settings.registry import RegistryClientSettings
 from llama_mapper.registry.artifacts import CHUNK_SIZE, collect_upload_files, sha256_file
 
-DEFAULT_ADDRESS = "127.0.0.1:50052"
+DEFAULT_ADDRESS = local_address("registry")
 T = TypeVar("T")
 
 STAGES = {
@@ -29,10 +31,6 @@ STAGES = {
     "rolled_back": pb.ROLLOUT_STAGE_ROLLED_BACK,
     "aborted": pb.ROLLOUT_STAGE_ABORTED,
 }
-
-
-# The server's status as the same error class the server raised (Aborted, NotFound, ...).
-_translate = errors.from_rpc_error
 
 
 class RegistryClient:
@@ -45,15 +43,13 @@ class RegistryClient:
         token: str | None = None,
         actor: str | None = None,
         tls: bool = False,
+        ca_file: Path | None = None,
         root_certificates: bytes | None = None,
         timeout_s: float = 60.0,
     ) -> None:
-        options = [("grpc.max_receive_message_length", 8 * 1024 * 1024)]
-        if tls or root_certificates is not None:
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self._channel = grpc.secure_channel(address, credentials, options=options)
-        else:
-            self._channel = grpc.insecure_channel(address, options=options)
+        self._channel = open_channel(
+            address, tls=tls, ca_file=ca_file, root_certificates=root_certificates
+        )
         self._stub = pb_grpc.RegistryServiceStub(self._channel)
         self._token = token
         self._actor = actor or _default_actor()
@@ -61,13 +57,16 @@ class RegistryClient:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> RegistryClient:
-        """MAPPER_REGISTRY_ADDRESS, MAPPER_REGISTRY_TOKEN, MAPPER_REGISTRY_CA_FILE, MAPPER_REGISTRY_ACTOR."""
-        ca_file = os.environ.get("MAPPER_REGISTRY_CA_FILE")
+        """MAPPER_REGISTRY_ADDRESS, _TOKEN, _CA_FILE, _TLS, _ACTOR, _TIMEOUT_S; `overrides`
+        that are not None win."""
+        settings = RegistryClientSettings()
         kwargs: dict[str, Any] = {
-            "address": os.environ.get("MAPPER_REGISTRY_ADDRESS", DEFAULT_ADDRESS),
-            "token": os.environ.get("MAPPER_REGISTRY_TOKEN") or None,
-            "actor": os.environ.get("MAPPER_REGISTRY_ACTOR") or None,
-            "root_certificates": Path(ca_file).read_bytes() if ca_file else None,
+            "address": settings.address,
+            "token": settings.bearer(),
+            "actor": settings.actor,
+            "tls": settings.tls,
+            "ca_file": settings.ca_file,
+            "timeout_s": settings.timeout_s,
         }
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
@@ -84,16 +83,16 @@ class RegistryClient:
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _metadata(self) -> list[tuple[str, str]]:
-        metadata = [("x-actor", self._actor), ("x-request-id", uuid.uuid4().hex)]
-        if self._token:
-            metadata.append(("authorization", f"Bearer {self._token}"))
-        return metadata
+        return call_metadata(self._token, [("x-actor", self._actor)])
 
     def _call(self, method: Callable[..., T], request: Any, *, timeout_s: float | None = None) -> T:
-        try:
-            return method(request, metadata=self._metadata(), timeout=timeout_s or self.timeout_s)
-        except grpc.RpcError as exc:
-            raise _translate(exc) from None
+        return unary(
+            method,
+            request,
+            token=self._token,
+            timeout_s=timeout_s or self.timeout_s,
+            extra=[("x-actor", self._actor)],
+        )
 
     # -- versions ---------------------------------------------------------------------------------
 
@@ -364,7 +363,7 @@ class RegistryClient:
             finish()
             current = None
         except grpc.RpcError as exc:
-            raise _translate(exc) from None
+            raise from_rpc_error(exc) from None
         finally:
             if current is not None:
                 current[1].close()

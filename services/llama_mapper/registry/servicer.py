@@ -1,11 +1,11 @@
-"""RegistryService over gRPC: proto <-> domain, auth, and the one place errors become status codes."""
+"""RegistryService over gRPC: proto <-> domain, nothing else (auth and errors: platform/rpc)."""
 # ruff: noqa: N802  (servicer methods carry the RPC names the generated base class defines)
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 
 import grpc
@@ -13,9 +13,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from llama_mapper._proto.registry.v1 import registry_pb2 as pb
 from llama_mapper._proto.registry.v1 import registry_pb2_grpc as pb_grpc
-from llama_mapper.domain.errors import InvalidArgument, MapperError
+from llama_mapper.domain.errors import InvalidArgument
+from llama_mapper.platform.auth import current_principal
 from llama_mapper.registry import domain as d
-from llama_mapper.registry.auth import check_bearer
 from llama_mapper.registry.registrar import FileStart, Registrar, UploadPart
 from llama_mapper.registry.store import MAX_PAGE, RegistryStore
 
@@ -52,77 +52,6 @@ _ACTIONS_OUT = {
 }
 
 
-# -- errors and auth: one interceptor --------------------------------------------------------------
-
-
-class RegistryInterceptor(grpc.ServerInterceptor):
-    """Checks the bearer token per method and turns MapperError into its gRPC status.
-
-    Every registry handler runs inside this wrapper, so a handler raises domain errors and never
-    builds a status itself; anything else is a bug and leaves as INTERNAL without its details.
-    """
-
-    def __init__(self, *, token: str | None, require_auth_for_reads: bool) -> None:
-        self.token = token
-        self.require_auth_for_reads = require_auth_for_reads
-
-    def _authorize(self, method: str, context: grpc.ServicerContext) -> None:
-        if self.token is None:  # no token configured: the server was started for local development
-            return
-        if method in MUTATING_METHODS or self.require_auth_for_reads:
-            metadata = dict(context.invocation_metadata())
-            check_bearer(metadata.get("authorization"), self.token)
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        service, _, method = handler_call_details.method.lstrip("/").partition("/")
-        if handler is None or service != SERVICE_NAME:
-            return handler
-
-        def guarded(behavior: Callable, streaming_response: bool) -> Callable:
-            if streaming_response:
-
-                def stream(request, context):
-                    try:
-                        self._authorize(method, context)
-                        yield from behavior(request, context)
-                    except MapperError as exc:
-                        context.abort(exc.grpc_status, exc.message)
-                    except Exception:
-                        log.exception("%s failed", method)
-                        context.abort(grpc.StatusCode.INTERNAL, "internal error")
-
-                return stream
-
-            def unary(request, context):
-                try:
-                    self._authorize(method, context)
-                    return behavior(request, context)
-                except MapperError as exc:
-                    context.abort(exc.grpc_status, exc.message)
-                except Exception:
-                    log.exception("%s failed", method)
-                    context.abort(grpc.StatusCode.INTERNAL, "internal error")
-
-            return unary
-
-        kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
-        )
-        for attribute, make, streaming_response in kinds:
-            behavior = getattr(handler, attribute)
-            if behavior is not None:
-                return make(
-                    guarded(behavior, streaming_response),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        return handler
-
-
 # -- conversions ------------------------------------------------------------------------------------
 
 
@@ -135,11 +64,15 @@ def _ts(value: datetime | None) -> Timestamp | None:
 
 
 def _caller(context: grpc.ServicerContext) -> d.Caller:
+    """The audit actor is the authenticated principal; a client's own `x-actor` claim is kept
+    beside it, marked as a claim, never instead of it."""
     metadata = dict(context.invocation_metadata())
-    return d.Caller(
-        actor=str(metadata.get("x-actor") or "unknown")[:256],
-        request_id=str(metadata.get("x-request-id") or "")[:128],
-    )
+    principal = current_principal()
+    actor = principal.name if principal is not None else "unknown"
+    claimed = str(metadata.get("x-actor") or "")[:128]
+    if claimed and claimed != actor:
+        actor = f"{actor} (as {claimed})"
+    return d.Caller(actor=actor[:256], request_id=str(metadata.get("x-request-id") or "")[:128])
 
 
 def _lineage_in(msg: pb.Lineage) -> d.Lineage:

@@ -7,7 +7,6 @@ over its rate 429 with Retry-After, a missing or wrong token 401.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 import uuid
@@ -21,11 +20,13 @@ from pydantic import BaseModel, Field, JsonValue, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llama_mapper.domain.errors import (
+    InvalidArgument,
     MapperError,
     PayloadTooLarge,
     ResourceExhausted,
     Unauthenticated,
 )
+from llama_mapper.platform.http_errors import error_body, http_status
 from llama_mapper.serving.ratelimit import retry_after_header
 from llama_mapper.serving.router_core import Mapped, RouterCore
 
@@ -112,9 +113,10 @@ def json_path(loc: tuple[Any, ...]) -> str:
     return path
 
 
-def _error_response(exc: MapperError, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"code": type(exc).__name__, "message": exc.message, **exc.details}}
-    return JSONResponse(body, status_code=exc.http_status, headers=headers)
+def _error_response(
+    exc: MapperError, headers: dict[str, str] | None = None, *, path: str | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(exc, path=path), status_code=http_status(exc), headers=headers)
 
 
 def _mapped(m: Mapped) -> MapResponse:
@@ -158,14 +160,13 @@ class Guard:
                 if not message.get("more_body", False):
                     break
             receive = _replay(bytes(body), receive)
-        auth_token = settings.auth_token.get_secret_value() if settings.auth_token else None
         path = request.url.path
-        if auth_token and path not in _OPEN_PATHS:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {auth_token}".encode()):
-                refusal = _error_response(
-                    Unauthenticated("missing or wrong bearer token"), {"WWW-Authenticate": "Bearer"}
-                )
+        tokens = self.core().tokens
+        if tokens is not None and path not in _OPEN_PATHS:
+            try:
+                tokens.authenticate(request.headers.get("authorization"), what=path)
+            except Unauthenticated as exc:
+                refusal = _error_response(exc, {"WWW-Authenticate": "Bearer"})
                 await refusal(scope, receive, send)
                 return
         if path.startswith("/v1/"):
@@ -221,16 +222,7 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         path = json_path(tuple(first.get("loc", ())))
         core().record_error(request.url.path, "InvalidArgument")
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "InvalidArgument",
-                    "message": f"{path}: {first.get('msg')}",
-                    "path": path,
-                }
-            },
-            status_code=422,
-        )
+        return _error_response(InvalidArgument(f"{path}: {first.get('msg')}"), path=path)
 
     def tenant_of(request: Request, body_tenant: str | None) -> str | None:
         return request.headers.get(TENANT_HEADER) or body_tenant

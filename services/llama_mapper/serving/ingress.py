@@ -12,6 +12,7 @@ from ray.serve.handle import DeploymentHandle
 from llama_mapper._proto.mapper.v1 import mapper_pb2 as pb
 from llama_mapper.domain.errors import InvalidArgument, MapperError, ResourceExhausted
 from llama_mapper.inference.model import MapperQuery, Prediction
+from llama_mapper.platform.rpc.errors import status_of
 from llama_mapper.platform.settings.serving import ServingSettings
 from llama_mapper.serving import grpc_ingress  # noqa: F401 (pickle alias of the pb2 module)
 from llama_mapper.serving.api import build_app
@@ -138,15 +139,9 @@ class MapperRouter:
             return pb.MapBatchResponse()
 
     def _admit(self, tenant: str, grpc_context: Any) -> None:
-        if self.settings.auth_token is not None and grpc_context is not None:
+        if self.core.tokens is not None and grpc_context is not None:
             metadata = dict(grpc_context.invocation_metadata())
-            if (
-                metadata.get("authorization")
-                != f"Bearer {self.settings.auth_token.get_secret_value()}"
-            ):
-                from llama_mapper.domain.errors import Unauthenticated
-
-                raise Unauthenticated("missing or wrong bearer token")
+            self.core.tokens.authenticate(metadata.get("authorization"), what="Map")
         wait = self.core.limiter.acquire(tenant or "anonymous")
         if wait > 0:
             if grpc_context is not None:
@@ -174,5 +169,5 @@ def _result(mapped: Mapped, model: str) -> pb.MapResult:
 def _abort(grpc_context: Any, exc: MapperError) -> None:
     if grpc_context is None:
         raise exc
-    grpc_context.set_code(exc.grpc_status)
+    grpc_context.set_code(status_of(exc))
     grpc_context.set_details(exc.message)

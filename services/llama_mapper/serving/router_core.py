@@ -137,6 +137,7 @@ class RouterCore:
         self.hybrid = HybridMapper(threshold=settings.threshold, deadline_s=settings.deadline_s)
         self.metrics = metrics or ServingMetrics()
         self.limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
+        self.tokens = settings.token_table()
         self.windows = RolloutWindows()
         self.rollout: RolloutView | None = None
         self.champion: dict[str, int] = {}

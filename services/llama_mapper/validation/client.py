@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,11 +15,11 @@ from google.protobuf import json_format
 
 from llama_mapper._proto.validation.v1 import validation_pb2 as pb
 from llama_mapper._proto.validation.v1 import validation_pb2_grpc as pb_grpc
+from llama_mapper.platform.rpc.channel import open_channel
+from llama_mapper.platform.settings.validation import ValidationSettings
 
 log = logging.getLogger(__name__)
 
-ADDRESS_ENV = "MAPPER_VALIDATION_ADDRESS"
-DEFAULT_ADDRESS = "127.0.0.1:50061"
 CONNECT_TIMEOUT_S = 1.0
 
 
@@ -31,16 +30,16 @@ def load_config(path: Path) -> dict[str, Any]:
 
 @contextmanager
 def channel_to(address: str | None) -> Iterator[grpc.Channel]:
-    """A channel to `address` (or $MAPPER_VALIDATION_ADDRESS / the default) when something
+    """A channel to `address` (or MAPPER_VALIDATION_ADDRESS / the local stack's) when something
     answers there; otherwise to a service started in this process on a free port."""
-    target = address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
-    channel = grpc.insecure_channel(target)
+    settings = ValidationSettings()
+    target = address or settings.address
+    channel = open_channel(target, ca_file=settings.ca_file)
     try:
         grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
     except grpc.FutureTimeoutError:
         channel.close()
         log.info("no validation service at %s: starting one in-process", target)
-        from llama_mapper.platform.settings.validation import ValidationSettings
         from llama_mapper.validation.server import create_server
 
         server, port = create_server(ValidationSettings(host="127.0.0.1", port=0))

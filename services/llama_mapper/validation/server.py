@@ -1,23 +1,19 @@
 """The validation gRPC server: create_server() for tests and embedding, serve()/main() for processes.
 
-Run it: `python -m llama_mapper.validation.server` (settings from MAPPER_VALIDATION_*).
+Run it: `python -m llama_mapper.validation.server` (settings: MAPPER_VALIDATION_*,
+platform/settings/validation.py).
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health
 
 from llama_mapper._proto.validation.v1 import validation_pb2_grpc as pb_grpc
-from llama_mapper.platform.grpc_server import (
-    add_health_and_reflection,
-    bind,
-    configure_logging,
-    run_until_signal,
-)
+from llama_mapper.platform.logs import configure_logging
+from llama_mapper.platform.rpc.server import build_server, run_until_signal
 from llama_mapper.platform.settings.validation import ValidationSettings
 from llama_mapper.validation.servicer import SERVICE_NAME, ValidationServicer
 from llama_mapper.validation.validator import Validator
@@ -35,15 +31,15 @@ def create_server(
     validator = validator or Validator(
         max_row_bytes=settings.max_row_bytes, s3_endpoint_url=settings.s3_endpoint_url
     )
-    server = grpc.server(
-        futures.ThreadPoolExecutor(
-            max_workers=settings.max_workers, thread_name_prefix="validation"
-        )
+    servicer = ValidationServicer(validator)
+    return build_server(
+        settings,
+        service_name=SERVICE_NAME,
+        register=lambda server: pb_grpc.add_ValidationServiceServicer_to_server(servicer, server),
+        writes=frozenset(),
+        health_servicer=health_servicer,
+        require_token=False,
     )
-    pb_grpc.add_ValidationServiceServicer_to_server(ValidationServicer(validator), server)
-    health_servicer = add_health_and_reflection(server, SERVICE_NAME, health_servicer)
-    port = bind(server, f"{settings.host}:{settings.port}")
-    return server, port
 
 
 def serve(settings: ValidationSettings) -> None:
@@ -56,7 +52,7 @@ def serve(settings: ValidationSettings) -> None:
 
 def main() -> None:
     settings = ValidationSettings()
-    configure_logging(settings.log_json or None)
+    configure_logging()
     logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
     serve(settings)
 

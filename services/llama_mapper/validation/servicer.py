@@ -1,5 +1,5 @@
 # ruff: noqa: N802  (servicer methods carry the RPC names the generated base class defines)
-"""ValidationService over gRPC: proto <-> domain only; errors are translated in `_translated`."""
+"""ValidationService over gRPC: proto <-> domain only (auth and errors: platform/rpc)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from functools import wraps
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -19,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from llama_mapper._proto.validation.v1 import validation_pb2 as pb
 from llama_mapper._proto.validation.v1 import validation_pb2_grpc as pb_grpc
-from llama_mapper.domain.errors import InvalidArgument, MapperError
+from llama_mapper.domain.errors import InvalidArgument
 from llama_mapper.domain.report_digest import report_digest
 from llama_mapper.validation.checks import CheckResult
 from llama_mapper.validation.client import report_dict
@@ -29,37 +28,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ValidationService"].full_name
 _POLICY_FIELDS = [f.name for f in pb.ValidationPolicy.DESCRIPTOR.fields]
-
-
-def _translated(method: Callable) -> Callable:
-    """The one place where domain errors become gRPC statuses; anything else is a bug (INTERNAL)."""
-
-    def abort(context: grpc.ServicerContext, exc: Exception, name: str) -> None:
-        if isinstance(exc, MapperError):
-            log.info("%s refused: %s", name, exc.grpc_status.name)
-            context.abort(exc.grpc_status, exc.message)
-        log.error("%s failed", name, exc_info=exc)
-        context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
-
-    if method.__name__.endswith("Stream"):
-
-        @wraps(method)
-        def stream(self, request, context):
-            try:
-                yield from method(self, request, context)
-            except Exception as exc:
-                abort(context, exc, method.__name__)
-
-        return stream
-
-    @wraps(method)
-    def unary(self, request, context):
-        try:
-            return method(self, request, context)
-        except Exception as exc:
-            abort(context, exc, method.__name__)
-
-    return unary
 
 
 def to_request(message: pb.ValidationInput) -> Request:
@@ -155,13 +123,11 @@ class ValidationServicer(pb_grpc.ValidationServiceServicer):
     def __init__(self, validator: Validator) -> None:
         self.validator = validator
 
-    @_translated
     def ValidateDataset(self, request, context):
         domain = to_request(request.input)
         log.info("validate %s (request %s)", domain.dataset_uri, _request_id(context))
         return pb.ValidateDatasetResponse(report=report_message(self.validator.run(domain)))
 
-    @_translated
     def ValidateDatasetStream(self, request, context) -> Iterator[pb.ValidateDatasetStreamResponse]:
         domain = to_request(request.input)
         log.info("validate (stream) %s (request %s)", domain.dataset_uri, _request_id(context))

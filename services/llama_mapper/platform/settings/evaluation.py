@@ -1,56 +1,50 @@
-"""Every setting of the evaluation service, read from MAPPER_EVALUATION_* environment variables."""
+"""Settings of the evaluation service and `mapperctl eval`: MAPPER_EVALUATION_<FIELD>."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
-DEFAULT_ROOT = Path(os.environ.get("MAPPER_VAR_DIR", "var")) / "evaluation"
-# The registry's own variable: the token `make up` hands every service (see cli/stack.py).
-REGISTRY_TOKEN_ENV = "MAPPER_REGISTRY_TOKEN"  # noqa: S105 - a variable name, not a secret
+from llama_mapper.platform.settings.common import DEFAULT_PORTS, GrpcServiceSettings, common
+from llama_mapper.platform.settings.registry import RegistryClientSettings
 
 
-class EvaluationSettings(BaseSettings):
-    """Configuration of the evaluation server and CLI; every field is MAPPER_EVALUATION_<FIELD>."""
+class EvaluationSettings(GrpcServiceSettings):
+    """The evaluation server and CLI; every field is MAPPER_EVALUATION_<FIELD>.
+
+    `token` unset falls back to the registry's token, so the local stack runs on one token (a
+    caller holding that could write to the registry directly anyway)."""
 
     model_config = SettingsConfigDict(env_prefix="MAPPER_EVALUATION_", extra="ignore")
 
-    host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
-    port: int = Field(50053, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    port: int = Field(DEFAULT_PORTS["evaluation"], ge=0, le=65535, description="gRPC port.")
+    address: str = Field(
+        f"127.0.0.1:{DEFAULT_PORTS['evaluation']}",
+        description="host:port mapperctl reaches the service at.",
+    )
+    ca_file: Path | None = Field(
+        None, description="PEM CA bundle: mapperctl speaks TLS to the service and checks it."
+    )
     reports_dir: Path = Field(
-        DEFAULT_ROOT / "runs", description="One report directory per run is written under here."
+        Path(), description="One report directory per run; unset: <var dir>/evaluation/runs."
     )
     adapters_dir: Path = Field(
-        DEFAULT_ROOT / "adapters",
-        description="Adapters downloaded from the registry (sha256-verified) are cached here.",
+        Path(),
+        description="Adapters downloaded from the registry (sha256-verified); unset: "
+        "<var dir>/evaluation/adapters.",
     )
     registry_address: str | None = Field(
         None,
-        description="host:port of the registry; unset: MAPPER_REGISTRY_ADDRESS or the local default. "
-        "Model runs, compare and gate need it.",
+        description="host:port of the registry; unset: MAPPER_REGISTRY_ADDRESS or the local "
+        "default. Model runs, compare and gate need it.",
     )
     registry_token: SecretStr | None = Field(
         None,
         description="Bearer token the service sends to the registry (recording metrics, "
         "temperatures and gate results); unset: MAPPER_REGISTRY_TOKEN.",
-    )
-    token: SecretStr | None = Field(
-        None,
-        description="Bearer token callers must send with StartEvaluation and CheckGate (and with "
-        "reads when require_auth_for_reads); unset: the registry token above, so the local stack "
-        "runs on one token.",
-    )
-    allow_insecure_writes: bool = Field(
-        False,
-        description="Local development only: start without any token (neither this one nor the "
-        "registry's) and accept every call unauthenticated.",
-    )
-    require_auth_for_reads: bool = Field(
-        False, description="StreamProgress, GetReport and CompareVersions need the token too."
     )
     engine: Literal["auto", "vllm", "transformers"] = Field(
         "auto",
@@ -80,16 +74,33 @@ class EvaluationSettings(BaseSettings):
         0.5, gt=0, description="Most frequent progress update StreamProgress sends."
     )
 
-    def registry_bearer(self) -> str | None:
-        """The token the service sends to the registry: registry_token, else MAPPER_REGISTRY_TOKEN."""
+    @model_validator(mode="after")
+    def _defaults_under_var_dir(self) -> EvaluationSettings:
+        root = common().var_dir / "evaluation"
+        if self.reports_dir == Path():
+            self.reports_dir = root / "runs"
+        if self.adapters_dir == Path():
+            self.adapters_dir = root / "adapters"
+        return self
+
+    def registry(self) -> RegistryClientSettings:
+        """The registry as this service reaches it: its own address and token, else the registry
+        client's variables (MAPPER_REGISTRY_ADDRESS, MAPPER_REGISTRY_TOKEN, ...)."""
+        client = RegistryClientSettings()
+        update: dict[str, object] = {}
+        if self.registry_address:
+            update["address"] = self.registry_address
         if self.registry_token is not None and self.registry_token.get_secret_value():
-            return self.registry_token.get_secret_value()
-        return os.environ.get(REGISTRY_TOKEN_ENV) or None
+            update["token"] = self.registry_token
+        return client.model_copy(update=update)
+
+    def registry_bearer(self) -> str | None:
+        return self.registry().bearer()
+
+    def bearer(self) -> str | None:
+        """The token callers must present, and the one mapperctl sends: token, else the registry
+        token. An empty value counts as unset: it must never match an empty `Bearer ` header."""
+        return super().bearer() or self.registry_bearer()
 
     def caller_token(self) -> str | None:
-        """The token callers must present, and the one mapperctl sends: token, else the registry
-        token (a caller holding that could write to the registry directly anyway). An empty value
-        counts as unset: it must never match an empty `Bearer ` header."""
-        if self.token is not None and self.token.get_secret_value():
-            return self.token.get_secret_value()
-        return self.registry_bearer()
+        return self.bearer()

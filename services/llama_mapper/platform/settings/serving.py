@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llama_mapper.inference.vllm_engine import VllmEngineConfig
+from llama_mapper.platform.auth import TokenTable
 
 
 class ServingSettings(BaseSettings):
@@ -101,7 +102,11 @@ class ServingSettings(BaseSettings):
     )
     rate_limit_burst: float = Field(100.0, ge=1, description="Requests a tenant may burst.")
     auth_token: SecretStr | None = Field(
-        None, description="When set, /v1/* needs `Authorization: Bearer <token>`."
+        None, description="When set, /v1/* (and gRPC Map) need `Authorization: Bearer <token>`."
+    )
+    auth_tokens_file: Path | None = Field(
+        None,
+        description="More principals for the router (platform/auth.py's tokens file format).",
     )
     rollout_refresh_s: float = Field(
         2.0, gt=0, description="How often the router re-reads the rollout record."
@@ -136,3 +141,9 @@ class ServingSettings(BaseSettings):
         except ValidationError as exc:
             raise ValueError(f"treatment_engine_overrides: {exc}") from None
         return self.model_copy(update={"engine": engine})
+
+    def token_table(self) -> TokenTable | None:
+        token = self.auth_token.get_secret_value() if self.auth_token else None
+        return TokenTable.build(
+            token=token or None, name="client", tokens_file=self.auth_tokens_file
+        )

@@ -1,19 +1,28 @@
-"""Every setting of the validation service, read from MAPPER_VALIDATION_* environment variables."""
+"""Settings of the validation service and its clients: MAPPER_VALIDATION_<FIELD>."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from llama_mapper.platform.settings.common import DEFAULT_PORTS, GrpcServiceSettings, local_address
 
 
-class ValidationSettings(BaseSettings):
-    """Configuration of the validation server; every field is MAPPER_VALIDATION_<FIELD>."""
+class ValidationSettings(GrpcServiceSettings):
+    """The validation server; every field is MAPPER_VALIDATION_<FIELD>."""
 
     model_config = SettingsConfigDict(env_prefix="MAPPER_VALIDATION_", extra="ignore")
 
-    host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
-    port: int = Field(50061, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    port: int = Field(DEFAULT_PORTS["validation"], ge=0, le=65535, description="gRPC port.")
     max_workers: int = Field(4, ge=1, description="Concurrent RPCs (validations run in threads).")
+    address: str = Field(
+        local_address("validation"), description="host:port clients reach the service at."
+    )
+    ca_file: Path | None = Field(
+        None, description="PEM CA bundle: clients speak TLS to the service and check it."
+    )
     max_row_bytes: int = Field(
         1 << 20,
         ge=1024,
@@ -24,7 +33,3 @@ class ValidationSettings(BaseSettings):
         None,
         description="S3 endpoint for s3:// datasets (MinIO, moto); unset: AWS_ENDPOINT_URL or AWS.",
     )
-    grace_s: float = Field(
-        10.0, ge=0, description="On SIGTERM, seconds in-flight validations get to finish."
-    )
-    log_json: bool = Field(False, description="Log one JSON object per line (containers).")

@@ -1,6 +1,6 @@
 """Container health probe: asks a gRPC server's grpc.health.v1 service whether it is SERVING.
 
-Usage: ``python -m llama_mapper.platform.health_probe HOST:PORT [--service NAME] [--timeout S] [--tls]``.
+Usage: ``python -m llama_mapper.platform.rpc.health_probe HOST:PORT [--service NAME] [--timeout S] [--tls]``.
 Exit status 0 when the server answers SERVING, 1 for anything else (NOT_SERVING, UNKNOWN, an
 unknown service name, unreachable, timed out), 2 for bad arguments: what Docker's HEALTHCHECK and
 Kubernetes exec probes expect. Kubernetes can also probe natively (``grpc:`` probes); this module is
@@ -52,7 +52,7 @@ def check(
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m llama_mapper.platform.health_probe",
+        prog="python -m llama_mapper.platform.rpc.health_probe",
         description="Exit 0 when a gRPC server's health service answers SERVING, else 1.",
     )
     parser.add_argument("target", help="HOST:PORT of the gRPC server, e.g. 127.0.0.1:50052")

@@ -1,0 +1,1 @@
+"""gRPC plumbing every service shares: servers, channels, the one interceptor, status translation."""
