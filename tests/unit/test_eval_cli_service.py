@@ -24,10 +24,9 @@ from llama_mapper.domain.errors import (
 )
 from llama_mapper.evaluation.report_dir import load_report
 from llama_mapper.evaluation.server import build_service, create_server
-from llama_mapper.evaluation.servicer import SERVICE_NAME, WRITE_METHODS
-from llama_mapper.platform.rpc.interceptor import AccessPolicy, ServiceInterceptor
-from llama_mapper.evaluation.servicer import EvaluationServicer
+from llama_mapper.evaluation.servicer import SERVICE_NAME, WRITE_METHODS, EvaluationServicer
 from llama_mapper.platform import stack
+from llama_mapper.platform.rpc.interceptor import AccessPolicy, ServiceInterceptor
 from llama_mapper.platform.settings.evaluation import EvaluationSettings
 
 TOKEN = "eval-cli-token-" + "x" * 16
