@@ -109,7 +109,7 @@ def test_run_compare_gate_through_the_registry(
     client, port = registry
     monkeypatch.setenv("MAPPER_EVALUATION_REGISTRY_TOKEN", TOKEN)
     monkeypatch.setenv("MAPPER_EVALUATION_ADAPTERS_DIR", str(tmp_path / "adapters"))
-    monkeypatch.delenv(cli.ADDRESS_ENV, raising=False)
+    monkeypatch.delenv("MAPPER_EVALUATION_ADDRESS", raising=False)
     lineage = {"base_model_id": str(base.path), "base_model_sha256": base.sha256}
     for adapter in adapters:
         client.register_directory("mapper", adapter, lineage=lineage)

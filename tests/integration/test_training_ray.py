@@ -19,7 +19,6 @@ from llama_mapper.inference.base_model import prepare_base_model, tiny_llama  # 
 from llama_mapper.training import job, train  # noqa: E402
 from llama_mapper.training.config import load_config  # noqa: E402
 from llama_mapper.training.job import run_job  # noqa: E402
-from llama_mapper.training.recipe import CRASH_AT_STEP_ENV, CRASH_MARKER_ENV  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +112,10 @@ def test_killed_worker_is_replaced_and_training_resumes(
 
     dataset = write_dataset(tmp_path / "data", n_train=96, n_eval=16)
     marker = tmp_path / "crashed"
-    monkeypatch.setenv(CRASH_AT_STEP_ENV, "3")  # after checkpoint-000002, before checkpoint-000004
-    monkeypatch.setenv(CRASH_MARKER_ENV, str(marker))
+    monkeypatch.setenv(
+        "MAPPER_TEST_CRASH_AT_STEP", "3"
+    )  # after checkpoint-000002, before checkpoint-000004
+    monkeypatch.setenv("MAPPER_TEST_CRASH_MARKER", str(marker))
     server, address = start_registry(tmp_path / "registry")
     try:
         config = _config(tmp_path, str(tiny_base), dataset)

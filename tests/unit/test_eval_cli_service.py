@@ -36,7 +36,7 @@ TOKEN = "eval-cli-token-" + "x" * 16
 def _no_ambient_service(monkeypatch):
     """Tests name their service; the developer's environment and local stack stay out of it.
     mapperctl sends the test service's token unless a test says otherwise."""
-    monkeypatch.delenv(cli.ADDRESS_ENV, raising=False)
+    monkeypatch.delenv("MAPPER_EVALUATION_ADDRESS", raising=False)
     for name in ("MAPPER_REGISTRY_TOKEN", "MAPPER_EVALUATION_REGISTRY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MAPPER_EVALUATION_TOKEN", TOKEN)
@@ -178,7 +178,7 @@ def test_an_unreachable_address_fails_fast_naming_it(capsys, monkeypatch, tmp_pa
     assert mapperctl_main(["eval", "run", "--rules-only", "--address", address]) == 2
     assert f"UNAVAILABLE: no evaluation service answers at {address}" in capsys.readouterr().err
     # $MAPPER_EVALUATION_ADDRESS names a service as explicitly as --address does.
-    monkeypatch.setenv(cli.ADDRESS_ENV, address)
+    monkeypatch.setenv("MAPPER_EVALUATION_ADDRESS", address)
     assert mapperctl_main(["eval", "gate", "1"]) == 2
     assert f"no evaluation service answers at {address}" in capsys.readouterr().err
 
@@ -186,14 +186,13 @@ def test_an_unreachable_address_fails_fast_naming_it(capsys, monkeypatch, tmp_pa
 def test_without_an_address_the_local_stack_is_used_when_it_answers(service, capsys, monkeypatch):
     address, _, _, _ = service
     port = int(address.rsplit(":", 1)[1])
-    monkeypatch.setattr(stack, "SERVICES", (stack.Service("evaluation", "unused", port),))
+    monkeypatch.setenv("MAPPER_EVALUATION_PORT", str(port))  # the local stack's port
     code, _, err = _mapperctl(["eval", "gate", "1", "--json"], capsys)
     assert code == 0 and f"through the evaluation service at {address}" in err
 
 
 def test_without_a_service_the_run_is_in_process(capsys, monkeypatch, tmp_path):
-    dead = stack.Service("evaluation", "unused", _free_port())
-    monkeypatch.setattr(stack, "SERVICES", (dead,))
+    monkeypatch.setenv("MAPPER_EVALUATION_PORT", str(_free_port()))  # nothing answers there
     monkeypatch.setenv("MAPPER_EVALUATION_REPORTS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv(
         "MAPPER_EVALUATION_DEFAULT_EVAL_SET", str(build_eval_set(tmp_path / "set", per_detector=2))
@@ -271,7 +270,7 @@ def test_the_local_stack_token_reaches_the_service(tmp_path, capsys, monkeypatch
     """As `make up` runs it: the services get MAPPER_REGISTRY_TOKEN (var/registry-token) and no
     evaluation token; mapperctl takes the same file through use_local_token()."""
     monkeypatch.delenv("MAPPER_EVALUATION_TOKEN")
-    monkeypatch.setattr(stack, "VAR", tmp_path / "var")
+    monkeypatch.setenv("MAPPER_VAR_DIR", str(tmp_path / "var"))
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "registry-token").write_text("stack-token-" + "s" * 20 + "\n")
     monkeypatch.setenv("MAPPER_REGISTRY_TOKEN", stack.registry_token())  # what up() passes on

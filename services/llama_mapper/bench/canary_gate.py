@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llama_mapper.bench.locust_run import (
-    DEFAULT_HOST,
-    DEFAULT_REPORT_ROOT,
-    BenchConfig,
-    BenchResult,
-    run_bench,
-)
+from llama_mapper.bench.locust_run import BenchConfig, BenchResult, run_bench
+from llama_mapper.platform.settings.bench import report_root as default_report_root
+from llama_mapper.platform.settings.serving import ServingClientSettings
 from llama_mapper.registry.client import RegistryClient
 
 
@@ -19,7 +15,7 @@ def run_bench_gate(
     version: int,
     hardware_profile: str,
     *,
-    host: str = DEFAULT_HOST,
+    host: str | None = None,
     grpc_host: str | None = None,
     arm: str | None = "treatment",
     users: int = 10,
@@ -27,7 +23,7 @@ def run_bench_gate(
     duration_s: float = 60.0,
     shape: str = "constant",
     registry: RegistryClient | None = None,
-    report_root: Path = DEFAULT_REPORT_ROOT,
+    report_root: Path | None = None,
     record: bool = True,
 ) -> BenchResult:
     """Load the router and judge `arm` (default: the treatment; None: all traffic) against the
@@ -42,14 +38,14 @@ def run_bench_gate(
         model=model,
         version=version,
         profile=hardware_profile,
-        host=host,
+        host=host or ServingClientSettings().url,
         grpc_host=grpc_host,
         arm=arm,
         users=users,
         spawn_rate=spawn_rate,
         duration_s=duration_s,
         shape=shape,
-        report_root=report_root,
+        report_root=report_root or default_report_root(),
         record=record,
     )
     if registry is not None:

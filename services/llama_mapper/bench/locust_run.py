@@ -32,14 +32,14 @@ from llama_mapper.bench.shapes import SHAPES
 from llama_mapper.bench.targets import BenchTargets, Verdict, judge, load_targets, resolve_version
 from llama_mapper.bench.traffic import DEFAULT_TASK_WEIGHTS, parse_weights
 from llama_mapper.domain.errors import InvalidArgument, Unavailable
+from llama_mapper.platform.settings.bench import LocustSettings, report_root
+from llama_mapper.platform.settings.serving import ServingClientSettings
 from llama_mapper.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
 # Shipped as a module of this package, so an installed package finds it as a checkout does.
 DEFAULT_LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-DEFAULT_REPORT_ROOT = Path(os.environ.get("MAPPER_VAR_DIR", "var")) / "bench"
-DEFAULT_HOST = os.environ.get("MAPPER_SERVING_URL", "http://127.0.0.1:8000")
 HTTP_USER, GRPC_USER = "MapperHttpUser", "MapperGrpcUser"
 PREFIX = "locust"
 # Beyond the run time: start-up, the stop timeout and writing the reports.
@@ -65,7 +65,7 @@ class BenchConfig:
     version: int | None = None
     alias: str | None = None
     profile: str = "cpu-2core"
-    host: str = DEFAULT_HOST
+    host: str = field(default_factory=lambda: ServingClientSettings().url)
     grpc_host: str | None = None
     users: int = 20
     spawn_rate: float = 5.0
@@ -76,7 +76,7 @@ class BenchConfig:
     tenants: int = 200
     batch_size: int = 10
     arm: str | None = None
-    report_root: Path = DEFAULT_REPORT_ROOT
+    report_root: Path = field(default_factory=report_root)
     locustfile: Path = DEFAULT_LOCUSTFILE
     record: bool = True
     token: str | None = None
@@ -218,20 +218,16 @@ def _free_port() -> int:
 
 def locust_env(config: BenchConfig, payloads: Path) -> dict[str, str]:
     """The variables services/llama_mapper/bench/locustfile.py reads (declared together at its top)."""
-    env = {
-        **os.environ,
-        "MAPPER_BENCH_PAYLOADS": str(payloads),
-        "MAPPER_BENCH_SHAPE": config.shape,
-        "MAPPER_BENCH_TASKS": config.tasks,
-        "MAPPER_BENCH_TENANTS": str(config.tenants),
-        "MAPPER_BENCH_BATCH_SIZE": str(config.batch_size),
-        "MAPPER_BENCH_GRPC_HOST": config.grpc_host or "",
-        **config.extra_env,
-    }
-    token = config.token or os.environ.get("MAPPER_SERVING_TOKEN")
-    if token:
-        env["MAPPER_BENCH_TOKEN"] = token
-    return env
+    settings = LocustSettings(
+        payloads=payloads,
+        shape=config.shape,
+        tasks=config.tasks,
+        tenants=config.tenants,
+        batch_size=config.batch_size,
+        grpc_host=config.grpc_host or "",
+        token=config.token or ServingClientSettings().bearer() or "",
+    )
+    return {**os.environ, **settings.to_env(), **config.extra_env}
 
 
 def locust_commands(config: BenchConfig, report_dir: Path) -> tuple[list[str], list[list[str]]]:
@@ -395,7 +391,7 @@ def run_bench(config: BenchConfig, client: RegistryClient) -> BenchResult:
     version = resolve_version(client, config.model, version=config.version, alias=config.alias)
     targets = load_targets(client, config.model, version, config.profile)
     check_reachable(config.host, config.grpc_host)
-    token = config.token or os.environ.get("MAPPER_SERVING_TOKEN")
+    token = config.token or ServingClientSettings().bearer()
     tasks, left_out = without_unserved_tasks(config.tasks, served_models(config.host, token))
     if left_out:
         print(

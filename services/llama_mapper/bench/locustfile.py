@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import time
 import uuid
@@ -43,21 +42,21 @@ grpc.experimental.gevent.init_gevent()
 from llama_mapper._proto.mapper.v1 import mapper_pb2, mapper_pb2_grpc  # noqa: E402
 from llama_mapper.bench.shapes import plan_stages, stage_at  # noqa: E402
 from llama_mapper.bench.traffic import TenantMix, arm_name, parse_weights  # noqa: E402
+from llama_mapper.platform.settings.bench import LocustSettings  # noqa: E402
 
-# Every variable the locustfile reads, in one place (the runner sets them; see runner.locust_env).
-PAYLOADS = os.environ.get("MAPPER_BENCH_PAYLOADS", "var/bench/payloads.jsonl")
-SHAPE = os.environ.get("MAPPER_BENCH_SHAPE", "standard")
-TASKS = os.environ.get("MAPPER_BENCH_TASKS", "map=8,batch=1,analyze=1")
-BATCH_SIZE = int(os.environ.get("MAPPER_BENCH_BATCH_SIZE", "10"))
-TENANTS = int(os.environ.get("MAPPER_BENCH_TENANTS", "200"))
-ZIPF_EXPONENT = float(os.environ.get("MAPPER_BENCH_ZIPF", "1.1"))
-TENANT_HEADER = os.environ.get("MAPPER_BENCH_TENANT_HEADER", "x-tenant-id")
-GRPC_HOST = os.environ.get("MAPPER_BENCH_GRPC_HOST", "")
-TOKEN = os.environ.get("MAPPER_BENCH_TOKEN", "")
-WAIT_MIN_S, WAIT_MAX_S = (
-    float(x) for x in os.environ.get("MAPPER_BENCH_WAIT_S", "0.05,0.25").split(",")
-)
-TIMEOUT_S = float(os.environ.get("MAPPER_BENCH_TIMEOUT_S", "30"))
+# Every variable the locustfile reads is a field of LocustSettings (the runner writes them).
+SETTINGS = LocustSettings()
+PAYLOADS = str(SETTINGS.payloads)
+SHAPE = SETTINGS.shape
+TASKS = SETTINGS.tasks
+BATCH_SIZE = SETTINGS.batch_size
+TENANTS = SETTINGS.tenants
+ZIPF_EXPONENT = SETTINGS.zipf
+TENANT_HEADER = SETTINGS.tenant_header
+GRPC_HOST = SETTINGS.grpc_host
+TOKEN = SETTINGS.token
+WAIT_MIN_S, WAIT_MAX_S = SETTINGS.wait_range()
+TIMEOUT_S = SETTINGS.timeout_s
 ARM_HEADER = "x-router-arm"
 
 

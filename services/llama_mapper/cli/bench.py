@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from llama_mapper.bench.locust_run import (
-    DEFAULT_HOST,
     DEFAULT_LOCUSTFILE,
-    DEFAULT_REPORT_ROOT,
     BenchConfig,
     parse_duration,
     print_result,
     run_bench,
 )
 from llama_mapper.bench.shapes import SHAPES
-from llama_mapper.registry.client import DEFAULT_ADDRESS, RegistryClient
+from llama_mapper.platform.settings.bench import report_root
+from llama_mapper.platform.settings.registry import RegistryClientSettings
+from llama_mapper.platform.settings.serving import ServingClientSettings
+from llama_mapper.registry.client import RegistryClient
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     run.add_argument(
         "--host",
-        default=DEFAULT_HOST,
+        default=ServingClientSettings().url,
         help="router URL (default $MAPPER_SERVING_URL or %(default)s)",
     )
     run.add_argument(
@@ -89,7 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run.add_argument(
         "--report-dir",
         type=Path,
-        default=DEFAULT_REPORT_ROOT,
+        default=report_root(),
         help="reports go to a timestamped directory under this (default: %(default)s)",
     )
     run.add_argument("--locustfile", type=Path, default=DEFAULT_LOCUSTFILE, help=argparse.SUPPRESS)
@@ -98,7 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     run.add_argument(
         "--registry",
-        default=os.environ.get("MAPPER_REGISTRY_ADDRESS", DEFAULT_ADDRESS),
+        default=RegistryClientSettings().address,
         help="registry host:port (default $MAPPER_REGISTRY_ADDRESS or %(default)s)",
     )
     run.add_argument(
@@ -110,7 +110,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "compare",
         help="the same load against the router and other endpoints in turn: ratios and one plot",
     )
-    compare.add_argument("--host", default=DEFAULT_HOST, help="router URL (the reference)")
+    compare.add_argument(
+        "--host", default=ServingClientSettings().url, help="router URL (the reference)"
+    )
     compare.add_argument(
         "--baseline-host",
         default=None,
@@ -126,7 +128,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     compare.add_argument(
         "--tasks", default="map=1", help="the baseline serves /v1/map only (default: %(default)s)"
     )
-    compare.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_ROOT)
+    compare.add_argument("--report-dir", type=Path, default=report_root())
     compare.set_defaults(func=cmd_compare)
     return bench
 

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from llama_mapper.domain.errors import FailedPrecondition, NotFound
-from llama_mapper.platform.stack import RAY_ADDRESS, RAY_DASHBOARD_PORT, SERVICES, VAR
+from llama_mapper.platform.settings.serving import ServingSettings
+from llama_mapper.platform.settings.stack import RaySettings, var_dir
+from llama_mapper.platform.stack import service
 from llama_mapper.platform.terminal import print_table
 
 PROFILE = "cpu-2core"
 ANALYST_CASES, QUICK_ANALYST_CASES = 48, 8
 P95_TARGET_MS = 20000  # a 2-core CPU shared with Locust itself: the demo's target is generous
-SERVING_URL = f"http://127.0.0.1:{os.environ.get('MAPPER_SERVING_HTTP_PORT', '8000')}"
 
 
 @dataclass
@@ -99,7 +100,7 @@ def _config(demo: Demo, adapter: str) -> Path:
         source = Path("configs") / f"{adapter}-cpu.yaml"
     config = yaml.safe_load(source.read_text())
     config["dataset"]["path"] = str(demo.data_dir.resolve())
-    config.setdefault("storage", {})["registry"] = SERVICES[1].address
+    config.setdefault("storage", {})["registry"] = service("registry").address
     config["storage"]["path"] = str((demo.root / "runs").resolve())
     config["name"] = f"demo-{config['name']}-{int(time.time())}"
     if demo.quick:
@@ -139,10 +140,10 @@ def run_demo(demo: Demo) -> int:
     # Every command below talks to this stack, whatever ports it was given (MAPPER_*_PORT).
     os.environ.update(
         {
-            "MAPPER_REGISTRY_ADDRESS": SERVICES[1].address,
-            "MAPPER_EVALUATION_ADDRESS": SERVICES[2].address,
-            "RAY_JOB_ADDRESS": f"http://127.0.0.1:{RAY_DASHBOARD_PORT}",
-            "MAPPER_SERVING_URL": SERVING_URL,
+            "MAPPER_REGISTRY_ADDRESS": service("registry").address,
+            "MAPPER_EVALUATION_ADDRESS": service("evaluation").address,
+            "RAY_JOB_ADDRESS": RaySettings().dashboard_url,
+            "MAPPER_SERVING_URL": _serving_url(),
         }
     )
     with demo.step("1. start the stack (validation, registry, evaluation, Ray head)", "stack up"):
@@ -158,7 +159,7 @@ def run_demo(demo: Demo) -> int:
                 subprocess.run(
                     [
                         str(Path(sys.executable).with_name("mapperctl")),
-                        "serve", "shutdown", "--address", RAY_ADDRESS,
+                        "serve", "shutdown", "--address", RaySettings().address,
                     ],
                     check=False,
                 )  # fmt: skip
@@ -181,7 +182,7 @@ def _pipeline(demo: Demo) -> None:
         config = _config(demo, "mapper")
         demo.mapperctl(
             "data", "validate", str(demo.data_dir), "--config", str(config),
-            "--address", SERVICES[0].address,
+            "--address", service("validation").address,
         )  # fmt: skip
     with demo.step("3. train the mapper and the analyst with `ray job submit`", "training"):
         mapper = _train(demo, "mapper")
@@ -195,7 +196,7 @@ def _pipeline(demo: Demo) -> None:
     with demo.step("6. map the examples through the live endpoint", "map examples"):
         with open("examples/detector-outputs.jsonl", "rb") as examples:
             proc = subprocess.run(
-                [str(Path(sys.executable).with_name("mapperctl")), "map", "--url", SERVING_URL],
+                [str(Path(sys.executable).with_name("mapperctl")), "map", "--url", _serving_url()],
                 stdin=examples,
                 capture_output=True,
                 text=True,
@@ -283,11 +284,18 @@ def _serve_and_canary(demo: Demo, version: int) -> None:
     # A 2-core CPU shared with Locust and the engine: the model's per-request budget is generous
     # here (the production default is 2 s), so the canary judges its answers, not the queue.
     os.environ.setdefault("MAPPER_SERVING_DEADLINE_S", "30")
-    demo.mapperctl("serve", "deploy", "--address", RAY_ADDRESS, "--registry", SERVICES[1].address)
+    demo.mapperctl(
+        "serve",
+        "deploy",
+        "--address",
+        RaySettings().address,
+        "--registry",
+        service("registry").address,
+    )
     steps = "50,100" if demo.quick else "5,25,50,100"
     canary_argv = [
         str(Path(sys.executable).with_name("mapperctl")),
-        "canary", "--model", "mapper", "--url", SERVING_URL, "start",
+        "canary", "--model", "mapper", "--url", _serving_url(), "start",
         "--treatment", str(version), "--steps", steps,
         "--interval", "20" if demo.quick else "60",
         "--min-requests", "5" if demo.quick else "50",
@@ -299,14 +307,14 @@ def _serve_and_canary(demo: Demo, version: int) -> None:
     # closing table reports; anything else is a failure of the demo itself.
     if canary.returncode not in (0, 1):
         raise FailedPrecondition(f"the canary controller exited with {canary.returncode}")
-    benches = sorted((VAR / "bench").glob("*/summary.json"))
+    benches = sorted((var_dir() / "bench").glob("*/summary.json"))
     if benches:
         values = json.loads(benches[-1].read_text()).get("values", {})
         demo.facts["bench_p95_ms"] = values.get(
             "treatment.p95_latency_ms", values.get("p95_latency_ms")
         )
         demo.facts["bench_dir"] = str(benches[-1].parent)
-    with RegistryClient.from_env(address=SERVICES[1].address) as registry:
+    with RegistryClient.from_env(address=service("registry").address) as registry:
         try:
             demo.facts["champion"] = f"v{registry.resolve_alias('mapper', 'champion').version}"
         except NotFound:
@@ -334,7 +342,7 @@ def _closing_table(demo: Demo) -> None:
         ("canary", f"{facts.get('canary')}"),
         ("champion", f"{facts.get('champion')}"),
         ("evaluation report", f"{facts.get('eval_report')} (report.json, summary.md, plots)"),
-        ("Ray dashboard", f"http://127.0.0.1:{RAY_DASHBOARD_PORT}"),
+        ("Ray dashboard", RaySettings().dashboard_url),
     ]  # fmt: skip
     rows += [(f"time: {name}", f"{seconds:.0f} s") for name, seconds in demo.timings.items()]
     print()
@@ -350,7 +358,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # A demo stopped with SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: the running step's
     # command is killed and the stack it started is stopped, so nothing is left on its ports.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    return run_demo(Demo(quick=quick, root=Path(args.root or VAR / "demo"), keep_running=args.keep))
+    return run_demo(
+        Demo(quick=quick, root=Path(args.root or var_dir() / "demo"), keep_running=args.keep)
+    )
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -359,3 +369,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--root", help="working directory (default var/demo)")
     demo.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     demo.set_defaults(func=cmd_demo)
+
+
+def _serving_url() -> str:
+    return f"http://127.0.0.1:{ServingSettings().http_port}"

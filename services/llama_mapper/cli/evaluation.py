@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +16,7 @@ from tqdm import tqdm
 from llama_mapper.domain.errors import InvalidArgument, Unavailable
 from llama_mapper.evaluation.run import RunOptions
 from llama_mapper.platform.settings.evaluation import EvaluationSettings
+from llama_mapper.platform.stack import healthy, service, use_local_token
 from llama_mapper.platform.terminal import print_table
 
 if TYPE_CHECKING:  # imported when a command runs: every mapperctl start builds this parser
@@ -166,12 +166,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def _service(args: argparse.Namespace) -> EvaluationService:
     from llama_mapper.evaluation.server import build_service
 
-    try:
-        from llama_mapper.platform.stack import use_local_token
-
-        use_local_token()
-    except ImportError:  # the stack module is optional in slim images
-        pass
+    use_local_token()
     overrides: dict[str, Any] = {}
     if args.reports_dir:
         overrides["reports_dir"] = args.reports_dir
@@ -184,11 +179,7 @@ def _service(args: argparse.Namespace) -> EvaluationService:
 
 def _local_stack_address() -> str | None:
     """The local stack's evaluation service when it answers health checks."""
-    try:
-        from llama_mapper.platform.stack import SERVICES, healthy
-    except ImportError:
-        return None
-    address = next(s.address for s in SERVICES if s.name == "evaluation")
+    address = service("evaluation").address
     return address if healthy(address) else None
 
 
@@ -204,7 +195,9 @@ def _evaluator(args: argparse.Namespace) -> EvaluationService | EvaluationClient
         )
     address = None
     if not args.in_process and not local_flags:
-        address = args.address or os.environ.get(ADDRESS_ENV) or _local_stack_address()
+        settings = EvaluationSettings()
+        configured = "address" in settings.model_fields_set
+        address = args.address or (settings.address if configured else _local_stack_address())
     if address is None:
         print("evaluating in-process", file=sys.stderr)
         return _service(args)

@@ -13,6 +13,7 @@ from typing import Any
 
 from llama_mapper.cli.mapfile import DEFAULT_MAX_LINE_BYTES, map_stream
 from llama_mapper.domain.errors import MapperError, Unavailable
+from llama_mapper.platform.settings.serving import ServingClientSettings
 from llama_mapper.platform.stack import use_local_token
 from llama_mapper.platform.terminal import print_table
 
@@ -146,7 +147,7 @@ def _cmd_frameworks_show(args: argparse.Namespace) -> int:
 
 # Each service contributes its own subcommands through `add_parser(subparsers)`.
 _SUBCOMMAND_MODULES = (
-    "llama_mapper.platform.stack",
+    "llama_mapper.cli.stack",
     "llama_mapper.cli.demo",
     "llama_mapper.cli.training",
     "llama_mapper.cli.registry",
@@ -177,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     map_parser.add_argument(
         "--url",
-        default=os.environ.get("MAPPER_SERVING_URL", "http://127.0.0.1:8000"),
+        default=ServingClientSettings().url,
         help="router of the serving stack (default: $MAPPER_SERVING_URL or %(default)s)",
     )
     map_parser.add_argument(

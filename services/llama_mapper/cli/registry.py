@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
 
 from llama_mapper.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from llama_mapper.platform.settings.registry import RegistryClientSettings
 from llama_mapper.platform.terminal import print_table
-from llama_mapper.registry.client import DEFAULT_ADDRESS, RegistryClient
+from llama_mapper.registry.client import RegistryClient
 from llama_mapper.registry.domain import TARGET_FIELDS
 
 
@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     registry = subparsers.add_parser("registry", help="models, versions, aliases and their history")
     registry.add_argument(
         "--address",
-        default=os.environ.get("MAPPER_REGISTRY_ADDRESS", DEFAULT_ADDRESS),
+        default=RegistryClientSettings().address,
         help="registry host:port (default $MAPPER_REGISTRY_ADDRESS or %(default)s)",
     )
     registry.add_argument(

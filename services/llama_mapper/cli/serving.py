@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from llama_mapper.domain.errors import FailedPrecondition
+from llama_mapper.platform.settings.serving import ServingClientSettings
+from llama_mapper.platform.stack import service
 from llama_mapper.platform.terminal import print_table
 
 DEFAULT_ROUTER = "http://127.0.0.1:8000"
@@ -52,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--block", action="store_true", help="keep running in the foreground")
     deploy.set_defaults(func=cmd_serve_deploy)
     status = serve_commands.add_parser("status", help="health and loaded adapters of the router")
-    status.add_argument("--url", default=os.environ.get("MAPPER_SERVING_URL", DEFAULT_ROUTER))
+    status.add_argument("--url", default=ServingClientSettings().url)
     status.set_defaults(func=cmd_serve_status)
     shutdown = serve_commands.add_parser("shutdown", help="delete the Serve app(s)")
     shutdown.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "auto"))
@@ -62,9 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     canary = subparsers.add_parser("canary", help="A/B rollouts of a new adapter version")
     canary.add_argument("--model", default="mapper", help="registry model (default: %(default)s)")
-    canary.add_argument(
-        "--url", default=os.environ.get("MAPPER_SERVING_URL", DEFAULT_ROUTER), help="router URL"
-    )
+    canary.add_argument("--url", default=ServingClientSettings().url, help="router URL")
     canary_commands = canary.add_subparsers(dest="canary_command", required=True, metavar="COMMAND")
     start = canary_commands.add_parser("start", help="open a rollout (and step it with --follow)")
     start.add_argument("--treatment", type=int, required=True, help="version to roll out")
@@ -141,7 +141,7 @@ def _controller(args: argparse.Namespace) -> Any:
     if not steps or any(not 0 < s <= 1 for s in steps) or list(steps) != sorted(steps):
         raise FailedPrecondition("--steps must be increasing percentages in (0, 100]")
     gates = Gates(min_requests=getattr(args, "min_requests", 50))
-    token = os.environ.get("MAPPER_SERVING_AUTH_TOKEN")
+    token = ServingClientSettings().bearer()
     return CanaryController(
         RegistrySource(_registry()),
         http_stats(args.url, token),
@@ -187,14 +187,10 @@ def cmd_serve_deploy(args: argparse.Namespace) -> int:
         overrides["grpc_port"] = args.grpc_port
     if args.registry:
         overrides["registry_address"] = args.registry
-    elif not os.environ.get("MAPPER_SERVING_REGISTRY_ADDRESS") and not args.adapter:
-        # After `make up`, as for every other command: $MAPPER_REGISTRY_ADDRESS, else the local
-        # stack's registry (without one the app would serve no champion and follow no rollout).
-        from llama_mapper.platform.stack import SERVICES
-
-        overrides["registry_address"] = os.environ.get(
-            "MAPPER_REGISTRY_ADDRESS", SERVICES[1].address
-        )
+    elif not ServingSettings().registry_address and not args.adapter:
+        # After `make up`, as for every other command: the local stack's registry (without one
+        # the app would serve no champion and follow no rollout).
+        overrides["registry_address"] = service("registry").address
     if args.adapter:
         overrides["local_adapters"] = dict(item.split("=", 1) for item in args.adapter)
     if args.rules_only:

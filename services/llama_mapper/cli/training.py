@@ -12,7 +12,7 @@ from pathlib import Path
 
 from llama_mapper.domain.errors import MapperError
 from llama_mapper.inference.base_model import DEFAULT_MODEL_ID, prepare_base_model
-from llama_mapper.training.job import GIT_COMMIT_ENV
+from llama_mapper.platform.settings.common import common
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -59,7 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run_prepare(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
-        info = prepare_base_model(args.model_id, args.cache_dir, revision=args.revision)
+        info = prepare_base_model(
+            args.model_id, args.cache_dir or common().cache_dir, revision=args.revision
+        )
     except MapperError as exc:
         print(f"mapperctl model prepare: {exc.message}", file=sys.stderr)
         return 1
@@ -87,7 +89,9 @@ def submit_command(args: argparse.Namespace) -> list[str]:
         command.append(f"--submission-id={args.submission_id}")
     commit = _git_commit()
     if commit:  # the job's working dir is an upload without .git: lineage needs it passed on
-        command.append(f"--runtime-env-json={json.dumps({'env_vars': {GIT_COMMIT_ENV: commit}})}")
+        command.append(
+            f"--runtime-env-json={json.dumps({'env_vars': {'MAPPER_GIT_COMMIT': commit}})}"
+        )
     return [*command, "--", "python", "-m", "llama_mapper.training.train", "--config", args.config]
 
 

@@ -7,7 +7,6 @@ fallback where vLLM is not installed or cannot start, with the same label constr
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from llama_mapper.domain.errors import FailedPrecondition, NotFound
 from llama_mapper.inference.base_model import DEFAULT_MODEL_ID, prepare_base_model
 from llama_mapper.inference.model import MapperModel
+from llama_mapper.platform.settings.common import common
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def load_model(
     expected_base_sha256: str = "",
 ) -> LoadedModel:
     """A MapperModel for `adapter_dir` on `base_model`; refuses a base whose weights differ."""
-    base = prepare_base_model(base_model or DEFAULT_MODEL_ID)
+    base = prepare_base_model(base_model or DEFAULT_MODEL_ID, common().cache_dir)
     if expected_base_sha256 and expected_base_sha256 != base.sha256:
         raise FailedPrecondition(
             f"{name} v{version} was trained on base {expected_base_sha256[:12]}, "
@@ -127,7 +127,7 @@ class RegistryModels:
             dest,
             name=model,
             version=version,
-            engine=os.environ.get("MAPPER_EVALUATION_ENGINE", self.engine),
+            engine=self.engine,
             expected_base_sha256=lineage.base_model_sha256,
         )
         loaded.info["artifact_sha256"] = record.artifact_sha256
@@ -140,7 +140,9 @@ class RegistryModels:
         client = self.client_factory()
         record = client.get_version(model, version).version
         dest = self._fetch(client, model, version, record.artifact_sha256)
-        base = prepare_base_model(record.lineage.base_model_id or DEFAULT_MODEL_ID)
+        base = prepare_base_model(
+            record.lineage.base_model_id or DEFAULT_MODEL_ID, common().cache_dir
+        )
         engine = host.engine if host is not None else None
         if engine is not None and engine.base.sha256 == base.sha256:
             from llama_mapper.inference.vllm_engine import AdapterRef, VllmAnalystModel

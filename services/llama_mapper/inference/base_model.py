@@ -28,7 +28,7 @@ from llama_mapper.domain.errors import FailedPrecondition, InvalidArgument, NotF
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
-CACHE_DIR_ENV = "MAPPER_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "llama-mapper"
 MANIFEST_NAME = "weights-manifest.json"
 # Files that make up "the weights" for hashing: tokenizer and config changes do not change the hash.
 _WEIGHT_SUFFIXES = (".safetensors",)
@@ -69,13 +69,8 @@ class BaseModelInfo:
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """`cache_dir`, else $MAPPER_CACHE_DIR, else ~/.cache/llama-mapper."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(CACHE_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "llama-mapper"
+    """`cache_dir` (callers pass MAPPER_CACHE_DIR from the settings), else the default."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else DEFAULT_CACHE_DIR
 
 
 def _safe_name(model_id: str) -> str:

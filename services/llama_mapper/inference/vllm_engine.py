@@ -41,7 +41,10 @@ class VllmEngineConfig(BaseModel):
     base_model: str = Field(
         DEFAULT_MODEL_ID,
         description="Base model: the bundled id, a local transformers directory, or a hub id "
-        "(basemodel.prepare_base_model).",
+        "(base_model.prepare_base_model).",
+    )
+    cache_dir: Path | None = Field(
+        None, description="Where prepared base models live; unset: MAPPER_CACHE_DIR's default."
     )
     device_profile: str = Field(
         "cpu", description="'cpu' applies the CPU tuning below; 'gpu' skips it."
@@ -320,7 +323,7 @@ class VllmEngine:
     ) -> None:
         self.config = config or VllmEngineConfig()
         self.taxonomy = taxonomy or default_taxonomy()
-        self.base: BaseModelInfo = prepare_base_model(self.config.base_model)
+        self.base: BaseModelInfo = prepare_base_model(self.config.base_model, self.config.cache_dir)
         self.environment = apply_cpu_environment(self.config)
         from vllm import LLM
 
@@ -495,7 +498,7 @@ class AsyncVllmEngine:
 
     def start(self) -> None:
         """Builds the engine (blocking, ~30-45 s on CPU); AsyncLLM binds to the loop that first uses it."""
-        self.base = prepare_base_model(self.config.base_model)
+        self.base = prepare_base_model(self.config.base_model, self.config.cache_dir)
         environment = apply_cpu_environment(self.config)
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,8 +17,8 @@ from llama_mapper.domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from llama_mapper.platform.settings.serving import ServingClientSettings
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 _BY_STATUS: dict[int, type[MapperError]] = {
     401: Unauthenticated,
     404: NotFound,
@@ -42,9 +41,10 @@ class MapperClient:
         timeout_s: float = 30.0,
         retries: int = 3,
     ) -> None:
-        self.url = (url or os.environ.get("MAPPER_SERVING_URL") or DEFAULT_URL).rstrip("/")
+        settings = ServingClientSettings()
+        self.url = (url or settings.url).rstrip("/")
         headers = {}
-        token = token or os.environ.get("MAPPER_SERVING_AUTH_TOKEN")
+        token = token or settings.bearer()
         if token:
             headers["authorization"] = f"Bearer {token}"
         if tenant:

@@ -23,6 +23,7 @@ from llama_mapper.domain.errors import AlreadyExists, FailedPrecondition, Invali
 from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.inference.base_model import BaseModelInfo, file_sha256, prepare_base_model
 from llama_mapper.inference.vllm_engine import VllmEngineConfig, check_adapter_dir
+from llama_mapper.platform.settings.common import common
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def export_bundle(
     config = config or VllmEngineConfig()
     check_adapter_dir(adapter_dir, config.max_lora_rank)
     adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    base = prepare_base_model(base_model or config.base_model)
+    base = prepare_base_model(base_model or config.base_model, common().cache_dir)
     expected = (provenance or {}).get("base_model_sha256")
     if expected and expected != base.sha256:
         raise FailedPrecondition(

@@ -11,13 +11,12 @@ import yaml
 
 from llama_mapper.domain.errors import InvalidArgument
 from llama_mapper.domain.schemas import load_schema, validate
-from llama_mapper.inference.base_model import cache_root
+from llama_mapper.platform.settings.common import common
 
 SCHEMA = "training-config"
 # Relative paths in a config are tried against the working directory first, then against this
 # directory: `ray job submit --working-dir .` runs the entry point in a copy of the repository that
 # lacks git-ignored data/, so `mapperctl train submit` passes the caller's checkout here.
-PROJECT_DIR_ENV = "MAPPER_PROJECT_DIR"
 
 
 def _fill_defaults(schema: dict[str, Any], instance: dict[str, Any]) -> None:
@@ -39,8 +38,9 @@ def resolve_path(value: str) -> str:
     if path.is_absolute():
         return str(path)
     candidates = [Path.cwd() / path]
-    if os.environ.get(PROJECT_DIR_ENV):
-        candidates.append(Path(os.environ[PROJECT_DIR_ENV]) / path)
+    project_dir = common().project_dir
+    if project_dir is not None:
+        candidates.append(project_dir / path)
     for candidate in candidates:
         if candidate.exists():
             return str(candidate.resolve())
@@ -63,7 +63,7 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> dict[str, An
     _fill_defaults(load_schema(SCHEMA), config)
     config["dataset"]["path"] = resolve_path(config["dataset"]["path"])
     storage = config["storage"]
-    storage["path"] = resolve_path(storage.get("path") or str(cache_root() / "runs"))
+    storage["path"] = resolve_path(storage.get("path") or str(common().cache_dir / "runs"))
     storage.setdefault("registry", "")
     base = config["base_model"]
     if base["id"].startswith((".", "~", "/")) or "$" in base["id"]:

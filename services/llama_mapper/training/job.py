@@ -12,6 +12,7 @@ from typing import Any
 
 from llama_mapper.domain.errors import FailedPrecondition, MapperError
 from llama_mapper.inference.base_model import prepare_base_model
+from llama_mapper.platform.settings.common import common
 from llama_mapper.training.artifacts import export_adapter, write_summary
 from llama_mapper.training.register import register_result
 from llama_mapper.training.validation_gate import check_dataset
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 # Environment variables with this prefix travel from the driver to every training worker (workers
 # of a running cluster do not inherit the driver's environment).
 FORWARDED_ENV_PREFIX = "MAPPER_"
-GIT_COMMIT_ENV = "MAPPER_GIT_COMMIT"
 
 
 def submission_id() -> str | None:
@@ -35,8 +35,8 @@ def submission_id() -> str | None:
 
 
 def git_commit() -> str | None:
-    if os.environ.get(GIT_COMMIT_ENV):
-        return os.environ[GIT_COMMIT_ENV]
+    if common().git_commit:
+        return common().git_commit
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
@@ -49,9 +49,7 @@ def git_commit() -> str | None:
 def run_dir(config: dict[str, Any]) -> Path:
     storage = config["storage"]["path"]
     if "://" in storage:
-        from llama_mapper.inference.base_model import cache_root
-
-        return cache_root() / "runs" / config["name"]
+        return common().cache_dir / "runs" / config["name"]
     return Path(storage) / config["name"]
 
 
@@ -63,7 +61,7 @@ def preflight(config: dict[str, Any]):
         required.append(dataset["eval_file"])
     gate = check_dataset(dataset["path"], required)
     base = config["base_model"]
-    info = prepare_base_model(base["id"], revision=base.get("revision"))
+    info = prepare_base_model(base["id"], common().cache_dir, revision=base.get("revision"))
     if base.get("sha256") and base["sha256"] != info.sha256:
         raise FailedPrecondition(
             f"base model {base['id']} has sha256 {info.sha256}, the config expects {base['sha256']}"

@@ -29,6 +29,7 @@ from ray.train import Checkpoint
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from llama_mapper.platform.settings.training import TrainingFaults
 from llama_mapper.training.tokenize import IGNORE_INDEX, collate, encode_all, load_examples
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,6 @@ STATE_FILE = "training_state.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
 # Fault-injection for the recovery test: worker rank 1 exits hard at this optimizer step, once
 # (the marker file records that it happened, so the restarted attempt trains through).
-CRASH_AT_STEP_ENV = "MAPPER_TEST_CRASH_AT_STEP"
-CRASH_MARKER_ENV = "MAPPER_TEST_CRASH_MARKER"
 
 
 class CompletionLoss(torch.nn.Module):
@@ -470,11 +469,12 @@ class LoRARecipe:
             self.wandb_run.log(scalars, step=metrics["step"])
 
     def _maybe_crash_for_test(self, step: int) -> None:
-        crash_at, marker = os.environ.get(CRASH_AT_STEP_ENV), os.environ.get(CRASH_MARKER_ENV)
-        if not (crash_at and marker and self.rank == 1 and step == int(crash_at)):
+        faults = TrainingFaults()
+        crash_at, marker = faults.crash_at_step, faults.crash_marker
+        if not (crash_at is not None and marker and self.rank == 1 and step == crash_at):
             return
-        if not Path(marker).exists():
-            Path(marker).write_text(f"worker rank 1 exited at step {step}\n")
+        if not marker.exists():
+            marker.write_text(f"worker rank 1 exited at step {step}\n")
             log.warning("test fault injection: worker rank 1 exits at step %d", step)
             os._exit(1)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
+
+from llama_mapper.platform.settings.registry import RegistryClientSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,9 @@ def register_result(
     died and recovered, gets the version registered the first time instead of a second one.
     """
     # A job submitted to the `make up` cluster inherits MAPPER_REGISTRY_ADDRESS from the Ray head.
-    address = config["storage"].get("registry") or os.environ.get("MAPPER_REGISTRY_ADDRESS", "")
+    settings = RegistryClientSettings()
+    configured = "address" in settings.model_fields_set
+    address = config["storage"].get("registry") or (settings.address if configured else "")
     if not address:
         log.info(
             "no registry (storage.registry and MAPPER_REGISTRY_ADDRESS are empty): the adapter "

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llama_mapper.inference.vllm_engine import VllmEngineConfig
 from llama_mapper.platform.auth import TokenTable
+from llama_mapper.platform.settings.common import DEFAULT_PORTS, common
 
 
 class ServingSettings(BaseSettings):
@@ -20,28 +21,47 @@ class ServingSettings(BaseSettings):
     )
 
     http_host: str = Field("127.0.0.1", description="Address Serve's HTTP proxy binds to.")
-    http_port: int = Field(8000, ge=0, le=65535, description="Serve HTTP port.")
+    http_port: int = Field(
+        DEFAULT_PORTS["serving_http"], ge=0, le=65535, description="Serve HTTP port."
+    )
     grpc_port: int = Field(
-        9000, ge=0, le=65535, description="Serve gRPC ingress port (MapperService); 0 disables it."
+        DEFAULT_PORTS["serving_grpc"],
+        ge=0,
+        le=65535,
+        description="Serve gRPC ingress port (MapperService); 0 disables it.",
     )
     app_name: str = Field("llama-mapper", description="Serve application name.")
     model: str = Field("mapper", description="Registry model name of the mapper adapters.")
     analyst_model: str = Field("analyst", description="Registry model name of the analyst.")
     champion_alias: str = Field("champion", description="Alias serving when no rollout is active.")
+    # The registry client's own variables work too: pods and the local stack set those for
+    # every component (the serving-specific name wins when both are set).
     registry_address: str | None = Field(
         None,
-        description="host:port of the registry. Unset: no registry; adapters come from "
-        "local_adapters and no rollout runs.",
+        validation_alias=AliasChoices(
+            "registry_address", "MAPPER_SERVING_REGISTRY_ADDRESS", "MAPPER_REGISTRY_ADDRESS"
+        ),
+        description="host:port of the registry (MAPPER_SERVING_REGISTRY_ADDRESS, else "
+        "MAPPER_REGISTRY_ADDRESS). Unset: no registry; adapters come from local_adapters and no "
+        "rollout runs.",
     )
-    registry_token: SecretStr | None = Field(None, description="Registry bearer token (writes).")
+    registry_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "registry_token", "MAPPER_SERVING_REGISTRY_TOKEN", "MAPPER_REGISTRY_TOKEN"
+        ),
+        description="Registry bearer token (MAPPER_SERVING_REGISTRY_TOKEN, else "
+        "MAPPER_REGISTRY_TOKEN).",
+    )
     local_adapters: dict[str, Path] = Field(
         default_factory=dict,
         description="Without a registry: model name -> adapter directory, e.g. "
         '{"mapper": "/models/mapper-v1", "analyst": "/models/analyst-v1"}.',
     )
-    adapter_cache_dir: Path = Field(
-        Path.home() / ".cache" / "llama-mapper" / "adapters",
-        description="Where registry versions are downloaded (sha256-verified) before loading.",
+    adapter_cache_dir: Path | None = Field(
+        None,
+        description="Where registry versions are downloaded (sha256-verified) before loading; "
+        "unset: <cache dir>/adapters.",
     )
     engine_enabled: bool = Field(
         True, description="Deploy the vLLM engine; false serves rules + fallback only."
@@ -118,6 +138,10 @@ class ServingSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _treatment_overrides_are_engine_fields(self) -> ServingSettings:
+        if self.adapter_cache_dir is None:
+            self.adapter_cache_dir = common().cache_dir / "adapters"
+        if self.engine.cache_dir is None:
+            self.engine = self.engine.model_copy(update={"cache_dir": common().cache_dir})
         unknown = sorted(set(self.treatment_engine_overrides) - set(VllmEngineConfig.model_fields))
         if unknown:
             raise ValueError(
@@ -147,3 +171,18 @@ class ServingSettings(BaseSettings):
         return TokenTable.build(
             token=token or None, name="client", tokens_file=self.auth_tokens_file
         )
+
+
+class ServingClientSettings(BaseSettings):
+    """How mapperctl, the bench and scripts reach the router: MAPPER_SERVING_URL / _AUTH_TOKEN."""
+
+    model_config = SettingsConfigDict(env_prefix="MAPPER_SERVING_", extra="ignore")
+
+    url: str = Field(
+        f"http://127.0.0.1:{DEFAULT_PORTS['serving_http']}", description="The router's base URL."
+    )
+    auth_token: SecretStr | None = Field(None, description="Bearer token sent to the router.")
+
+    def bearer(self) -> str | None:
+        token = self.auth_token.get_secret_value() if self.auth_token else ""
+        return token or None
