@@ -63,11 +63,14 @@ def variables() -> Iterator[Variable]:
             nested = getattr(info.annotation, "model_fields", None)
             if delimiter and nested:
                 names = [
-                    f"{names[0]}{delimiter}{sub}".upper() for sub in nested  # type: ignore[union-attr]
+                    f"{names[0]}{delimiter}{sub}".upper()
+                    for sub in nested  # type: ignore[union-attr]
                 ]
             for name in names:
                 if name in seen:
                     continue
                 seen.add(name)
-                default = "" if info.is_required() else repr(info.get_default(call_default_factory=True))
+                default = (
+                    "" if info.is_required() else repr(info.get_default(call_default_factory=True))
+                )
                 yield Variable(name, default, info.description or "", cls.__name__)
