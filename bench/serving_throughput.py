@@ -182,7 +182,7 @@ def run_stack(
     from ray import serve
 
     from llama_mapper.domain.prompt import finding_payload
-    from llama_mapper.inference.hybrid import extract_generic
+    from llama_mapper.domain.readers.generic import extract_generic
     from llama_mapper.inference.model import MapperQuery
     from llama_mapper.platform.settings.serving import ServingSettings
     from llama_mapper.serving.app import deploy

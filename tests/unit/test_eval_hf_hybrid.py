@@ -10,6 +10,7 @@ from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.evaluation.evalset import load_eval_set
 from llama_mapper.evaluation.run import EvaluationRunner, RunInputs, RunOptions
 from llama_mapper.evaluation.subjects import HybridSubject
+from llama_mapper.inference.hybrid import HybridMapper
 from llama_mapper.inference.model import MapperQuery
 from llama_mapper.inference.transformers_engine import HFMapperModel, LabelTrie
 
@@ -63,7 +64,7 @@ def test_engine_answers_inside_the_taxonomy(tiny_engine):
 def test_hybrid_run_never_leaves_the_taxonomy(tiny_engine, tmp_path):
     eval_set = load_eval_set(build_eval_set(tmp_path / "set", per_detector=2))
     taxonomy = default_taxonomy()
-    subject = HybridSubject(RulesMapper(), tiny_engine, taxonomy, batch_size=8)
+    subject = HybridSubject(HybridMapper(RulesMapper()), tiny_engine, batch_size=8)
     result = EvaluationRunner(taxonomy).run(
         RunInputs(subject, eval_set, calibration_model=tiny_engine),
         RunOptions(show_progress=False, robustness_per_perturbation=4),

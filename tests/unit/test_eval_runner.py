@@ -3,13 +3,14 @@
 import json
 
 import pytest
-from eval_cases import build_eval_set
+from eval_cases import RulesBackedModel, build_eval_set
 
 from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.evaluation.evalset import load_eval_set
 from llama_mapper.evaluation.report_dir import PLOTS, load_cases, load_report
 from llama_mapper.evaluation.run import EvaluationRunner, RunInputs, RunOptions, run_to_directory
-from llama_mapper.evaluation.subjects import RulesSubject
+from llama_mapper.evaluation.subjects import HybridSubject
+from llama_mapper.inference.hybrid import HybridMapper
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,9 @@ def rules_run(tmp_path_factory):
     events = []
     runner = EvaluationRunner(progress=lambda *event: events.append(event))
     options = RunOptions(show_progress=False, robustness_per_perturbation=20)
-    result = run_to_directory(runner, RunInputs(RulesSubject(), eval_set), options, root / "report")
+    result = run_to_directory(
+        runner, RunInputs(HybridSubject(HybridMapper()), eval_set), options, root / "report"
+    )
     return eval_set, result, root / "report", events
 
 
@@ -87,7 +90,7 @@ def test_report_directory_is_complete(rules_run):
 def test_truncated_run(tmp_path):
     eval_set = load_eval_set(build_eval_set(tmp_path / "set"))
     result = EvaluationRunner().run(
-        RunInputs(RulesSubject(), eval_set),
+        RunInputs(HybridSubject(HybridMapper()), eval_set),
         RunOptions(max_cases=5, robustness=False, show_progress=False),
     )
     assert result.report["truncated"] and result.report["quality"]["case_count"] <= 5
@@ -98,15 +101,73 @@ def test_hybrid_temperature_is_fitted_on_the_cases_the_model_answers():
     from llama_mapper.domain.rules import RulesMapper
     from llama_mapper.evaluation.evalset import MapperCase
     from llama_mapper.evaluation.run import MIN_MODEL_SHARE_CASES, _model_share
-    from llama_mapper.evaluation.subjects import HybridSubject, RulesSubject
 
     def case(i: int, label: str) -> MapperCase:
         return MapperCase(f"c{i}", "presidio", {"label": label, "score": 0.9}, frozenset())
 
     mapped = [case(i, "EMAIL_ADDRESS") for i in range(100)]
     misses = [case(100 + i, f"zq_{i}_xv") for i in range(MIN_MODEL_SHARE_CASES)]
-    hybrid = HybridSubject(RulesMapper(), model=None, taxonomy=None)  # type: ignore[arg-type]
+    hybrid = HybridSubject(HybridMapper(RulesMapper()), RulesBackedModel(wrong_every=0))
     assert [c.id for c in _model_share(hybrid, mapped + misses)] == [c.id for c in misses]
     # Too few misses to fit on: the whole split; the model alone and the rules are never cut.
     assert _model_share(hybrid, mapped + misses[:3]) == mapped + misses[:3]
-    assert _model_share(RulesSubject(), mapped + misses) == mapped + misses
+    rules = HybridSubject(HybridMapper(RulesMapper()))
+    assert _model_share(rules, mapped + misses) == mapped + misses
+
+
+class _Unsure:
+    """Answers every query with one label at a fixed confidence: below the threshold it falls back."""
+
+    def __init__(self, confidence: float) -> None:
+        self.confidence = confidence
+
+    @property
+    def description(self):
+        return {"adapter": "mapper"}
+
+    def predict(self, queries):
+        from llama_mapper.inference.model import Prediction
+
+        return [Prediction("pii.email_address", self.confidence, -1.0, 0.001) for _ in queries]
+
+
+@pytest.mark.parametrize("confidence", [0.3, 0.9])
+def test_the_evaluated_hybrid_answers_as_serving_does(tmp_path, confidence):
+    """One hybrid: each case's labels and method are what HybridMapper.map gives serving, with the
+    same threshold and temperature; an unsure model shows up as fallbacks in the report."""
+    from llama_mapper.evaluation.evalset import MapperCase
+    from llama_mapper.inference.hybrid import ModelArm
+
+    cases = [
+        MapperCase(
+            "a",
+            "presidio",
+            {"label": "EMAIL_ADDRESS", "score": 0.9},
+            frozenset({"pii.email_address"}),
+        ),
+        MapperCase(
+            "b",
+            "acme",
+            {"label": "zq-unknown-kind", "score": 0.9},
+            frozenset({"pii.email_address"}),
+        ),
+        MapperCase(
+            "c", "acme", {"label": "xv-other-kind", "score": 0.9}, frozenset({"pii.email_address"})
+        ),
+    ]
+    model = _Unsure(confidence)
+    hybrid = HybridMapper(threshold=0.5)
+    arm = ModelArm("mapper", 1, temperature=1.0)
+    answers = HybridSubject(hybrid, model, arm=arm).answer(cases)
+    for case, answer in zip(cases, answers, strict=True):
+        served = hybrid.plan_findings(case.detector, [case.normalized()])
+        outcome = hybrid.finish(
+            served,
+            model.predict(served.queries) if served.pending else None,
+            arm=arm if served.pending else None,
+        )
+        assert list(answer.labels) == [f["label"] for f in outcome.result["findings"]]
+        assert answer.method == outcome.result["findings"][0]["method"]
+    expected_method = "fallback" if confidence < 0.5 else "model"
+    assert [a.method for a in answers] == ["rule", expected_method, expected_method]
+    assert all(a.model_answered and a.raw_confidence == confidence for a in answers[1:])

@@ -9,8 +9,9 @@ import time
 import pytest
 
 from llama_mapper.domain.errors import InvalidArgument
+from llama_mapper.domain.readers.generic import extract_generic
 from llama_mapper.domain.schemas import validator
-from llama_mapper.inference.hybrid import HybridMapper, ModelArm, extract_generic
+from llama_mapper.inference.hybrid import HybridMapper, ModelArm
 from llama_mapper.inference.model import MapperQuery, Prediction
 
 

@@ -131,6 +131,8 @@ class RegistryModels:
             expected_base_sha256=lineage.base_model_sha256,
         )
         loaded.info["artifact_sha256"] = record.artifact_sha256
+        # What serving applies today; a run that fits a new one answers with that instead.
+        loaded.info["registered_temperature"] = record.temperature or 1.0
         return loaded
 
     def load_analyst(self, model: str, version: int, host: LoadedModel | None = None) -> Any:

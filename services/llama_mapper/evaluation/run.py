@@ -20,18 +20,11 @@ from tqdm import tqdm
 
 from llama_mapper.domain import calibration as cal
 from llama_mapper.domain import metrics
-from llama_mapper.domain.taxonomy import Taxonomy, default_taxonomy
+from llama_mapper.domain.taxonomy import NO_FINDING, Taxonomy, default_taxonomy
 from llama_mapper.evaluation.analyst import AnalystModel, evaluate_analyst
 from llama_mapper.evaluation.evalset import EvalSet, MapperCase, is_held_out
 from llama_mapper.evaluation.robustness import build_suite
-from llama_mapper.evaluation.subjects import (
-    FALLBACK,
-    Answer,
-    ModelSubject,
-    RulesSubject,
-    Subject,
-    assemble,
-)
+from llama_mapper.evaluation.subjects import FALLBACK, Answer, ModelSubject, Subject, assemble
 from llama_mapper.inference.model import MapperModel
 
 log = logging.getLogger(__name__)
@@ -147,10 +140,10 @@ def _model_share(subject: Subject, cases: list[MapperCase]) -> list[MapperCase]:
     of which the rules answer and the model finds easy, sharpens the confidence of answers that
     are mostly hard. The model alone sees everything, so it is fitted on everything.
     """
-    rules = getattr(subject, "rules", None)
-    if not isinstance(rules, RulesSubject) or not cases:
+    rule_miss = getattr(subject, "rule_miss", None)
+    if rule_miss is None or getattr(subject, "model", None) is None or not cases:
         return cases
-    misses = [case for case in cases if rules.answer_one(case).method == FALLBACK]
+    misses = [case for case in cases if rule_miss(case)]
     if len(misses) < MIN_MODEL_SHARE_CASES:
         log.info(
             "only %d rule misses among %d calibration cases: fitting on all",
@@ -215,6 +208,10 @@ def quality(records: Sequence[CaseRecord], taxonomy: Taxonomy) -> dict[str, Any]
     }
 
 
+def _split(pairs: Sequence[tuple[float, bool]]) -> tuple[list[float], list[bool]]:
+    return [conf for conf, _ in pairs], [correct for _, correct in pairs]
+
+
 def _bins(bins: Sequence[cal.ReliabilityBin]) -> list[dict[str, Any]]:
     return [
         {
@@ -257,7 +254,14 @@ class EvaluationRunner:
             eval_set.sha256[:12],
         )
 
-        answers, wall = self._answer(inputs.subject, "golden", cases, options)
+        subject = inputs.subject
+        answers, wall = self._answer(subject, "golden", cases, options)
+        calibration, temperature = self._calibration(inputs, eval_set, options, cases, answers)
+        if temperature is not None and hasattr(subject, "with_temperature"):
+            # As serving will answer once this run records the temperature: the same model
+            # answers (cached), scaled, and held against the same threshold.
+            subject = subject.with_temperature(temperature)
+            answers = subject.answer(cases)
         records = _records(cases, answers, self.taxonomy)
         latency = metrics.latency_percentiles([r.latency_s for r in records])
         report: dict[str, Any] = {
@@ -272,17 +276,15 @@ class EvaluationRunner:
                 "cases_per_second": len(cases) / wall if wall > 0 else 0.0,
                 "hardware_profile": options.hardware_profile,
             },
-            "held_out": self._held_out(inputs, eval_set, options, records),
+            "held_out": self._held_out(subject, inputs, eval_set, options, records),
             "started_at": started_at.isoformat().replace("+00:00", "Z"),
             "subject": inputs.subject.name,
             "model": inputs.model_info,
             "truncated": options.max_cases > 0 and options.max_cases < len(inputs.eval_set.mapper),
         }
-        report["calibration"] = self._calibration(inputs, eval_set, options, records)
+        report["calibration"] = calibration
         if options.robustness:
-            report["robustness"] = self._robustness(
-                inputs.subject, cases, answers, records, options
-            )
+            report["robustness"] = self._robustness(subject, cases, answers, records, options)
         analyst_cases = (inputs.analyst_set or eval_set).analyst
         if inputs.analyst_model is not None and analyst_cases:
             if options.max_cases > 0:
@@ -294,7 +296,12 @@ class EvaluationRunner:
         return RunResult(report, records)
 
     def _held_out(
-        self, inputs: RunInputs, eval_set: EvalSet, options: RunOptions, records: list[CaseRecord]
+        self,
+        subject: Subject,
+        inputs: RunInputs,
+        eval_set: EvalSet,
+        options: RunOptions,
+        records: list[CaseRecord],
     ) -> list[dict[str, Any]]:
         slices = dict(eval_set.held_out())
         if inputs.held_out_set is not None:
@@ -306,7 +313,7 @@ class EvaluationRunner:
                 slices["held_out"] = slices.get("held_out", ()) + rest
         out = []
         for name, members in sorted(slices.items()):
-            answers, _ = self._answer(inputs.subject, name, members, options)
+            answers, _ = self._answer(subject, name, members, options)
             slice_records = _records(members, answers, self.taxonomy)
             records.extend(slice_records)
             out.append({"name": name, "metrics": quality(slice_records, self.taxonomy)})
@@ -319,59 +326,66 @@ class EvaluationRunner:
         return out
 
     def _calibration(
-        self, inputs: RunInputs, eval_set: EvalSet, options: RunOptions, records: list[CaseRecord]
-    ) -> dict[str, Any]:
-        main = [r for r in records if not is_held_out(r.split)]
-        scored = [r for r in main if r.model_answered] or (
-            main if inputs.calibration_model is None else []
-        )
-        conf = [r.confidence for r in scored]
-        ok = [r.correct for r in scored]
+        self,
+        inputs: RunInputs,
+        eval_set: EvalSet,
+        options: RunOptions,
+        cases: Sequence[MapperCase],
+        answers: Sequence[Answer],
+    ) -> tuple[dict[str, Any], float | None]:
+        """ECE before and after a temperature fitted here, on the model's own answers (its label
+        and confidence before temperature and threshold); the temperature, or None."""
+        main = [(c, a) for c, a in zip(cases, answers, strict=True) if not is_held_out(c.split)]
+        model_bound = [
+            (a.raw_confidence, a.model_correct(c.labels)) for c, a in main if a.model_answered
+        ]
+        if inputs.calibration_model is None and not model_bound:
+            # Rules only: how well the rules' fixed confidences match their accuracy.
+            model_bound = [
+                (a.confidence, frozenset(a.labels or (NO_FINDING,)) == c.labels) for c, a in main
+            ]
         out: dict[str, Any] = {
-            "ece_before": cal.expected_calibration_error(conf, ok, options.n_bins),
-            "bins_before": _bins(cal.reliability_bins(conf, ok, options.n_bins)),
-            "scored_case_count": len(scored),
+            "ece_before": cal.expected_calibration_error(*_split(model_bound), options.n_bins),
+            "bins_before": _bins(cal.reliability_bins(*_split(model_bound), options.n_bins)),
+            "scored_case_count": len(model_bound),
         }
-        if not options.calibrate or inputs.calibration_model is None or not scored:
-            return out
+        if not options.calibrate or inputs.calibration_model is None or not model_bound:
+            return out, None
         source = inputs.calibration_set or eval_set
         fit_cases = _model_share(
             inputs.subject,
             list(source.calibration or (source.measured if inputs.calibration_set else ())),
         )
+        measure = model_bound
         if fit_cases:
             subject = ModelSubject(inputs.calibration_model, self.taxonomy, options.batch_size)
-            answers, _ = self._answer(subject, "calibration", fit_cases, options)
-            fit = [r for r in _records(fit_cases, answers, self.taxonomy) if r.model_answered]
-            measure = scored
+            fit_answers, _ = self._answer(subject, "calibration", fit_cases, options)
+            fit = [
+                (a.raw_confidence, a.model_correct(c.labels))
+                for c, a in zip(fit_cases, fit_answers, strict=True)
+                if a.model_answered
+            ]
         else:
-            # No calibration split shipped: fit on a seeded half of the scored cases, measure on the
-            # other half, so the reported ECE-after is never measured on the cases T was fitted to.
-            shuffled = list(scored)
+            # No calibration split shipped: fit on a seeded half of the model's golden answers,
+            # measure on the other half, so the ECE after is never measured where T was fitted.
+            shuffled = list(model_bound)
             random.Random(options.seed).shuffle(shuffled)  # noqa: S311 - reproducible split
             half = len(shuffled) // 2
             fit, measure = shuffled[:half], shuffled[half:]
-            out["ece_before"] = cal.expected_calibration_error(
-                [r.confidence for r in measure], [r.correct for r in measure], options.n_bins
-            )
-            out["bins_before"] = _bins(
-                cal.reliability_bins(
-                    [r.confidence for r in measure], [r.correct for r in measure], options.n_bins
-                )
-            )
-        temperature = cal.fit_temperature([r.confidence for r in fit], [r.correct for r in fit])
-        after = [cal.apply_temperature(r.confidence, temperature) for r in measure]
+            out["ece_before"] = cal.expected_calibration_error(*_split(measure), options.n_bins)
+            out["bins_before"] = _bins(cal.reliability_bins(*_split(measure), options.n_bins))
+        if not fit:
+            return out, None
+        temperature = cal.fit_temperature(*_split(fit))
+        after = [cal.apply_temperature(conf, temperature) for conf, _ in measure]
+        ok = [correct for _, correct in measure]
         out.update(
             temperature=temperature,
             calibration_case_count=len(fit),
-            ece_after=cal.expected_calibration_error(
-                after, [r.correct for r in measure], options.n_bins
-            ),
-            bins_after=_bins(
-                cal.reliability_bins(after, [r.correct for r in measure], options.n_bins)
-            ),
+            ece_after=cal.expected_calibration_error(after, ok, options.n_bins),
+            bins_after=_bins(cal.reliability_bins(after, ok, options.n_bins)),
         )
-        return out
+        return out, temperature
 
     def _robustness(
         self,

@@ -62,6 +62,7 @@ def build_service(
         default_calibration_set=settings.default_calibration_set,
         robustness_per_perturbation=settings.robustness_per_perturbation,
         max_queued_runs=settings.max_queued_runs,
+        threshold=settings.threshold,
     )
 
 

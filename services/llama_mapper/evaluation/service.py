@@ -31,7 +31,8 @@ from llama_mapper.evaluation.evalset import EvalSet, default_eval_set_uri, load_
 from llama_mapper.evaluation.models import LoadedModel, RegistryModels
 from llama_mapper.evaluation.report_dir import REPORT_JSON, load_cases, load_report
 from llama_mapper.evaluation.run import EvaluationRunner, RunInputs, RunOptions, run_to_directory
-from llama_mapper.evaluation.subjects import HybridSubject, ModelSubject, RulesSubject, Subject
+from llama_mapper.evaluation.subjects import HybridSubject, ModelSubject, Subject
+from llama_mapper.inference.hybrid import DEFAULT_THRESHOLD, HybridMapper, ModelArm
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,10 @@ class EvaluationService:
         default_calibration_set: str | None = None,
         robustness_per_perturbation: int = 50,
         max_queued_runs: int = 8,
+        threshold: float = DEFAULT_THRESHOLD,
     ) -> None:
         self.reports_dir = Path(reports_dir)
+        self.threshold = threshold
         self.reports_dir.mkdir(parents=True, exist_ok=True)
         self.models = models
         self.batch_size = batch_size
@@ -202,15 +205,21 @@ class EvaluationService:
             self._changed.notify_all()
 
     def _subject(self, request: RunRequest) -> tuple[Subject, LoadedModel | None]:
+        """The rules and the hybrid are serving's own HybridMapper (threshold, temperature,
+        fallback); the model alone is the adapter without them."""
+        hybrid = HybridMapper(RulesMapper(self.taxonomy), threshold=self.threshold)
         if request.mode == "rules":
-            return RulesSubject(RulesMapper(self.taxonomy)), None
+            return HybridSubject(hybrid), None
         assert request.version is not None
         loaded = self._require_models().load(request.model, request.version)
         if request.mode == "model":
             return ModelSubject(loaded.model, self.taxonomy, self.batch_size), loaded
-        return HybridSubject(
-            RulesMapper(self.taxonomy), loaded.model, self.taxonomy, self.batch_size
-        ), loaded
+        arm = ModelArm(
+            adapter=request.model,
+            version=request.version,
+            temperature=float(loaded.info.get("registered_temperature", 1.0)),
+        )
+        return HybridSubject(hybrid, loaded.model, arm=arm, batch_size=self.batch_size), loaded
 
     def _execute(self, run_id: str, request: RunRequest, eval_set: EvalSet) -> None:
         started = time.monotonic()

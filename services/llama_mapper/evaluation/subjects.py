@@ -1,4 +1,5 @@
-"""What is evaluated: the rules mapper, a mapper model, or the hybrid of both as serving runs it.
+"""What is evaluated: the served path (HybridMapper: rules, the model under a temperature and a
+threshold, fallback), the same path without a model (the rules), or the adapter alone.
 
 A subject answers findings one by one (`answer`); `assemble` turns the answers for one detector
 output into the canonical result exactly as serving builds it (build_result validates it against
@@ -7,20 +8,23 @@ mapper-output.json), so the schema-valid rate measures the real output path.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from llama_mapper.domain.errors import MapperError
 from llama_mapper.domain.findings import NormalizedFinding
+from llama_mapper.domain.readers.generic import RAW_LABEL_CHARS
 from llama_mapper.domain.result import CanonicalFinding, build_result
-from llama_mapper.domain.rules import UNKNOWN_CONFIDENCE, RulesMapper
+from llama_mapper.domain.rules import UNKNOWN_CONFIDENCE
 from llama_mapper.domain.tables import EXACT_CONFIDENCE
 from llama_mapper.domain.taxonomy import NO_FINDING, UNKNOWN, Taxonomy
 from llama_mapper.evaluation.evalset import MapperCase
+from llama_mapper.inference.hybrid import HybridMapper, ModelArm
 from llama_mapper.inference.model import MapperModel, MapperQuery, Prediction
 
 log = logging.getLogger(__name__)
@@ -32,7 +36,12 @@ RULE, MODEL, FALLBACK = "rule", "model", "fallback"
 
 @dataclass(frozen=True)
 class Answer:
-    """How one finding was answered. `labels` is empty when the finding fell below its threshold."""
+    """How one finding was answered. `labels` is empty when the finding fell below its threshold.
+
+    `confidence` is what the result carries (temperature-scaled for model answers). For a
+    finding the model was asked about, `model_label` and `raw_confidence` are the model's own
+    answer before temperature and threshold: calibration is measured on those.
+    """
 
     labels: tuple[str, ...]
     confidence: float
@@ -40,6 +49,11 @@ class Answer:
     latency_s: float
     model_answered: bool = False
     logprob: float = 0.0
+    raw_confidence: float = 0.0
+    model_label: str | None = None
+
+    def model_correct(self, expected: frozenset[str]) -> bool:
+        return self.model_label is not None and frozenset({self.model_label}) == expected
 
 
 class Subject(Protocol):
@@ -54,75 +68,42 @@ def _noop(_: int) -> None:
     return None
 
 
-class RulesSubject:
-    name = "rules"
-
-    def __init__(self, rules: RulesMapper | None = None) -> None:
-        self.rules = rules or RulesMapper()
-
-    def answer_one(self, case: MapperCase) -> Answer:
-        started = time.perf_counter()
-        match = self.rules.match(case.normalized())
-        elapsed = time.perf_counter() - started
-        if match is None:
-            return Answer((), EXACT_CONFIDENCE, RULE, elapsed)
-        return Answer(match.labels, match.confidence, RULE if match.matched else FALLBACK, elapsed)
-
-    def answer(self, cases: Sequence[MapperCase], progress: Progress | None = None) -> list[Answer]:
-        out = []
-        for case in cases:
-            out.append(self.answer_one(case))
-            (progress or _noop)(1)
-        return out
-
-
-def _from_prediction(prediction: Prediction, taxonomy: Taxonomy) -> Answer:
-    if prediction.valid:
-        # Kept even when outside the taxonomy: assemble() then counts it as a schema failure, which
-        # is what an engine that leaks a label must show up as.
-        return Answer(
-            (prediction.label,),
-            prediction.confidence,
-            MODEL,
-            prediction.latency_s,
-            model_answered=True,
-            logprob=prediction.logprob,
-        )
-    return Answer((UNKNOWN,), UNKNOWN_CONFIDENCE, FALLBACK, prediction.latency_s)
+def _query_key(query: MapperQuery) -> str:
+    return query.detector + "\0" + json.dumps(query.finding, sort_keys=True, default=str)
 
 
 def predict_in_batches(
     model: MapperModel,
-    cases: Sequence[MapperCase],
-    taxonomy: Taxonomy,
+    queries: Sequence[MapperQuery],
     batch_size: int,
     progress: Progress | None = None,
-) -> list[Answer]:
-    """The model's answers in order; a batch the engine fails on falls back, never fails open."""
-    answers: list[Answer] = []
-    for start in range(0, len(cases), batch_size):
-        batch = cases[start : start + batch_size]
-        queries = [MapperQuery(c.detector, c.finding) for c in batch]
+) -> list[tuple[Prediction | None, float]]:
+    """(prediction, seconds per query) in order; a batch the engine fails on is None, never an
+    exception: the caller falls back as serving does."""
+    out: list[tuple[Prediction | None, float]] = []
+    for start in range(0, len(queries), batch_size):
+        batch = list(queries[start : start + batch_size])
         started = time.perf_counter()
         try:
-            predictions = model.predict(queries)
-            if len(predictions) != len(queries):
-                raise MapperError(f"engine answered {len(predictions)} of {len(queries)} queries")
+            predictions = model.predict(batch)
+            if len(predictions) != len(batch):
+                raise MapperError(f"engine answered {len(predictions)} of {len(batch)} queries")
         except Exception as exc:
             log.warning(
                 "engine failed on a batch of %d (%s): fallback", len(batch), type(exc).__name__
             )
             per_case = (time.perf_counter() - started) / max(len(batch), 1)
-            answers.extend(
-                Answer((UNKNOWN,), UNKNOWN_CONFIDENCE, FALLBACK, per_case) for _ in batch
-            )
+            out.extend((None, per_case) for _ in batch)
         else:
-            answers.extend(_from_prediction(p, taxonomy) for p in predictions)
+            per_case = (time.perf_counter() - started) / max(len(batch), 1)
+            out.extend((p, per_case) for p in predictions)
         (progress or _noop)(len(batch))
-    return answers
+    return out
 
 
 class ModelSubject:
+    """The adapter alone: every finding goes to the model; no rules, temperature or threshold."""
+
     name = "model"
 
     def __init__(self, model: MapperModel, taxonomy: Taxonomy, batch_size: int = 16) -> None:
@@ -131,42 +112,142 @@ class ModelSubject:
         self.batch_size = batch_size
 
     def answer(self, cases: Sequence[MapperCase], progress: Progress | None = None) -> list[Answer]:
-        return predict_in_batches(self.model, cases, self.taxonomy, self.batch_size, progress)
+        queries = [MapperQuery(c.detector, c.finding) for c in cases]
+        answers = []
+        for prediction, seconds in predict_in_batches(
+            self.model, queries, self.batch_size, progress
+        ):
+            if prediction is None or not prediction.valid:
+                answers.append(Answer((UNKNOWN,), UNKNOWN_CONFIDENCE, FALLBACK, seconds))
+                continue
+            # Kept even when outside the taxonomy: assemble() then counts it as a schema failure,
+            # which is what an engine that leaks a label must show up as.
+            answers.append(
+                Answer(
+                    (prediction.label,),
+                    prediction.confidence,
+                    MODEL,
+                    seconds,
+                    model_answered=True,
+                    logprob=prediction.logprob,
+                    raw_confidence=prediction.confidence,
+                    model_label=prediction.label,
+                )
+            )
+        return answers
 
 
 class HybridSubject:
-    """Rules first; the model answers only the findings the rules map to other.unknown."""
+    """The path `/v1/map` runs, decision for decision: HybridMapper.plan_findings (the rules),
+    the model for what they leave, HybridMapper.finish with the arm's temperature and the
+    mapper's threshold (fallback below it). Without a model it is the rules-only path.
 
-    name = "hybrid"
+    Model answers are cached by query, so the same findings can be answered again under another
+    temperature (after one is fitted) without asking the model twice.
+    """
 
     def __init__(
-        self, rules: RulesMapper, model: MapperModel, taxonomy: Taxonomy, batch_size: int = 16
+        self,
+        hybrid: HybridMapper,
+        model: MapperModel | None = None,
+        *,
+        arm: ModelArm | None = None,
+        batch_size: int = 16,
+        cache: dict[str, tuple[Prediction | None, float]] | None = None,
     ) -> None:
-        self.rules = RulesSubject(rules)
+        self.hybrid = hybrid
         self.model = model
-        self.taxonomy = taxonomy
+        self.arm = arm if model is not None else None
+        if model is not None and self.arm is None:
+            self.arm = ModelArm(adapter=str(model.description.get("adapter", "adapter")))
         self.batch_size = batch_size
+        self.name = "hybrid" if model is not None else "rules"
+        # query -> (the model's prediction, or None when its batch failed; seconds it took)
+        self._cache: dict[str, tuple[Prediction | None, float]] = cache if cache is not None else {}
+
+    @property
+    def temperature(self) -> float:
+        return self.arm.temperature if self.arm else 1.0
+
+    def with_temperature(self, temperature: float) -> HybridSubject:
+        """The same path under another temperature, sharing the model answers already asked."""
+        arm = replace(self.arm, temperature=temperature) if self.arm else None
+        return HybridSubject(
+            self.hybrid, self.model, arm=arm, batch_size=self.batch_size, cache=self._cache
+        )
+
+    def rule_miss(self, case: MapperCase) -> bool:
+        """True when the rules leave this finding to the model."""
+        return bool(self.hybrid.plan_findings(case.detector, [case.normalized()]).pending)
 
     def answer(self, cases: Sequence[MapperCase], progress: Progress | None = None) -> list[Answer]:
-        answers = [self.rules.answer_one(c) for c in cases]
-        pending = [
-            i for i, a in enumerate(answers) if a.labels == (UNKNOWN,) and a.method == FALLBACK
-        ]
-        (progress or _noop)(len(cases) - len(pending))
-        model_answers = predict_in_batches(
-            self.model, [cases[i] for i in pending], self.taxonomy, self.batch_size, progress
-        )
-        for i, model_answer in zip(pending, model_answers, strict=True):
-            rule_time = answers[i].latency_s
-            answers[i] = Answer(
-                model_answer.labels,
-                model_answer.confidence,
-                model_answer.method,
-                rule_time + model_answer.latency_s,
-                model_answer.model_answered,
-                model_answer.logprob,
+        plans, rule_times = [], []
+        for case in cases:
+            started = time.perf_counter()
+            plans.append(self.hybrid.plan_findings(case.detector, [case.normalized()]))
+            rule_times.append(time.perf_counter() - started)
+        ruled_only = sum(1 for p in plans if not p.pending or self.model is None)
+        (progress or _noop)(ruled_only)
+        self._ask([q for p in plans for q in p.queries], progress)
+        answers = []
+        for plan, rule_s in zip(plans, rule_times, strict=True):
+            started = time.perf_counter()
+            predictions, seconds = None, 0.0
+            if plan.pending and self.model is not None:
+                found = [self._cache[_query_key(q)] for q in plan.queries]
+                seconds = sum(s for _, s in found)
+                predictions = None if any(p is None for p, _ in found) else [p for p, _ in found]
+            outcome = self.hybrid.finish(
+                plan,
+                predictions,  # type: ignore[arg-type]
+                arm=self.arm if plan.pending else None,
+                description=self.model.description if self.model is not None else None,
+            )
+            finish_s = time.perf_counter() - started
+            answers.append(
+                self._answer(plan, predictions, outcome.result, rule_s + finish_s + seconds)
             )
         return answers
+
+    def _ask(self, queries: Sequence[MapperQuery], progress: Progress | None) -> None:
+        """Asks the model what the cache does not know yet."""
+        if self.model is None:
+            return
+        unique: dict[str, MapperQuery] = {}
+        for query in queries:
+            key = _query_key(query)
+            if key not in self._cache:
+                unique.setdefault(key, query)
+        answered = predict_in_batches(self.model, list(unique.values()), self.batch_size, progress)
+        for key, pair in zip(unique, answered, strict=True):
+            self._cache[key] = pair
+        (progress or _noop)(len(queries) - len(unique))  # answered from the cache
+
+    def _answer(
+        self,
+        plan: Any,
+        predictions: Sequence[Prediction] | None,
+        result: dict[str, Any],
+        latency_s: float,
+    ) -> Answer:
+        if not plan.ruled and not plan.pending:  # below the table's threshold: no finding
+            return Answer((), EXACT_CONFIDENCE, RULE, latency_s)
+        findings = result["findings"]
+        methods = {f["method"] for f in findings}
+        method = MODEL if MODEL in methods else (FALLBACK if FALLBACK in methods else RULE)
+        labels = tuple(f["label"] for f in findings)
+        prediction = predictions[0] if predictions else None
+        valid = prediction is not None and prediction.valid
+        return Answer(
+            labels,
+            float(findings[0]["confidence"]),
+            method,
+            latency_s,
+            model_answered=valid,
+            logprob=prediction.logprob if valid else 0.0,  # type: ignore[union-attr]
+            raw_confidence=prediction.confidence if valid else 0.0,  # type: ignore[union-attr]
+            model_label=prediction.label if valid else None,  # type: ignore[union-attr]
+        )
 
 
 @dataclass(frozen=True)
@@ -191,7 +272,7 @@ def assemble(
     for case, answer in findings:
         source = case.normalized()
         source = NormalizedFinding(
-            source.detector, source.raw_label[:200], source.score, source.severity
+            source.detector, source.raw_label[:RAW_LABEL_CHARS], source.score, source.severity
         )
         for label in answer.labels:
             labels.add(label)

@@ -11,10 +11,7 @@ answered each finding.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import math
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -25,9 +22,10 @@ from typing import Any
 
 from llama_mapper.domain.calibration import apply_temperature
 from llama_mapper.domain.errors import NotFound
-from llama_mapper.domain.findings import NormalizedFinding, Span
+from llama_mapper.domain.findings import NormalizedFinding
 from llama_mapper.domain.prompt import finding_payload
 from llama_mapper.domain.readers.base import read
+from llama_mapper.domain.readers.generic import extract_generic, short_text
 from llama_mapper.domain.result import CanonicalFinding, build_result
 from llama_mapper.domain.rules import UNKNOWN_CONFIDENCE, RulesMapper
 from llama_mapper.domain.tables import EXACT_CONFIDENCE
@@ -39,7 +37,8 @@ log = logging.getLogger(__name__)
 # Why a finding did not get a model label: the fallback-rate metric is broken down by these.
 UNAVAILABLE, TIMEOUT, INVALID = "unavailable", "timeout", "invalid"
 LOW_CONFIDENCE, NO_MODEL = "low_confidence", "no_model"
-_RAW_LABEL_CHARS = 200
+# Below this calibrated confidence a model label is not trusted (serving's and evaluation's default).
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -78,104 +77,6 @@ class Outcome:
     fallbacks: Counter[str] = field(default_factory=Counter)
 
 
-# --- the generic envelope for detectors without a reader -----------------------------------------
-
-_LIST_KEYS = (
-    "findings",
-    "results",
-    "detections",
-    "entities",
-    "items",
-    "categories",
-    "labels",
-    "matches",
-    "data",
-)
-_LABEL_KEYS = (
-    "label",
-    "entity_type",
-    "type",
-    "category",
-    "name",
-    "class",
-    "kind",
-    "rule",
-    "policy",
-)
-_SCORE_KEYS = ("score", "confidence", "probability", "likelihood")
-_SPAN_KEYS = (("start", "end"), ("begin_offset", "end_offset"), ("begin", "end"))
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _finding_from_dict(detector: str, item: Mapping[str, Any]) -> NormalizedFinding | None:
-    label = next((item[k] for k in _LABEL_KEYS if isinstance(item.get(k), str) and item[k]), None)
-    if label is None:
-        return None
-    score = next((s for k in _SCORE_KEYS if (s := _number(item.get(k))) is not None), None)
-    span = None
-    for start_key, end_key in _SPAN_KEYS:
-        start, end = item.get(start_key), item.get(end_key)
-        if isinstance(start, int) and isinstance(end, int) and 0 <= start <= end:
-            span = Span(start, end)
-            break
-    return NormalizedFinding(detector, label[:_RAW_LABEL_CHARS], score=score, span=span)
-
-
-def extract_generic(
-    detector: str, output: Any, *, min_score: float = 0.5
-) -> list[NormalizedFinding] | None:
-    """Findings from an unknown detector's output, by shape; None when the shape is unrecognized.
-
-    - a list of dicts with a label-like key (`label`, `entity_type`, `type`, ...) and optional score;
-    - a dict wrapping such a list (`findings`, `results`, `entities`, ...);
-    - a dict of scores (`{"toxicity": 0.91, "insult": 0.2}`): keys at or above `min_score`, and
-      boolean flags that are true;
-    - free text (a verdict sentence): one finding whose raw label is the text, clipped.
-    """
-    if isinstance(output, bytes):
-        output = output.decode("utf-8", "replace")
-    if isinstance(output, str):
-        with contextlib.suppress(ValueError):
-            output = json.loads(output)
-    if isinstance(output, str):
-        text = " ".join(output.split())
-        return [NormalizedFinding(detector, text[:_RAW_LABEL_CHARS])] if text else []
-    if isinstance(output, list):
-        found = []
-        for item in output:
-            if isinstance(item, Mapping):
-                finding = _finding_from_dict(detector, item)
-            elif isinstance(item, str) and item.strip():
-                finding = NormalizedFinding(detector, item.strip()[:_RAW_LABEL_CHARS])
-            else:
-                finding = None
-            if finding is not None and (finding.score is None or finding.score >= min_score):
-                found.append(finding)
-        return found if found or not output else None
-    if isinstance(output, Mapping):
-        for key in _LIST_KEYS:
-            if isinstance(output.get(key), list):
-                return extract_generic(detector, output[key], min_score=min_score)
-        single = _finding_from_dict(detector, output)
-        if single is not None:
-            return [single]
-        scores = {k: v for k, v in output.items() if isinstance(v, bool) or _number(v) is not None}
-        if scores and len(scores) == len(output):
-            return [
-                NormalizedFinding(
-                    detector, str(key)[:_RAW_LABEL_CHARS], score=None if v is True else float(v)
-                )
-                for key, v in sorted(scores.items())
-                if v is True or (not isinstance(v, bool) and float(v) >= min_score)
-            ]
-    return None
-
-
 # --- the mapper ----------------------------------------------------------------------------------
 
 
@@ -190,7 +91,7 @@ class HybridMapper:
         self,
         rules: RulesMapper | None = None,
         *,
-        threshold: float = 0.5,
+        threshold: float = DEFAULT_THRESHOLD,
         deadline_s: float = 2.0,
         generic_min_score: float = 0.5,
     ) -> None:
@@ -205,8 +106,6 @@ class HybridMapper:
     def plan(self, detector: str, output: Any, *, request_id: str | None = None) -> Plan:
         """Reads the output and applies the rules. Malformed output of a known detector raises
         InvalidArgument; an unknown detector goes through the generic envelope."""
-        request_id = request_id or str(uuid.uuid4())
-        table = self.rules.tables.get(detector)
         try:
             findings: Sequence[NormalizedFinding] = read(detector, output).findings
         except NotFound:
@@ -215,8 +114,20 @@ class HybridMapper:
             findings = (
                 generic
                 if generic is not None
-                else [NormalizedFinding(detector, _short_text(output))]
+                else [NormalizedFinding(detector, short_text(output))]
             )
+        return self.plan_findings(detector, findings, request_id=request_id)
+
+    def plan_findings(
+        self,
+        detector: str,
+        findings: Sequence[NormalizedFinding],
+        *,
+        request_id: str | None = None,
+    ) -> Plan:
+        """The rules over findings already read: what they answer, and what is left for the model."""
+        request_id = request_id or str(uuid.uuid4())
+        table = self.rules.tables.get(detector)
         plan = Plan(detector, request_id, [], [], table.version_tag if table else None)
         for index, raw in enumerate(findings):
             match = self.rules.match(raw)
@@ -382,11 +293,3 @@ class HybridMapper:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _short_text(output: Any) -> str:
-    try:
-        text = output if isinstance(output, str) else json.dumps(output, sort_keys=True)
-    except (TypeError, ValueError):
-        text = str(output)
-    return " ".join(text.split())[:_RAW_LABEL_CHARS]

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from llama_mapper.inference.hybrid import DEFAULT_THRESHOLD
 from llama_mapper.platform.settings.common import DEFAULT_PORTS, GrpcServiceSettings, common
 from llama_mapper.platform.settings.registry import RegistryClientSettings
 
@@ -70,6 +71,13 @@ class EvaluationSettings(GrpcServiceSettings):
         50, ge=1, description="Outputs per perturbation in the robustness suite."
     )
     max_queued_runs: int = Field(8, ge=1, description="Runs accepted while one is running.")
+    threshold: float = Field(
+        DEFAULT_THRESHOLD,
+        ge=0,
+        le=1,
+        description="The hybrid's confidence threshold, as serving applies it "
+        "(MAPPER_SERVING_THRESHOLD's default).",
+    )
     stream_interval_s: float = Field(
         0.5, gt=0, description="Most frequent progress update StreamProgress sends."
     )

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llama_mapper.inference.hybrid import DEFAULT_THRESHOLD
 from llama_mapper.inference.vllm_engine import VllmEngineConfig
 from llama_mapper.platform.auth import TokenTable
 from llama_mapper.platform.settings.common import DEFAULT_PORTS, common
@@ -107,7 +108,7 @@ class ServingSettings(BaseSettings):
         '{"omp_threads_bind": "1", "kv_cache_space_gib": 1} to give it a core of its own.',
     )
     threshold: float = Field(
-        0.5,
+        DEFAULT_THRESHOLD,
         ge=0,
         le=1,
         description="Below this calibrated confidence a model label -> other.unknown.",
