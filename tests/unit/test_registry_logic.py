@@ -12,7 +12,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from llama_mapper.domain.errors import InvalidArgument
-from llama_mapper.inference.compat import check_adapter_config, check_safetensors_header, same_base
+from llama_mapper.inference.compat import (
+    check_adapter_config,
+    check_adapter_dir,
+    check_safetensors_header,
+    same_base,
+)
 from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.registry import domain as d
 from llama_mapper.registry.artifacts import (
@@ -183,6 +188,29 @@ def test_safetensors_header(tmp_path):
     pickle.write_bytes(b"\x80\x04\x95" + b"\0" * 64)  # a pickle renamed to .safetensors
     with pytest.raises(InvalidArgument, match="no valid safetensors header"):
         check_safetensors_header(pickle)
+
+
+def test_one_compatibility_decision_for_registry_engines_and_export(tmp_path):
+    """The engines and `mapperctl export` check a directory with the registry's own rules, and
+    refuse the same adapters with the same status (INVALID_ARGUMENT)."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(
+        struct.pack("<Q", len(header)) + header + b"\0" * 4
+    )
+    (adapter / "adapter_config.json").write_bytes(_config())
+    assert check_adapter_dir(adapter, max_rank=16).rank == 16
+    for overrides, message in (({"use_dora": True}, "DoRA"), ({"r": 32}, "exceeds")):
+        (adapter / "adapter_config.json").write_bytes(_config(**overrides))
+        with pytest.raises(InvalidArgument, match=message) as dir_refusal:
+            check_adapter_dir(adapter, max_rank=16)
+        with pytest.raises(InvalidArgument) as registry_refusal:
+            check_adapter_config(_config(**overrides), base_model_id=BASE, max_rank=16)
+        assert dir_refusal.value.code == registry_refusal.value.code == "INVALID_ARGUMENT"
+    (adapter / "adapter_model.safetensors").unlink()
+    with pytest.raises(InvalidArgument, match="not a LoRA adapter"):
+        check_adapter_dir(adapter, max_rank=16)
 
 
 def test_targets_and_rollout_validation():

@@ -1,4 +1,8 @@
-"""Serving-compatibility check of an adapter: what vLLM's multi-LoRA engine will actually load."""
+"""Serving compatibility of an adapter, decided once: what vLLM's multi-LoRA engine will load.
+
+The registry applies it at registration, the engines before loading, `mapperctl export` before
+bundling; an incompatible adapter is INVALID_ARGUMENT everywhere.
+"""
 
 from __future__ import annotations
 
@@ -55,11 +59,12 @@ def same_base(adapter_base: str, base_model_id: str) -> bool:
 def check_adapter_config(
     raw: bytes,
     *,
-    base_model_id: str,
+    base_model_id: str | None,
     max_rank: int,
     extra_target_modules: Iterable[str] = (),
 ) -> AdapterInfo:
-    """Raise InvalidArgument unless the serving engine can load an adapter with this config."""
+    """Raise InvalidArgument unless the serving engine can load an adapter with this config.
+    `base_model_id` None (an engine that loads a directory) skips the base-name check."""
     try:
         config = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -92,7 +97,7 @@ def check_adapter_config(
         )
     if not isinstance(modules, list) or not modules or not all(isinstance(m, str) for m in modules):
         raise InvalidArgument(f"{ADAPTER_CONFIG}: target_modules must be a non-empty list of names")
-    supported = supported_target_modules(base_model_id, extra_target_modules)
+    supported = supported_target_modules(base_model_id or "", extra_target_modules)
     unsupported = sorted({m for m in modules if m.rsplit(".", 1)[-1] not in supported})
     if unsupported:
         raise InvalidArgument(
@@ -101,7 +106,9 @@ def check_adapter_config(
         )
 
     adapter_base = config.get("base_model_name_or_path") or ""
-    if not isinstance(adapter_base, str) or not same_base(adapter_base, base_model_id):
+    if not isinstance(adapter_base, str):
+        raise InvalidArgument(f"{ADAPTER_CONFIG}: base_model_name_or_path must be a string")
+    if base_model_id is not None and not same_base(adapter_base, base_model_id):
         raise InvalidArgument(
             f"{ADAPTER_CONFIG}: base_model_name_or_path {adapter_base!r} does not match the "
             f"registered base model {base_model_id!r}"
@@ -131,3 +138,26 @@ def check_safetensors_header(path: Path) -> int:
     if not tensors:
         raise InvalidArgument(f"{ADAPTER_WEIGHTS} holds no tensors")
     return len(tensors)
+
+
+def check_adapter_dir(
+    path: Path,
+    *,
+    max_rank: int,
+    base_model_id: str | None = None,
+    extra_target_modules: Iterable[str] = (),
+) -> AdapterInfo:
+    """The whole directory: both files present, a servable config, a real safetensors file."""
+    config_file, weights = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
+    if not config_file.is_file() or not weights.is_file():
+        raise InvalidArgument(
+            f"{path} is not a LoRA adapter (needs {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})"
+        )
+    info = check_adapter_config(
+        config_file.read_bytes(),
+        base_model_id=base_model_id,
+        max_rank=max_rank,
+        extra_target_modules=extra_target_modules,
+    )
+    check_safetensors_header(weights)
+    return info

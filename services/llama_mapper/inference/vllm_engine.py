@@ -25,10 +25,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from llama_mapper.domain.errors import FailedPrecondition, NotFound, Unavailable
+from llama_mapper.domain.errors import NotFound, Unavailable
 from llama_mapper.domain.prompt import ANALYST_MAX_TOKENS, analyst_messages, mapper_messages
 from llama_mapper.domain.taxonomy import UNKNOWN, Taxonomy, default_taxonomy
 from llama_mapper.inference.base_model import DEFAULT_MODEL_ID, BaseModelInfo, prepare_base_model
+from llama_mapper.inference.compat import check_adapter_dir
 from llama_mapper.inference.model import MapperQuery, Prediction
 
 log = logging.getLogger(__name__)
@@ -288,24 +289,6 @@ def _lora_request(adapter: AdapterRef, lora_id: int) -> Any:
     return LoRARequest(adapter.name, lora_id, str(adapter.path))
 
 
-def check_adapter_dir(path: Path, max_rank: int) -> None:
-    """What vLLM would reject, said before loading: safetensors only, rank, no modules_to_save/DoRA."""
-    import json
-
-    config_file = path / "adapter_config.json"
-    if not config_file.is_file() or not (path / "adapter_model.safetensors").is_file():
-        raise FailedPrecondition(
-            f"{path} is not a LoRA adapter (needs adapter_config.json + adapter_model.safetensors)"
-        )
-    config = json.loads(config_file.read_text())
-    if int(config.get("r", 0)) > max_rank:
-        raise FailedPrecondition(f"adapter rank {config.get('r')} exceeds max_lora_rank {max_rank}")
-    if config.get("modules_to_save"):
-        raise FailedPrecondition("adapters with modules_to_save cannot be served by vLLM")
-    if config.get("use_dora"):
-        raise FailedPrecondition("DoRA adapters cannot be served by vLLM")
-
-
 # --- offline engine (batch evaluation) -----------------------------------------------------------
 
 
@@ -341,7 +324,7 @@ class VllmEngine:
             self.add_adapter(adapter)
 
     def add_adapter(self, adapter: AdapterRef) -> None:
-        check_adapter_dir(adapter.path, self.config.max_lora_rank)
+        check_adapter_dir(adapter.path, max_rank=self.config.max_lora_rank)
         self._adapters[adapter.name] = (adapter, self._ids.new())
 
     def model(self, adapter: str | None = None) -> VllmMapperModel:
@@ -522,7 +505,7 @@ class AsyncVllmEngine:
         return {name: loaded.ref for name, loaded in self._loaded.items()}
 
     async def add_adapter(self, adapter: AdapterRef) -> None:
-        check_adapter_dir(adapter.path, self.config.max_lora_rank)
+        check_adapter_dir(adapter.path, max_rank=self.config.max_lora_rank)
         async with self._lock(adapter.name):
             lora_id = self._ids.new()
             started = time.perf_counter()

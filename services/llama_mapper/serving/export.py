@@ -22,7 +22,8 @@ from typing import Any
 from llama_mapper.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.inference.base_model import BaseModelInfo, file_sha256, prepare_base_model
-from llama_mapper.inference.vllm_engine import VllmEngineConfig, check_adapter_dir
+from llama_mapper.inference.compat import check_adapter_dir
+from llama_mapper.inference.vllm_engine import VllmEngineConfig
 from llama_mapper.platform.settings.common import common
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def export_bundle(
     if out.exists() and any(out.iterdir()):
         raise AlreadyExists(f"{out} exists and is not empty")
     config = config or VllmEngineConfig()
-    check_adapter_dir(adapter_dir, config.max_lora_rank)
+    check_adapter_dir(adapter_dir, max_rank=config.max_lora_rank)
     adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
     base = prepare_base_model(base_model or config.base_model, common().cache_dir)
     expected = (provenance or {}).get("base_model_sha256")
