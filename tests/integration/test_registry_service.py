@@ -36,6 +36,8 @@ from llama_mapper.registry.client import RegistryClient
 from llama_mapper.registry.server import create_server
 
 pytestmark = pytest.mark.integration
+# The authenticated principal (the shared token's) and what the client says it acts as.
+ACTOR = "operator/tester"
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +189,7 @@ def test_register_assigns_monotonic_versions_with_full_lineage(client, model, tm
         "adapter_config.json",
         "adapter_model.safetensors",
     }
-    assert first.created_by == "tester" and first.idempotency_key == "raysubmit_abc"
+    assert first.created_by == ACTOR and first.idempotency_key == "raysubmit_abc"
     assert [v.version for v in client.list_versions(model)] == [1, 2]
     summary = next(m for m in client.list_models() if m.name == model)
     assert (summary.latest_version, summary.version_count) == (2, 2)
@@ -376,8 +378,8 @@ def test_alias_compare_and_set_and_history(client, model, tmp_path):
         client.set_alias(model, "champion", 9, expected_version=2)
     entries = client.history(model, subject="champion")
     assert [(e.from_value, e.to_value, e.reason, e.actor) for e in entries] == [
-        ("", "1", "first", "operator (as tester)"),
-        ("1", "2", "better", "operator (as tester)"),
+        ("", "1", "first", ACTOR),
+        ("1", "2", "better", ACTOR),
     ]
     assert all(e.action == pb.HISTORY_ACTION_ALIAS_SET and e.request_id for e in entries)
     assert v1.version == 1
@@ -412,7 +414,7 @@ def test_metrics_benchmarks_targets(client, model, tmp_path):
     assert [m.HasField("temperature") for m in details.metrics] == [False, True]
     assert (
         details.metrics[0].eval_set_sha256 == "3" * 64
-        and details.metrics[0].recorded_by == "tester"
+        and details.metrics[0].recorded_by == ACTOR
     )
     assert details.benchmarks[0].values["requests_per_s"] == 12.5
     with pytest.raises(errors.InvalidArgument):
@@ -513,7 +515,7 @@ def test_soft_delete(client, model, tmp_path):
     with pytest.raises(errors.FailedPrecondition, match="champion"):
         client.delete_version(model, 1, reason="old")
     deleted = client.delete_version(model, 2, reason="trained on the wrong split")
-    assert deleted.deleted and deleted.deleted_by == "tester"
+    assert deleted.deleted and deleted.deleted_by == ACTOR
     assert [v.version for v in client.list_versions(model)] == [1, 3]
     assert [v.version for v in client.list_versions(model, include_deleted=True)] == [1, 2, 3]
     with pytest.raises(errors.NotFound, match="deleted"):
@@ -546,7 +548,7 @@ def test_history_is_append_only_in_the_database(client, settings, model, tmp_pat
                 conn.execute(text("TRUNCATE history"))
     finally:
         engine.dispose()
-    assert client.history(model)[0].actor == "operator (as tester)"
+    assert client.history(model)[0].actor == ACTOR
 
 
 # -- auth, TLS, health, reflection -------------------------------------------------------------------
@@ -590,7 +592,7 @@ def test_a_read_only_principal_may_read_but_not_write(backend, model, tmp_path):
     with running(settings) as port:
         with RegistryClient(f"127.0.0.1:{port}", token=TOKEN, actor="ci") as client:
             register(client, model, tmp_path)
-            assert client.history(model)[0].actor == "operator (as ci)"
+            assert client.history(model)[0].actor == "operator/ci"
         with RegistryClient(f"127.0.0.1:{port}", token=reader_token) as reader:
             assert reader.get_version(model, 1).version.version == 1
             with pytest.raises(errors.PermissionDenied, match="dashboard"):

@@ -16,7 +16,7 @@ _PROFILE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 def check_model_name(name: str) -> str:
-    if not _MODEL_RE.match(name):
+    if not isinstance(name, str) or not _MODEL_RE.fullmatch(name):
         raise InvalidArgument(
             f"model name {name!r}: use 1-128 lower-case letters, digits, '.', '_' or '-'"
         )
@@ -24,7 +24,7 @@ def check_model_name(name: str) -> str:
 
 
 def check_alias_name(name: str) -> str:
-    if not _ALIAS_RE.match(name):
+    if not isinstance(name, str) or not _ALIAS_RE.fullmatch(name):
         raise InvalidArgument(
             f"alias {name!r}: start with a letter, then up to 63 lower-case letters, digits, '_' or '-'"
         )
@@ -32,7 +32,7 @@ def check_alias_name(name: str) -> str:
 
 
 def check_profile_name(name: str) -> str:
-    if not _PROFILE_RE.match(name):
+    if not isinstance(name, str) or not _PROFILE_RE.fullmatch(name):
         raise InvalidArgument(
             f"hardware profile {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-'"
         )

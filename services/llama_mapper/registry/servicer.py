@@ -6,15 +6,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterator
-from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from llama_mapper._proto.registry.v1 import registry_pb2 as pb
 from llama_mapper._proto.registry.v1 import registry_pb2_grpc as pb_grpc
 from llama_mapper.domain.errors import InvalidArgument
 from llama_mapper.platform.auth import current_principal
+from llama_mapper.platform.rpc.messages import from_message, to_message
 from llama_mapper.registry import domain as d
 from llama_mapper.registry.registrar import FileStart, Registrar, UploadPart
 from llama_mapper.registry.store import MAX_PAGE, RegistryStore
@@ -55,75 +54,22 @@ _ACTIONS_OUT = {
 # -- conversions ------------------------------------------------------------------------------------
 
 
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _caller(context: grpc.ServicerContext) -> d.Caller:
-    """The audit actor is the authenticated principal; a client's own `x-actor` claim is kept
-    beside it, marked as a claim, never instead of it."""
+    """The audit actor is `principal/claim`: the authenticated principal, then what the client
+    says it acts as (`x-actor`), kept beside it, never instead of it."""
     metadata = dict(context.invocation_metadata())
     principal = current_principal()
     actor = principal.name if principal is not None else "unknown"
-    claimed = str(metadata.get("x-actor") or "")[:128]
+    claimed = "".join(
+        c for c in str(metadata.get("x-actor") or "") if c.isprintable() and not c.isspace()
+    )[:128]
     if claimed and claimed != actor:
-        actor = f"{actor} (as {claimed})"
+        actor = f"{actor}/{claimed}"
     return d.Caller(actor=actor[:256], request_id=str(metadata.get("x-request-id") or "")[:128])
 
 
-def _lineage_in(msg: pb.Lineage) -> d.Lineage:
-    return d.Lineage(
-        base_model_id=msg.base_model_id,
-        base_model_sha256=msg.base_model_sha256,
-        base_model_revision=msg.base_model_revision,
-        training_config_json=msg.training_config_json,
-        dataset_name=msg.dataset_name,
-        dataset_manifest_sha256=msg.dataset_manifest_sha256,
-        validation_report_sha256=msg.validation_report_sha256,
-        ray_submission_id=msg.ray_submission_id,
-        git_commit=msg.git_commit,
-    )
-
-
 def version_out(v: d.ModelVersion) -> pb.ModelVersion:
-    lineage = v.lineage
-    msg = pb.ModelVersion(
-        model=v.model,
-        version=v.version,
-        display_name=v.display_name,
-        description=v.description,
-        lineage=pb.Lineage(
-            base_model_id=lineage.base_model_id,
-            base_model_revision=lineage.base_model_revision,
-            base_model_sha256=lineage.base_model_sha256,
-            training_config_json=lineage.training_config_json,
-            dataset_name=lineage.dataset_name,
-            dataset_manifest_sha256=lineage.dataset_manifest_sha256,
-            validation_report_sha256=lineage.validation_report_sha256,
-            ray_submission_id=lineage.ray_submission_id,
-            git_commit=lineage.git_commit,
-        ),
-        files=[
-            pb.ArtifactFile(name=f.name, sha256=f.sha256, size_bytes=f.size_bytes) for f in v.files
-        ],
-        artifact_sha256=v.artifact_sha256,
-        lora_rank=v.lora_rank,
-        target_modules=v.target_modules,
-        idempotency_key=v.idempotency_key,
-        create_time=_ts(v.created_at),
-        created_by=v.created_by,
-        aliases=v.aliases,
-        temperature=v.temperature,
-        deleted=v.deleted_at is not None,
-        delete_time=_ts(v.deleted_at),
-        deleted_by=v.deleted_by,
-        delete_reason=v.delete_reason,
-    )
-    return msg
+    return to_message(pb.ModelVersion, v, deleted=v.deleted_at is not None)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -133,82 +79,17 @@ def _resolve_response(version: d.ModelVersion) -> pb.ResolveAliasResponse:
     return pb.ResolveAliasResponse(version=version_out(version))
 
 
-def _metrics_out(r: d.MetricsRecord) -> pb.MetricsRecord:
-    return pb.MetricsRecord(
-        values=r.values,
-        eval_set_sha256=r.eval_set_sha256,
-        temperature=r.temperature,
-        report_uri=r.report_uri,
-        record_time=_ts(r.recorded_at),
-        recorded_by=r.recorded_by,
-    )
-
-
-def _benchmark_out(r: d.BenchmarkRecord) -> pb.BenchmarkRecord:
-    return pb.BenchmarkRecord(
-        hardware_profile=r.hardware_profile,
-        values=r.values,
-        config_json=r.config_json,
-        record_time=_ts(r.recorded_at),
-        recorded_by=r.recorded_by,
-    )
-
-
-def _gate_out(r: d.GateResult) -> pb.GateResult:
-    return pb.GateResult(
-        hardware_profile=r.hardware_profile,
-        passed=r.passed,
-        summary=r.summary,
-        details_json=r.details_json,
-        report_uri=r.report_uri,
-        record_time=_ts(r.recorded_at),
-        recorded_by=r.recorded_by,
-    )
-
-
 def _targets_out(t: d.PerformanceTargets) -> pb.PerformanceTargets:
-    return pb.PerformanceTargets(
-        hardware_profile=t.hardware_profile,
-        **t.values(),
-        update_time=_ts(t.updated_at),
-        updated_by=t.updated_by,
-    )
-
-
-def _alias_out(a: d.Alias) -> pb.Alias:
-    return pb.Alias(name=a.name, version=a.version, update_time=_ts(a.updated_at))
+    return to_message(pb.PerformanceTargets, t)
 
 
 def _rollout_out(r: d.Rollout) -> pb.Rollout:
-    return pb.Rollout(
-        model=r.model,
-        control_version=r.spec.control_version,
-        treatment_version=r.spec.treatment_version,
-        treatment_weight=r.spec.treatment_weight,
-        stage=_STAGES_OUT[r.spec.stage],
-        shadow=r.spec.shadow,
-        shadow_fraction=r.spec.shadow_fraction,
-        salt=r.salt,
-        revision=r.revision,
-        update_time=_ts(r.updated_at),
-        updated_by=r.updated_by,
-        reason=r.reason,
-    )
+    spec = r.spec
+    return to_message(pb.Rollout, r, **{**vars(spec), "stage": _STAGES_OUT[spec.stage]})
 
 
 def _history_out(e: d.HistoryEntry) -> pb.HistoryEntry:
-    return pb.HistoryEntry(
-        id=e.id,
-        model=e.model,
-        time=_ts(e.at),
-        actor=e.actor,
-        action=_ACTIONS_OUT[e.action],
-        subject=e.subject,
-        from_value=e.from_value,
-        to_value=e.to_value,
-        reason=e.reason,
-        request_id=e.request_id,
-    )
+    return to_message(pb.HistoryEntry, e, action=_ACTIONS_OUT[e.action])
 
 
 def _page(page_size: int, page_token: str) -> tuple[int, int]:
@@ -245,13 +126,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         if first is None or first.WhichOneof("part") != "metadata":
             raise InvalidArgument("the first message of RegisterVersion must carry the metadata")
         meta = first.metadata
-        spec = d.VersionSpec(
-            model=meta.model,
-            lineage=_lineage_in(meta.lineage),
-            idempotency_key=meta.idempotency_key,
-            display_name=meta.display_name,
-            description=meta.description,
-        )
+        spec = from_message(d.VersionSpec, meta, lineage=from_message(d.Lineage, meta.lineage))
         version, created = self.registrar.register(
             spec, _upload_parts(request_iterator), _caller(context)
         )
@@ -261,25 +136,11 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         details = self.store.get_version(
             request.model, request.version, include_deleted=request.include_deleted
         )
-        return pb.GetVersionResponse(
-            version=version_out(details.version),
-            metrics=[_metrics_out(m) for m in details.metrics],
-            benchmarks=[_benchmark_out(b) for b in details.benchmarks],
-            gate_results=[_gate_out(g) for g in details.gate_results],
-        )
+        return to_message(pb.GetVersionResponse, details, version=version_out(details.version))
 
     def ListModels(self, request, context):
         return pb.ListModelsResponse(
-            models=[
-                pb.ModelSummary(
-                    name=m.name,
-                    latest_version=m.latest_version,
-                    version_count=m.version_count,
-                    aliases=[_alias_out(a) for a in m.aliases],
-                    create_time=_ts(m.created_at),
-                )
-                for m in self.store.list_models()
-            ]
+            models=[to_message(pb.ModelSummary, m) for m in self.store.list_models()]
         )
 
     def ListVersions(self, request, context):
@@ -305,28 +166,26 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             reason=request.reason,
             force=request.force,
         )
-        return pb.SetAliasResponse(alias=_alias_out(alias), previous_version=previous)
+        return pb.SetAliasResponse(alias=to_message(pb.Alias, alias), previous_version=previous)
 
     def RecordMetrics(self, request, context):
         r = request.record
-        record = d.MetricsRecord(
+        record = from_message(
+            d.MetricsRecord,
+            r,
             values=dict(r.values),
-            eval_set_sha256=r.eval_set_sha256,
             temperature=r.temperature if r.HasField("temperature") else None,
-            report_uri=r.report_uri,
         )
         stored = self.store.record_metrics(request.model, request.version, record, _caller(context))
-        return pb.RecordMetricsResponse(record=_metrics_out(stored))
+        return pb.RecordMetricsResponse(record=to_message(pb.MetricsRecord, stored))
 
     def RecordBenchmark(self, request, context):
         r = request.record
-        record = d.BenchmarkRecord(
-            hardware_profile=r.hardware_profile, values=dict(r.values), config_json=r.config_json
-        )
+        record = from_message(d.BenchmarkRecord, r, values=dict(r.values))
         stored = self.store.record_benchmark(
             request.model, request.version, record, _caller(context)
         )
-        return pb.RecordBenchmarkResponse(record=_benchmark_out(stored))
+        return pb.RecordBenchmarkResponse(record=to_message(pb.BenchmarkRecord, stored))
 
     def SetTargets(self, request, context):
         t = request.targets
@@ -344,30 +203,16 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         return pb.GetTargetsResponse(targets=[_targets_out(t) for t in targets])
 
     def RecordGateResult(self, request, context):
-        r = request.result
-        result = d.GateResult(
-            hardware_profile=r.hardware_profile,
-            passed=r.passed,
-            summary=r.summary,
-            details_json=r.details_json,
-            report_uri=r.report_uri,
-        )
+        result = from_message(d.GateResult, request.result)
         stored = self.store.record_gate(request.model, request.version, result, _caller(context))
-        return pb.RecordGateResultResponse(result=_gate_out(stored))
+        return pb.RecordGateResultResponse(result=to_message(pb.GateResult, stored))
 
     def SetRollout(self, request, context):
         if request.stage not in _STAGES:
             raise InvalidArgument(
                 "stage must be set (SHADOW, CANARY, COMPLETE, ROLLED_BACK or ABORTED)"
             )
-        spec = d.RolloutSpec(
-            control_version=request.control_version,
-            treatment_version=request.treatment_version,
-            treatment_weight=request.treatment_weight,
-            stage=_STAGES[request.stage],
-            shadow=request.shadow,
-            shadow_fraction=request.shadow_fraction,
-        )
+        spec = from_message(d.RolloutSpec, request, stage=_STAGES[request.stage])
         rollout = self.store.set_rollout(
             request.model,
             spec,
@@ -392,21 +237,9 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
 
     def DownloadArtifact(self, request, context):
         version, files = self.registrar.open_download(request.model, request.version)
-        yield pb.DownloadArtifactResponse(
-            manifest=pb.ArtifactManifest(
-                files=[
-                    pb.ArtifactFile(name=f.name, sha256=f.sha256, size_bytes=f.size_bytes)
-                    for f in version.files
-                ],
-                artifact_sha256=version.artifact_sha256,
-            )
-        )
+        yield pb.DownloadArtifactResponse(manifest=to_message(pb.ArtifactManifest, version))
         for entry, chunks in files:
-            yield pb.DownloadArtifactResponse(
-                file=pb.ArtifactFile(
-                    name=entry.name, sha256=entry.sha256, size_bytes=entry.size_bytes
-                )
-            )
+            yield pb.DownloadArtifactResponse(file=to_message(pb.ArtifactFile, entry))
             for chunk in chunks:
                 yield pb.DownloadArtifactResponse(chunk=chunk)
 

@@ -1,0 +1,113 @@
+"""What evaluation and the bench write on a version: metrics (and the temperature), benchmarks, gates."""
+
+from __future__ import annotations
+
+import math
+
+from sqlalchemy.orm import Session
+
+from llama_mapper.domain.errors import InvalidArgument
+from llama_mapper.registry import domain as d
+from llama_mapper.registry.artifacts import check_sha256
+from llama_mapper.registry.records import from_row
+from llama_mapper.registry.schema import BenchmarkRow, GateRow, MetricsRow
+from llama_mapper.registry.store.tx import Transactions, check_values, now
+
+
+class Evaluations(Transactions):
+    @staticmethod
+    def _metrics_out(r: MetricsRow) -> d.MetricsRecord:
+        return from_row(d.MetricsRecord, r)
+
+    @staticmethod
+    def _benchmark_out(r: BenchmarkRow) -> d.BenchmarkRecord:
+        return from_row(d.BenchmarkRecord, r)
+
+    @staticmethod
+    def _gate_out(r: GateRow) -> d.GateResult:
+        return from_row(d.GateResult, r)
+
+    def record_metrics(
+        self, model: str, version: int, record: d.MetricsRecord, caller: d.Caller
+    ) -> d.MetricsRecord:
+        values = check_values(record.values, "metrics")
+        if record.eval_set_sha256:
+            check_sha256(record.eval_set_sha256, "eval_set_sha256")
+        if record.temperature is not None and not (
+            math.isfinite(record.temperature) and record.temperature > 0
+        ):
+            raise InvalidArgument(
+                f"temperature must be a positive number, got {record.temperature}"
+            )
+
+        def work(session: Session) -> d.MetricsRecord:
+            row = self._version(session, self._model(session, model), version)
+            metrics = MetricsRow(
+                version_id=row.id,
+                values=values,
+                eval_set_sha256=record.eval_set_sha256,
+                temperature=record.temperature,
+                report_uri=record.report_uri,
+                recorded_at=now(),
+                recorded_by=caller.actor,
+            )
+            session.add(metrics)
+            if record.temperature is not None:
+                # The serving path reads the latest fitted temperature with the version.
+                row.temperature = record.temperature
+            return self._metrics_out(metrics)
+
+        return self._write(work)
+
+    def record_benchmark(
+        self, model: str, version: int, record: d.BenchmarkRecord, caller: d.Caller
+    ) -> d.BenchmarkRecord:
+        d.check_profile_name(record.hardware_profile)
+        values = check_values(record.values, "benchmark")
+
+        def work(session: Session) -> d.BenchmarkRecord:
+            row = self._version(session, self._model(session, model), version)
+            bench = BenchmarkRow(
+                version_id=row.id,
+                hardware_profile=record.hardware_profile,
+                values=values,
+                config_json=record.config_json,
+                recorded_at=now(),
+                recorded_by=caller.actor,
+            )
+            session.add(bench)
+            return self._benchmark_out(bench)
+
+        return self._write(work)
+
+    def record_gate(
+        self, model: str, version: int, result: d.GateResult, caller: d.Caller
+    ) -> d.GateResult:
+        d.check_profile_name(result.hardware_profile)
+
+        def work(session: Session) -> d.GateResult:
+            m = self._model(session, model, lock=True)
+            row = self._version(session, m, version)
+            gate = GateRow(
+                version_id=row.id,
+                hardware_profile=result.hardware_profile,
+                passed=result.passed,
+                summary=result.summary,
+                details_json=result.details_json,
+                report_uri=result.report_uri,
+                recorded_at=now(),
+                recorded_by=caller.actor,
+            )
+            session.add(gate)
+            self._audit(
+                session,
+                m.id,
+                d.HistoryAction.GATE_RECORDED,
+                str(version),
+                caller,
+                to_value="passed" if result.passed else "failed",
+                reason=result.summary,
+            )
+            return self._gate_out(gate)
+
+        return self._write(work)
