@@ -413,8 +413,7 @@ def test_metrics_benchmarks_targets(client, model, tmp_path):
     assert details.version.temperature == pytest.approx(1.7)
     assert [m.HasField("temperature") for m in details.metrics] == [False, True]
     assert (
-        details.metrics[0].eval_set_sha256 == "3" * 64
-        and details.metrics[0].recorded_by == ACTOR
+        details.metrics[0].eval_set_sha256 == "3" * 64 and details.metrics[0].recorded_by == ACTOR
     )
     assert details.benchmarks[0].values["requests_per_s"] == 12.5
     with pytest.raises(errors.InvalidArgument):
