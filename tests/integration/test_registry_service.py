@@ -19,6 +19,7 @@ from registry_support import (
     PHI3_BASE,
     PHI3_SHA,
     TOKEN,
+    evaluated,
     lineage,
     make_adapter,
     moto_s3,
@@ -445,6 +446,7 @@ def test_metrics_benchmarks_targets(client, model, tmp_path):
 def test_rollout_compare_and_set_and_salt(client, model, tmp_path):
     for _ in range(3):
         register(client, model, tmp_path)
+    evaluated(client, model, 2, 3)
     with pytest.raises(errors.NotFound):
         client.get_rollout(model)
     r1 = client.set_rollout(

@@ -16,6 +16,7 @@ from collections import Counter
 
 import httpx
 import pytest
+from registry_support import evaluated
 from serving_support import free_port, make_lora_adapter, register_adapter, start_registry
 
 pytestmark = pytest.mark.integration
@@ -50,6 +51,7 @@ def stack(tmp_path_factory):
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
     client.set_alias("mapper", "champion", versions[1], expected_version=0, reason="test")
+    evaluated(client, "mapper", *versions.values())
 
     settings = ServingSettings(
         http_port=free_port(),

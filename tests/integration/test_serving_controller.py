@@ -6,10 +6,13 @@ so each step's numbers are chosen by the test.
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from registry_support import lineage, make_adapter
+from registry_support import evaluated, lineage, make_adapter
 from serving_support import start_registry
 
+from llama_mapper._proto.registry.v1 import registry_pb2 as pb
 from llama_mapper.domain.errors import FailedPrecondition
 from llama_mapper.serving.canary import ADVANCE, HOLD, PROMOTE, ROLLBACK, Gates
 from llama_mapper.serving.controller import CanaryController
@@ -42,6 +45,7 @@ def registry(tmp_path):
             idempotency_key=f"k{seed}",
         )
     client.set_alias("mapper", "champion", 1, expected_version=0, reason="seed")
+    evaluated(client, "mapper", 1, 2, 3)
     yield client
     client.close()
     server.stop(None)
@@ -122,10 +126,85 @@ def test_without_a_champion_the_rules_are_the_control_and_promotion_sets_one(tmp
             "mapper", make_adapter(tmp_path / "a"), lineage=lineage(), idempotency_key="k"
         )
         ctl, _ = controller(client, {"control": HEALTHY, "treatment": HEALTHY})
+        # An unevaluated version takes no traffic: no gate, no temperature.
+        with pytest.raises(FailedPrecondition, match="no gate result.*no fitted temperature"):
+            ctl.start(1)
+        evaluated(client, "mapper", 1)
         rollout = ctl.start(1)
         assert rollout.control_version == 0  # rules only
         assert [ctl.tick().action for _ in range(3)] == [ADVANCE, ADVANCE, PROMOTE]
         assert client.resolve_alias("mapper", "champion").version == 1
+    finally:
+        client.close()
+        server.stop(None)
+
+
+def test_force_opens_an_unevaluated_rollout_and_the_history_says_why(registry, tmp_path):
+    registry.register_directory(
+        "mapper", make_adapter(tmp_path / "new"), lineage=lineage(), idempotency_key="k-new"
+    )  # v4: never evaluated
+    ctl, _ = controller(registry, {"control": HEALTHY, "treatment": HEALTHY})
+    with pytest.raises(FailedPrecondition):
+        ctl.start(4)
+    rollout = ctl.start(4, force=True, reason="hotfix; evaluation runs tonight")
+    assert rollout.stage == "canary"
+    (entry,) = registry.history("mapper", subject="rollout")[-1:]
+    assert "forced past the traffic gate: " in entry.reason and "hotfix" in entry.reason
+
+
+def test_promotion_is_one_transaction_a_moved_alias_leaves_the_rollout_untouched(registry):
+    ctl, _ = controller(registry, {"control": HEALTHY, "treatment": HEALTHY})
+    rollout = ctl.start(2)
+    # Someone promotes v3 by hand meanwhile: the rollout's completion must not half-happen.
+    registry.set_alias("mapper", "champion", 3, expected_version=1, reason="manual")
+    from llama_mapper.domain.errors import Aborted
+
+    with pytest.raises(Aborted):
+        registry.finish_rollout(
+            "mapper", "complete", expected_revision=rollout.revision, reason="done"
+        )
+    after = RegistrySource(registry).rollout("mapper")
+    assert after.active and after.revision == rollout.revision  # nothing changed
+    assert registry.resolve_alias("mapper", "champion").version == 3
+    done = registry.finish_rollout(
+        "mapper", "aborted", expected_revision=rollout.revision, reason="superseded"
+    )
+    assert done.rollout.stage == pb.ROLLOUT_STAGE_ABORTED and not done.HasField("alias")
+
+
+def test_a_lease_that_is_not_renewed_expires_to_control_and_the_history_says_why(tmp_path):
+    from llama_mapper.platform.settings.registry import RegistrySettings
+    from llama_mapper.registry.client import RegistryClient
+    from llama_mapper.registry.db import make_engine
+    from llama_mapper.registry.store import RegistryStore
+
+    server, address = start_registry(tmp_path)
+    client = RegistryClient(address, actor="canary-test")
+    try:
+        client.register_directory(
+            "mapper", make_adapter(tmp_path / "a"), lineage=lineage(), idempotency_key="k"
+        )
+        evaluated(client, "mapper", 1)
+        ctl, _ = controller(client, {"control": HEALTHY, "treatment": HEALTHY})
+        ctl.lease_s = 5.0
+        rollout = ctl.start(1)
+        assert rollout.lease_expires_at is not None and rollout.live(time.time())
+        assert ctl.status()["lease"]["holds"]
+        # The controller dies here: nobody renews.
+        time.sleep(5.5)
+        view = RegistrySource(client).rollout("mapper")
+        assert view.active and not view.live(time.time())  # routers already send control
+        assert not ctl.status()["lease"]["holds"]
+        store = RegistryStore(
+            make_engine(
+                RegistrySettings(database_url=f"sqlite:///{tmp_path / 'registry.db'}").database_url
+            )
+        )
+        (expired,) = store.expire_leases()
+        assert expired.spec.stage.value == "aborted"
+        entry = client.history("mapper", subject="rollout")[-1]
+        assert entry.actor == "registry" and "lease ended" in entry.reason
+        assert store.expire_leases() == []  # once
     finally:
         client.close()
         server.stop(None)

@@ -348,3 +348,108 @@ def test_an_engine_flagged_invalid_answer_falls_back():
             assert 'mapper_schema_valid_rate{arm="control"} 0.0' in metrics
 
     run(go())
+
+
+class SwitchableSource(StaticSource):
+    """A registry that can hang (as a SIGSTOPped process does) and whose champion can move."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        import threading
+
+        self.release = threading.Event()
+        self.release.set()
+
+    def rollout(self, model):
+        self.release.wait()
+        return self.view
+
+
+def test_a_hung_registry_never_delays_a_request_and_healthz_says_stale():
+    import time
+
+    engine = TableEngine({"mapper-v1": {"ACME_CUSTOMER_NO": "financial.bank_account"}})
+    source = SwitchableSource()
+
+    async def go():
+        core, client = make_client(source, engine, registry_timeout_s=0.2)
+        async with client:
+            await _settle(client, core)
+            assert (await client.get("/healthz")).json()["registry"]["state"] == "fresh"
+            source.release.clear()  # the registry stops answering
+            await asyncio.sleep(0.5)  # several refreshes time out in the background
+            slowest = 0.0
+            for i in range(20):
+                started = time.perf_counter()
+                r = await client.post(
+                    "/v1/map",
+                    json={"detector": "presidio", "output": UNMAPPED, "request_id": f"h{i}"},
+                )
+                slowest = max(slowest, time.perf_counter() - started)
+                assert r.status_code == 200
+                assert r.json()["adapter_version"] == 1  # the last-known-good champion
+            assert slowest < 0.2, slowest
+            health = (await client.get("/healthz")).json()["registry"]
+            assert (
+                health["state"] == "stale"
+                and health["stale_since"]
+                and "Timeout" in health["error"]
+            )
+            source.release.set()
+            await asyncio.sleep(0.3)
+            assert (await client.get("/healthz")).json()["registry"]["state"] == "fresh"
+
+    run(go())
+
+
+def test_after_a_promotion_every_answer_names_the_new_champion():
+    engine = TableEngine(
+        {
+            "mapper-v1": {"ACME_CUSTOMER_NO": "financial.bank_account"},
+            "mapper-v2": {"ACME_CUSTOMER_NO": "pii.phone_number"},
+        }
+    )
+    done = RolloutView("mapper", 1, 2, 1.0, "complete", salt="s", revision=5)
+    source = StaticSource(rollout=done, champion=1)
+
+    async def go():
+        core, client = make_client(source, engine)
+        async with client:
+            await _settle(client, core)
+            source.champ = 2  # the rollout completed: the alias moved to v2
+            await _settle(client, core)
+            for i in range(12):
+                r = await client.post(
+                    "/v1/map",
+                    json={"detector": "presidio", "output": UNMAPPED},
+                    headers={"x-tenant-id": f"t{i}"},
+                )
+                assert r.json()["adapter_version"] == 2
+                assert r.json()["result"]["provenance"]["model"]["adapter_version"] == 2
+
+    run(go())
+
+
+def test_feedback_counts_once_per_request_and_only_for_its_tenant():
+    engine = TableEngine({"mapper-v1": {}})
+
+    async def go():
+        core, client = make_client(StaticSource(), engine)
+        async with client:
+            await _settle(client, core)
+            body = {"detector": "presidio", "output": MAPPED, "request_id": "fb1"}
+            await client.post("/v1/map", json=body, headers={"x-tenant-id": "acme"})
+            verdict = {"request_id": "fb1", "verdict": "incorrect"}
+            other = await client.post("/v1/feedback", json=verdict, headers={"x-tenant-id": "evil"})
+            assert other.status_code == 404
+            first = await client.post("/v1/feedback", json=verdict, headers={"x-tenant-id": "acme"})
+            again = await client.post(
+                "/v1/feedback",
+                json={**verdict, "verdict": "correct"},
+                headers={"x-tenant-id": "acme"},
+            )
+            assert first.json()["counted"] is True and again.json()["counted"] is False
+            assert again.json()["correct"] is False  # the first verdict stands
+            assert core.windows.arm("control").feedback == 1
+
+    run(go())

@@ -211,7 +211,7 @@ def test_requests_waiting_on_the_treatment_engine_give_up_when_it_is_found_dead(
 
 
 def test_a_failed_treatment_engine_is_reloaded_after_the_retry_interval(monkeypatch):
-    from llama_mapper.serving import router_core as service
+    from llama_mapper.serving import adapters
 
     async def go():
         core, _main, treatment = await started()
@@ -219,7 +219,7 @@ def test_a_failed_treatment_engine_is_reloaded_after_the_retry_interval(monkeypa
         await map_unmapped(core, tenants(TREATMENT, 1)[0])
         assert core.versions[("mapper", 2, TREATMENT_ENGINE)].status == "failed"
         treatment.dead = False  # Serve has replaced the replica (without the adapter)
-        monkeypatch.setattr(service, "_FAILED_RETRY_S", 0.0)
+        monkeypatch.setattr(adapters, "FAILED_RETRY_S", 0.0)
         await core.refresh(force=True)
         await asyncio.sleep(0.05)
         assert core.versions[("mapper", 2, TREATMENT_ENGINE)].status == "ready"

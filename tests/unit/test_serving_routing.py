@@ -68,8 +68,26 @@ def test_versions_follow_the_arm_and_no_rollout_means_champion():
     assert (a.arm, a.version) == (TREATMENT, 2)
     assert assign(None, "k", champion_version=7) == assign(None, "k", champion_version=7)
     assert assign(None, "k", champion_version=7).version == 7
-    done = assign(rollout(1.0, stage="complete"), "k")
-    assert (done.arm, done.version) == (CONTROL, 1)
+
+
+@pytest.mark.parametrize("stage", ["complete", "rolled_back", "aborted"])
+def test_a_finished_rollout_pins_nothing_every_key_goes_to_the_champion(stage):
+    """After a second release (v2 promoted over v1) the champion answers, whatever the old
+    rollout record says its control was."""
+    for key in (f"tenant:{i}" for i in range(200)):
+        done = assign(
+            rollout(1.0 if stage == "complete" else 0.0, stage=stage), key, champion_version=2
+        )
+        assert (done.arm, done.version) == (CONTROL, 2)
+
+
+def test_an_expired_lease_routes_every_key_to_control():
+    live = rollout(1.0, lease_expires_at=1000.0)
+    assert assign(live, "k", champion_version=1, now=999.0).arm == TREATMENT
+    expired = assign(live, "k", champion_version=1, now=1000.0)
+    assert (expired.arm, expired.version) == (CONTROL, 1)
+    assert not live.live(1000.0) and live.live(999.0) and live.active
+    assert assign(rollout(1.0), "k", now=10**12).arm == TREATMENT  # no lease: nothing expires
 
 
 def test_routing_key_prefers_the_tenant():

@@ -1,4 +1,4 @@
-"""`mapperctl registry list|show|history|promote|rollback|targets`: the registry from a terminal."""
+"""`mapperctl registry list|show|register|history|promote|rollback|targets`: the registry from a terminal."""
 
 from __future__ import annotations
 
@@ -43,6 +43,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_show)
+
+    register = commands.add_parser(
+        "register",
+        help="upload and register an adapter directory trained elsewhere",
+        description="Checks the directory for serving compatibility (PEFT LoRA, safetensors, rank, "
+        "target modules, base), uploads it with sha256 per file and registers the next version. "
+        "Registering the same files again returns the version they already are.",
+    )
+    register.add_argument("model")
+    register.add_argument("dir", type=Path, help="adapter_config.json + adapter_model.safetensors")
+    register.add_argument(
+        "--lineage",
+        type=Path,
+        help="JSON file of lineage fields (base_model_id, base_model_sha256, dataset_name, "
+        "dataset_manifest_sha256, training_config_json, git_commit, ...)",
+    )
+    register.add_argument(
+        "--base-model",
+        default=None,
+        help="base model id when the lineage file names none (default: the bundled base); its "
+        "sha256 is read from the prepared copy (`mapperctl model prepare`)",
+    )
+    register.add_argument("--name", default="", help="display name (default: the directory's)")
+    register.add_argument("--reason", default="", help="why; the version's description")
+    register.add_argument("--json", action="store_true", help="print the version as JSON")
+    register.set_defaults(func=cmd_register)
 
     history = commands.add_parser("history", help="the audit history of a model")
     history.add_argument("model")
@@ -222,6 +248,88 @@ def cmd_show(args: argparse.Namespace) -> int:
                 for g in details.gate_results
             ],
         )
+    return 0
+
+
+_LINEAGE_FIELDS = (
+    "base_model_id",
+    "base_model_sha256",
+    "base_model_revision",
+    "training_config_json",
+    "dataset_name",
+    "dataset_manifest_sha256",
+    "validation_report_sha256",
+    "ray_submission_id",
+    "git_commit",
+)
+
+
+def _lineage(args: argparse.Namespace) -> dict[str, str]:
+    lineage: dict[str, str] = {}
+    if args.lineage is not None:
+        try:
+            document = json.loads(args.lineage.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidArgument(f"--lineage {args.lineage}: {exc}") from None
+        if not isinstance(document, dict):
+            raise InvalidArgument(f"--lineage {args.lineage}: a JSON object of lineage fields")
+        unknown = sorted(set(document) - set(_LINEAGE_FIELDS))
+        if unknown:
+            raise InvalidArgument(
+                f"--lineage: unknown fields {unknown}; known: {list(_LINEAGE_FIELDS)}"
+            )
+        for key, value in document.items():
+            lineage[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    if args.base_model or not lineage.get("base_model_id"):
+        from llama_mapper.inference.base_model import DEFAULT_MODEL_ID
+
+        lineage["base_model_id"] = (
+            args.base_model or lineage.get("base_model_id") or DEFAULT_MODEL_ID
+        )
+    if not lineage.get("base_model_sha256"):
+        from llama_mapper.inference.base_model import prepare_base_model
+        from llama_mapper.platform.settings.common import common
+
+        info = prepare_base_model(lineage["base_model_id"], common().cache_dir)
+        lineage["base_model_sha256"] = info.sha256
+    return lineage
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from llama_mapper.inference.compat import check_adapter_dir
+    from llama_mapper.registry.artifacts import (
+        FileEntry,
+        collect_upload_files,
+        manifest_digest,
+        sha256_file,
+    )
+
+    lineage = _lineage(args)
+    # What the registry will check again, said here before any byte is uploaded.
+    check_adapter_dir(args.dir, max_rank=16, base_model_id=lineage["base_model_id"])
+    files = [
+        FileEntry(name, sha256_file(path), path.stat().st_size)
+        for name, path in collect_upload_files(args.dir)
+    ]
+    with _client(args) as client:
+        response = client.register_directory(
+            args.model,
+            args.dir,
+            lineage=lineage,
+            # The same files registered again are the version they already are.
+            idempotency_key=f"files:{manifest_digest(files)}",
+            display_name=args.name or args.dir.name,
+            description=args.reason,
+        )
+    version = response.version
+    if args.json:
+        body = MessageToDict(version, preserving_proto_field_name=True)
+        print(json.dumps({"created": response.created, "version": body}, indent=2, sort_keys=True))
+        return 0
+    verb = "registered" if response.created else "already registered as"
+    print(
+        f"{args.model}: {verb} v{version.version} ({version.artifact_sha256[:12]}, {len(version.files)} files)"
+    )
     return 0
 
 

@@ -83,6 +83,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     start.add_argument("--interval", type=float, default=60.0, help="seconds per step")
     start.add_argument("--min-requests", type=int, default=50, help="treatment samples per step")
     start.add_argument("--follow", action="store_true", help="run the controller loop until done")
+    start.add_argument(
+        "--force",
+        action="store_true",
+        help="open the rollout although the treatment has no passing gate or no fitted "
+        "temperature (needs --reason; the history records it)",
+    )
+    start.add_argument("--reason", default="", help="why (recorded in the history)")
     _bench_gate_flags(start)
     start.set_defaults(func=cmd_canary_start)
     cstatus = canary_commands.add_parser("status", help="the rollout and a live table per arm")
@@ -130,6 +137,13 @@ def _bench_gate_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--profile", default="cpu-2core", help="hardware profile of the targets")
     parser.add_argument("--bench-users", type=int, default=4, help="Locust users per bench gate")
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=None,
+        help="seconds the split holds without a step of this controller (default: three "
+        "intervals, at least 120); a controller that dies leaves control answering after it",
+    )
 
 
 def _controller(args: argparse.Namespace) -> Any:
@@ -150,6 +164,7 @@ def _controller(args: argparse.Namespace) -> Any:
         steps=steps,
         hardware_profile=getattr(args, "profile", "cpu-2core"),
         bench_gate=_bench_gate(args) if getattr(args, "bench_gate", False) else None,
+        lease_s=getattr(args, "lease", None) or max(120.0, 3 * getattr(args, "interval", 60.0)),
     )
 
 
@@ -247,6 +262,16 @@ def _print_status(status: dict[str, Any]) -> None:
             f"{rollout.model}: v{rollout.control_version} (control) vs v{rollout.treatment_version} "
             f"(treatment) at {rollout.treatment_weight:.0%}, stage {rollout.stage}, revision {rollout.revision}"
         )
+        lease = status.get("lease")
+        if lease is None:
+            print("lease: none (the split holds until the rollout is finished)")
+        elif lease["holds"]:
+            print(f"lease: {lease['seconds_left']:.0f} s left (the controller renews it each step)")
+        else:
+            print(
+                f"lease: ended {-lease['seconds_left']:.0f} s ago: every request goes to control "
+                "and the registry aborts the rollout"
+            )
     stats = status["stats"]
     rows = []
     for arm, s in sorted(stats.get("arms", {}).items()):
@@ -271,11 +296,15 @@ def _print_status(status: dict[str, Any]) -> None:
 
 def cmd_canary_start(args: argparse.Namespace) -> int:
     controller = _controller(args)
+    if args.force and not args.reason:
+        raise FailedPrecondition("--force needs --reason (the history records why)")
     rollout = controller.start(
         args.treatment,
         control=args.control,
         shadow=args.shadow,
         shadow_fraction=args.shadow_fraction,
+        force=args.force,
+        reason=args.reason,
     )
     print(
         f"rollout of {args.model} v{rollout.treatment_version} started: {rollout.stage} at {rollout.treatment_weight:.0%}"

@@ -268,8 +268,12 @@ class RegistryClient:
         shadow: bool = False,
         shadow_fraction: float = 0.0,
         reason: str = "",
+        lease_seconds: float = 0.0,
+        force: bool = False,
+        hardware_profile: str = "",
     ) -> pb.Rollout:
-        """Compare-and-set on the rollout revision; stage is shadow|canary|complete|rolled_back|aborted."""
+        """Compare-and-set on the rollout revision; stage is shadow|canary|complete|rolled_back|aborted.
+        Opening a rollout of a treatment needs its passing gate and temperature, or force."""
         if stage not in STAGES:
             raise errors.InvalidArgument(f"stage must be one of {sorted(STAGES)}, got {stage!r}")
         request = pb.SetRolloutRequest(
@@ -282,8 +286,42 @@ class RegistryClient:
             shadow_fraction=shadow_fraction,
             expected_revision=expected_revision,
             reason=reason,
+            lease_seconds=lease_seconds,
+            force=force,
+            hardware_profile=hardware_profile,
         )
         return self._call(self._stub.SetRollout, request).rollout
+
+    def renew_rollout_lease(
+        self, model: str, *, expected_revision: int, lease_seconds: float
+    ) -> pb.Rollout:
+        request = pb.RenewRolloutLeaseRequest(
+            model=model, expected_revision=expected_revision, lease_seconds=lease_seconds
+        )
+        return self._call(self._stub.RenewRolloutLease, request).rollout
+
+    def finish_rollout(
+        self,
+        model: str,
+        outcome: str,
+        *,
+        expected_revision: int,
+        reason: str = "",
+        alias: str = "champion",
+    ) -> pb.FinishRolloutResponse:
+        """Ends the active rollout in one transaction: `complete` also moves `alias`."""
+        if outcome not in ("complete", "rolled_back", "aborted"):
+            raise errors.InvalidArgument(
+                f"outcome must be complete, rolled_back or aborted, got {outcome!r}"
+            )
+        request = pb.FinishRolloutRequest(
+            model=model,
+            expected_revision=expected_revision,
+            outcome=STAGES[outcome],
+            alias=alias,
+            reason=reason,
+        )
+        return self._call(self._stub.FinishRollout, request)
 
     def get_rollout(self, model: str) -> pb.Rollout:
         return self._call(self._stub.GetRollout, pb.GetRolloutRequest(model=model)).rollout

@@ -234,6 +234,25 @@ class Rollout:
     updated_at: datetime
     updated_by: str
     reason: str = ""
+    lease_expires_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.spec.stage in ACTIVE_STAGES
+
+
+ACTIVE_STAGES = frozenset({RolloutStage.SHADOW, RolloutStage.CANARY})
+FINISHED_STAGES = frozenset({RolloutStage.COMPLETE, RolloutStage.ROLLED_BACK, RolloutStage.ABORTED})
+# A lease shorter than this cannot outlive one controller step; longer than a day is no lease.
+MIN_LEASE_S, MAX_LEASE_S = 5.0, 86_400.0
+
+
+def check_lease(seconds: float) -> float:
+    if seconds and not MIN_LEASE_S <= seconds <= MAX_LEASE_S:
+        raise InvalidArgument(
+            f"lease_seconds must be 0 (no lease) or in [{MIN_LEASE_S:g}, {MAX_LEASE_S:g}], got {seconds}"
+        )
+    return seconds
 
 
 class HistoryAction(enum.StrEnum):
@@ -243,6 +262,7 @@ class HistoryAction(enum.StrEnum):
     VERSION_DELETED = "version_deleted"
     TARGETS_SET = "targets_set"
     GATE_RECORDED = "gate_recorded"
+    TEMPERATURE_SET = "temperature_set"
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,10 @@ class RolloutRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_by: Mapped[str] = mapped_column(String(256))
     reason: Mapped[str] = mapped_column(Text, default="")
+    # Past it, an active rollout routes to control and the registry aborts it (None: no lease).
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
 
 
 class HistoryRow(Base):

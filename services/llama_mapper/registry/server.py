@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 
 import grpc
 from grpc_health.v1 import health
@@ -27,10 +28,36 @@ from llama_mapper.registry.store import RegistryStore
 log = logging.getLogger(__name__)
 
 
+def sweep_leases(store: RegistryStore, every_s: float, stop: threading.Event) -> threading.Thread:
+    """Aborts rollouts whose controller stopped renewing its lease, every `every_s` seconds, in
+    a daemon thread until `stop` is set (several registry replicas may sweep: the row lock and
+    the revision make each expiry happen once)."""
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                for rollout in store.expire_leases():
+                    log.warning(
+                        "rollout of %s v%s aborted: its lease ended",
+                        rollout.model,
+                        rollout.spec.treatment_version,
+                    )
+            except Exception:  # the database may be down for a moment; sweep again later
+                log.exception("lease sweep failed")
+
+    thread = threading.Thread(target=loop, name="registry-lease-sweep", daemon=True)
+    thread.start()
+    return thread
+
+
 def create_server(
-    settings: RegistrySettings, *, health_servicer: health.HealthServicer | None = None
+    settings: RegistrySettings,
+    *,
+    health_servicer: health.HealthServicer | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[grpc.Server, int]:
-    """Migrate the database, wire the service, bind the port; the caller starts and stops it."""
+    """Migrate the database, wire the service, bind the port; the caller starts and stops it.
+    With `stop`, the lease sweep runs until it is set (serve() passes one; tests may)."""
     check_credentials(settings)  # before the database is touched
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     migrate(engine)
@@ -43,7 +70,11 @@ def create_server(
     swept = artifacts.sweep_staging(older_than_s=settings.staging_sweep_age_s)
     if swept:
         log.warning("removed %s upload(s) left half-received by an earlier process", swept)
-    store = RegistryStore(engine, gated_aliases=settings.gated_aliases)
+    store = RegistryStore(
+        engine,
+        gated_aliases=settings.gated_aliases,
+        default_hardware_profile=settings.default_hardware_profile,
+    )
     registrar = Registrar(
         store,
         artifacts,
@@ -52,6 +83,8 @@ def create_server(
         max_upload_bytes=settings.max_upload_bytes,
     )
     servicer = RegistryServicer(store, registrar)
+    if stop is not None and settings.lease_sweep_s > 0:
+        sweep_leases(store, settings.lease_sweep_s, stop)
     return build_server(
         settings,
         service_name=SERVICE_NAME,
@@ -63,7 +96,8 @@ def create_server(
 
 def serve(settings: RegistrySettings) -> None:
     health_servicer = health.HealthServicer()
-    server, port = create_server(settings, health_servicer=health_servicer)
+    stop = threading.Event()
+    server, port = create_server(settings, health_servicer=health_servicer, stop=stop)
     server.start()
     log.info(
         "registry listening on %s:%s (%s, db %s)",
@@ -72,7 +106,10 @@ def serve(settings: RegistrySettings) -> None:
         "TLS" if settings.tls else "plaintext",
         settings.database_url.split("@")[-1],
     )
-    run_until_signal(server, health_servicer, settings.grace_s)
+    try:
+        run_until_signal(server, health_servicer, settings.grace_s)
+    finally:
+        stop.set()
 
 
 def main() -> int:

@@ -30,6 +30,8 @@ MUTATING_METHODS = frozenset(
         "SetTargets",
         "RecordGateResult",
         "SetRollout",
+        "RenewRolloutLease",
+        "FinishRollout",
         "DeleteVersion",
     }
 )
@@ -48,6 +50,7 @@ _ACTIONS_OUT = {
     d.HistoryAction.VERSION_DELETED: pb.HISTORY_ACTION_VERSION_DELETED,
     d.HistoryAction.TARGETS_SET: pb.HISTORY_ACTION_TARGETS_SET,
     d.HistoryAction.GATE_RECORDED: pb.HISTORY_ACTION_GATE_RECORDED,
+    d.HistoryAction.TEMPERATURE_SET: pb.HISTORY_ACTION_TEMPERATURE_SET,
 }
 
 
@@ -85,7 +88,12 @@ def _targets_out(t: d.PerformanceTargets) -> pb.PerformanceTargets:
 
 def _rollout_out(r: d.Rollout) -> pb.Rollout:
     spec = r.spec
-    return to_message(pb.Rollout, r, **{**vars(spec), "stage": _STAGES_OUT[spec.stage]})
+    return to_message(
+        pb.Rollout,
+        r,
+        lease_expire_time=r.lease_expires_at,
+        **{**vars(spec), "stage": _STAGES_OUT[spec.stage]},
+    )
 
 
 def _history_out(e: d.HistoryEntry) -> pb.HistoryEntry:
@@ -219,8 +227,36 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             expected_revision=request.expected_revision,
             caller=_caller(context),
             reason=request.reason,
+            lease_seconds=request.lease_seconds,
+            force=request.force,
+            hardware_profile=request.hardware_profile,
         )
         return pb.SetRolloutResponse(rollout=_rollout_out(rollout))
+
+    def RenewRolloutLease(self, request, context):
+        rollout = self.store.renew_lease(
+            request.model,
+            expected_revision=request.expected_revision,
+            lease_seconds=request.lease_seconds,
+            caller=_caller(context),
+        )
+        return pb.RenewRolloutLeaseResponse(rollout=_rollout_out(rollout))
+
+    def FinishRollout(self, request, context):
+        if request.outcome not in _STAGES:
+            raise InvalidArgument("outcome must be COMPLETE, ROLLED_BACK or ABORTED")
+        rollout, alias = self.store.finish_rollout(
+            request.model,
+            _STAGES[request.outcome],
+            expected_revision=request.expected_revision,
+            caller=_caller(context),
+            reason=request.reason,
+            alias=request.alias or "champion",
+        )
+        return pb.FinishRolloutResponse(
+            rollout=_rollout_out(rollout),
+            alias=to_message(pb.Alias, alias) if alias is not None else None,
+        )
 
     def GetRollout(self, request, context):
         return pb.GetRolloutResponse(rollout=_rollout_out(self.store.get_rollout(request.model)))

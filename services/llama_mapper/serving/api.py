@@ -249,8 +249,13 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
         return await core().analyze(body.framework, body.finding)
 
     @app.post("/v1/feedback", summary="Report the correct labels (or a verdict) for a request")
-    async def feedback(body: FeedbackRequest) -> dict[str, Any]:
-        return core().feedback(body.request_id, labels=body.labels, verdict=body.verdict)
+    async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
+        return core().feedback(
+            body.request_id,
+            labels=body.labels,
+            verdict=body.verdict,
+            tenant=tenant_of(request, None),
+        )
 
     @app.get("/v1/models", summary="Base model and adapters (OpenAI list format)")
     async def models() -> dict[str, Any]:

@@ -35,10 +35,18 @@ class RolloutView:
     shadow_fraction: float = 0.0
     salt: str = ""
     revision: int = 0
+    lease_expires_at: float | None = None  # wall clock; None: no lease
 
     @property
     def active(self) -> bool:
         return self.stage in ACTIVE_STAGES and self.treatment_version > 0
+
+    def lease_holds(self, now: float) -> bool:
+        """A rollout whose controller stopped renewing its lease routes to control."""
+        return self.lease_expires_at is None or now < self.lease_expires_at
+
+    def live(self, now: float) -> bool:
+        return self.active and self.lease_holds(now)
 
 
 @dataclass(frozen=True)
@@ -67,13 +75,20 @@ def routing_key(tenant: str | None, request_key: str) -> str:
     return f"tenant:{tenant}" if tenant else f"request:{request_key}"
 
 
-def assign(rollout: RolloutView | None, key: str, *, champion_version: int = 0) -> Assignment:
-    """The arm for `key`. Without an active rollout every key goes to control (the champion)."""
+def assign(
+    rollout: RolloutView | None,
+    key: str,
+    *,
+    champion_version: int = 0,
+    now: float | None = None,
+) -> Assignment:
+    """The arm for `key`, by role. Without an active rollout every key goes to the champion (a
+    finished, aborted or rolled-back rollout pins nothing); an active rollout whose lease ended
+    sends every key to its control, the safe default."""
     if rollout is None or not rollout.active:
-        version = (
-            rollout.control_version if rollout and rollout.control_version else champion_version
-        )
-        return Assignment(CONTROL, version, -1)
+        return Assignment(CONTROL, champion_version, -1)
+    if now is not None and not rollout.lease_holds(now):
+        return Assignment(CONTROL, rollout.control_version, -1)
     b = bucket(rollout.salt, key)
     weight = 0.0 if rollout.stage == "shadow" else rollout.treatment_weight
     if b < weight_buckets(weight):

@@ -1,8 +1,10 @@
 """The canary controller loop: read the router's per-arm stats, decide, write the registry.
 
 Every change goes through the registry's rollout record (compare-and-set on its revision), so the
-registry history holds every step with its reason; a finished rollout moves the champion alias to
-the treatment. The decision itself is `canary.decide`, a pure function.
+registry history holds every step with its reason. The controller holds a lease on the rollout and
+renews it every step: a controller that dies stops renewing, routers send the traffic back to
+control and the registry aborts the rollout. Promotion and rollback are each one registry
+transaction (FinishRollout). The decision itself is `canary.decide`, a pure function.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class CanaryController:
     # through the router and judges the treatment arm against the registry's latency and error
     # targets. Returns (passed, reason); a failure rolls the treatment back.
     bench_gate: Callable[[RolloutView], tuple[bool, str]] | None = None
+    # How long the rollout keeps its split without a renewal from this controller.
+    lease_s: float = 120.0
 
     def start(
         self,
@@ -72,9 +76,13 @@ class CanaryController:
         control: int | None = None,
         shadow: bool = False,
         shadow_fraction: float = 0.1,
+        force: bool = False,
+        reason: str = "",
     ) -> RolloutView:
         """Opens a rollout of `treatment` against `control` (default: the champion; without one,
-        version 0: the rules mapper alone, which is what answers before any adapter is promoted)."""
+        version 0: the rules mapper alone, which is what answers before any adapter is promoted).
+        The registry refuses a treatment without a passing gate and a fitted temperature unless
+        `force`, whose `reason` the history records."""
         if control is None:
             control = self.source.champion(self.model, self.champion_alias) or 0
         if control == treatment:
@@ -86,16 +94,19 @@ class CanaryController:
             )
         base = current or RolloutView(self.model, control, treatment, 0.0, "aborted", revision=0)
         stage, weight = ("shadow", 0.0) if shadow else ("canary", self.steps[0])
+        why = f"start: v{treatment} vs v{control}" + (" (shadow)" if shadow else f" at {weight:g}")
         return self.source.set_rollout(
             base,
             weight=weight,
             stage=stage,
-            reason=f"start: v{treatment} vs v{control}"
-            + (" (shadow)" if shadow else f" at {weight:g}"),
+            reason=f"{why}; {reason}" if reason else why,
             control_version=control,
             treatment_version=treatment,
             shadow=shadow,
             shadow_fraction=shadow_fraction if shadow else 0.0,
+            lease_s=self.lease_s,
+            force=force,
+            hardware_profile=self.hardware_profile,
         )
 
     def tick(self) -> Decision:
@@ -103,8 +114,10 @@ class CanaryController:
         rollout = self.source.rollout(self.model)
         if rollout is None or not rollout.active:
             raise NotFound(f"no active rollout of {self.model}")
+        rollout = self._renew(rollout)
         if self.bench_gate is not None and rollout.stage == "canary":
             passed, reason = self.bench_gate(rollout)
+            rollout = self._renew(rollout)  # the load step can take a while
             if not passed:
                 decision = Decision(
                     ROLLBACK,
@@ -115,9 +128,7 @@ class CanaryController:
                 log.info(
                     "canary %s v%s: %s", self.model, rollout.treatment_version, decision.reason
                 )
-                self.source.set_rollout(
-                    rollout, weight=0.0, stage=decision.stage, reason=decision.reason, shadow=False
-                )
+                self.source.finish(rollout, "rolled_back", reason=decision.reason)
                 return decision
         stats = self.stats()
         if stats.get("revision") != rollout.revision:
@@ -146,21 +157,27 @@ class CanaryController:
         if decision.action == HOLD:
             return decision
         if decision.action == PROMOTE:
-            self.source.client.set_alias(
-                self.model,
-                self.champion_alias,
-                rollout.treatment_version,
-                expected_version=rollout.control_version,
-                reason=f"canary complete: {decision.reason}",
+            # One transaction: the champion alias moves, the rollout closes, both in the history.
+            self.source.finish(
+                rollout, "complete", reason=decision.reason, alias=self.champion_alias
             )
-        self.source.set_rollout(
-            rollout,
-            weight=decision.weight,
-            stage=decision.stage,
-            reason=decision.reason,
-            shadow=False if decision.action in (ROLLBACK, PROMOTE) else rollout.shadow,
-        )
+        elif decision.action == ROLLBACK:
+            self.source.finish(rollout, "rolled_back", reason=decision.reason)
+        else:
+            self.source.set_rollout(
+                rollout,
+                weight=decision.weight,
+                stage=decision.stage,
+                reason=decision.reason,
+                shadow=rollout.shadow,
+                lease_s=self.lease_s,
+            )
         return decision
+
+    def _renew(self, rollout: RolloutView) -> RolloutView:
+        if rollout.lease_expires_at is None:
+            return rollout
+        return self.source.renew_lease(rollout, self.lease_s)
 
     def run(
         self,
@@ -185,9 +202,17 @@ class CanaryController:
         rollout = self.source.rollout(self.model)
         if rollout is None or not rollout.active:
             raise NotFound(f"no active rollout of {self.model}")
-        return self.source.set_rollout(
-            rollout, weight=0.0, stage="aborted", reason=f"abort: {reason}", shadow=False
-        )
+        return self.source.finish(rollout, "aborted", reason=f"abort: {reason}")
 
     def status(self) -> dict[str, Any]:
-        return {"rollout": self.source.rollout(self.model), "stats": self.stats()}
+        """The rollout (with its lease: how long it holds without this controller) and the stats."""
+        rollout = self.source.rollout(self.model)
+        lease = None
+        if rollout is not None and rollout.lease_expires_at is not None:
+            left = rollout.lease_expires_at - time.time()
+            lease = {
+                "expires_at": rollout.lease_expires_at,
+                "seconds_left": round(left, 1),
+                "holds": left > 0,
+            }
+        return {"rollout": rollout, "lease": lease, "stats": self.stats()}

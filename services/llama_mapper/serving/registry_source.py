@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from llama_mapper.domain.errors import NotFound
@@ -12,12 +13,21 @@ from llama_mapper.serving.arms import RolloutView
 _STAGE_NAMES = {1: "shadow", 2: "canary", 3: "complete", 4: "rolled_back", 5: "aborted"}
 
 
-def registry_client(settings: ServingSettings) -> RegistryClient | None:
-    """The serving side's registry client (actor "serving"); None when no registry is configured."""
+def registry_client(
+    settings: ServingSettings, *, timeout_s: float | None = None
+) -> RegistryClient | None:
+    """The serving side's registry client (actor "serving"); None when no registry is configured.
+    The router's reads use a short `timeout_s`; adapter downloads the client's default."""
     if not settings.registry_address:
         return None
     token = settings.registry_token.get_secret_value() if settings.registry_token else None
-    return RegistryClient(settings.registry_address, token=token, actor="serving")
+    return RegistryClient(
+        settings.registry_address,
+        token=token,
+        actor="serving",
+        ca_file=settings.registry_ca_file,
+        timeout_s=timeout_s or 60.0,
+    )
 
 
 def rollout_view(record: Any) -> RolloutView | None:
@@ -34,6 +44,11 @@ def rollout_view(record: Any) -> RolloutView | None:
         shadow_fraction=float(record.shadow_fraction),
         salt=record.salt,
         revision=int(record.revision),
+        lease_expires_at=(
+            record.lease_expire_time.ToDatetime(tzinfo=UTC).timestamp()
+            if record.HasField("lease_expire_time")
+            else None
+        ),
     )
 
 
@@ -60,7 +75,16 @@ class RegistrySource:
         return float(record.temperature) if record.HasField("temperature") else 1.0
 
     def set_rollout(
-        self, current: RolloutView, *, weight: float, stage: str, reason: str, **kw: Any
+        self,
+        current: RolloutView,
+        *,
+        weight: float,
+        stage: str,
+        reason: str,
+        lease_s: float = 0.0,
+        force: bool = False,
+        hardware_profile: str = "",
+        **kw: Any,
     ) -> RolloutView:
         record = self.client.set_rollout(
             current.model,
@@ -72,8 +96,30 @@ class RegistrySource:
             shadow=kw.get("shadow", current.shadow),
             shadow_fraction=kw.get("shadow_fraction", current.shadow_fraction),
             reason=reason,
+            lease_seconds=lease_s,
+            force=force,
+            hardware_profile=hardware_profile,
         )
         view = rollout_view(record)
+        assert view is not None
+        return view
+
+    def renew_lease(self, current: RolloutView, lease_s: float) -> RolloutView:
+        record = self.client.renew_rollout_lease(
+            current.model, expected_revision=current.revision, lease_seconds=lease_s
+        )
+        view = rollout_view(record)
+        assert view is not None
+        return view
+
+    def finish(
+        self, current: RolloutView, outcome: str, *, reason: str, alias: str = "champion"
+    ) -> RolloutView:
+        """complete | rolled_back | aborted, in one registry transaction (complete moves `alias`)."""
+        response = self.client.finish_rollout(
+            current.model, outcome, expected_revision=current.revision, reason=reason, alias=alias
+        )
+        view = rollout_view(response.rollout)
         assert view is not None
         return view
 

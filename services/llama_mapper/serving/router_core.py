@@ -1,11 +1,10 @@
-"""The router's logic without Ray or HTTP: A/B arm, hybrid mapping, stats, feedback, shadowing.
+"""The router's map path without Ray or HTTP: the arm by role, the hybrid, stats, shadowing.
 
-`RouterCore` is driven by the Serve deployment (router.py) and by tests directly. It talks to the
-model through `EngineClient` (the engine deployment's handle, or anything with the same methods),
-optionally a second one that serves only the rollout's treatment, and learns the rollout from
-`RolloutSource` (the registry). Nothing here fails a request because the model is unavailable:
-control's model or the hybrid mapper's fallback answers instead, and the arm's statistics record
-it so the canary controller can roll back.
+`RouterCore` is driven by the Serve deployment (ingress.py) and by tests directly. It talks to
+the model through `EngineClient`s (adapters.py) and routes by a last-known-good snapshot that
+routing_state.py refreshes in the background, so neither a slow registry nor a failing model
+fails or delays a request: control's model or the hybrid mapper's fallback answers instead, and
+the arm's statistics record it so the canary controller can roll back.
 """
 
 from __future__ import annotations
@@ -14,16 +13,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from llama_mapper.domain.errors import InvalidArgument, NotFound, Unavailable
-from llama_mapper.domain.prompt import ANALYST_MAX_TOKENS, analyst_messages
-from llama_mapper.domain.schemas import load_schema, validate
+from llama_mapper.domain.errors import InvalidArgument, NotFound
+from llama_mapper.domain.schemas import load_schema
 from llama_mapper.inference.hybrid import (
-    INVALID,
     NO_MODEL,
     TIMEOUT,
     UNAVAILABLE,
@@ -33,6 +29,7 @@ from llama_mapper.inference.hybrid import (
 )
 from llama_mapper.inference.model import MapperQuery, Prediction
 from llama_mapper.platform.settings.serving import ServingSettings
+from llama_mapper.serving.adapters import LOCAL_VERSION, AdapterPool, EngineClient, VersionState
 from llama_mapper.serving.arms import (
     CONTROL,
     MAIN_ENGINE,
@@ -44,63 +41,19 @@ from llama_mapper.serving.arms import (
     placements,
     routing_key,
 )
+from llama_mapper.serving.feedback import FeedbackLog
+from llama_mapper.serving.passthrough import Passthrough
 from llama_mapper.serving.ratelimit import RateLimiter
+from llama_mapper.serving.routing_state import RolloutSource, RoutingSnapshot, RoutingState
 from llama_mapper.serving.stats import RolloutWindows, ServingMetrics
 
 log = logging.getLogger(__name__)
 
-LOCAL_VERSION = 0  # adapters from local directories (no registry) serve as version 0
-_FAILED_RETRY_S = 30.0
 # The result schema bounds the request id it echoes: one too long (an X-Request-Id header, a gRPC
 # request_id) is the caller's bad input, refused before any work, not a result failing validation.
 _REQUEST_ID_MAX = load_schema("mapper-output")["properties"]["provenance"]["properties"][
     "request_id"
 ]["maxLength"]
-
-
-class EngineClient(Protocol):
-    """What the router needs from the engine deployment."""
-
-    async def predict(
-        self, adapter: str, queries: list[MapperQuery]
-    ) -> tuple[list[Prediction], dict[str, Any]]: ...
-
-    async def chat(
-        self, messages: list[dict[str, str]], adapter: str | None, **kw: Any
-    ) -> dict[str, Any]: ...
-
-    async def load_version(self, model: str, version: int) -> dict[str, Any]: ...
-
-    async def load_local(self, model: str, path: str) -> dict[str, Any]: ...
-
-    async def adapters(self) -> list[dict[str, Any]]: ...
-
-
-class RolloutSource(Protocol):
-    """The registry as the router reads it (sync; called in a thread)."""
-
-    def rollout(self, model: str) -> RolloutView | None: ...
-
-    def champion(self, model: str, alias: str) -> int | None: ...
-
-    def temperature(self, model: str, version: int) -> float: ...
-
-
-@dataclass
-class VersionState:
-    model: str
-    version: int
-    engine: str = MAIN_ENGINE  # the engine that holds it: MAIN_ENGINE or TREATMENT_ENGINE
-    status: str = "loading"  # loading | ready | failed
-    engine_lost: bool = False  # failed because its (isolated) engine died or errored
-    adapter: str = ""
-    temperature: float = 1.0
-    error: str = ""
-    since: float = 0.0
-
-    @property
-    def ready(self) -> bool:
-        return self.status == "ready"
 
 
 @dataclass(frozen=True)
@@ -114,7 +67,7 @@ class EngineLost(Exception):
     """The treatment's own engine failed a request: control answers it instead."""
 
 
-class RouterCore:
+class RouterCore(Passthrough):
     def __init__(
         self,
         settings: ServingSettings,
@@ -126,7 +79,7 @@ class RouterCore:
     ) -> None:
         self.settings = settings
         self.engine = engine
-        # With a treatment engine the rollout's treatment is isolated on it (routing.engine_for).
+        # With a treatment engine the rollout's treatment is isolated on it (arms.engine_for).
         self.engines: dict[str, EngineClient] = {
             role: client
             for role, client in ((MAIN_ENGINE, engine), (TREATMENT_ENGINE, treatment_engine))
@@ -134,152 +87,83 @@ class RouterCore:
         }
         self.isolated = TREATMENT_ENGINE in self.engines
         self.source = source
+        models = (settings.model, settings.analyst_model)
+        self.routing = RoutingState(
+            source,
+            models,
+            settings.champion_alias,
+            interval_s=settings.rollout_refresh_s,
+            timeout_s=settings.registry_timeout_s,
+            local_champions={m: LOCAL_VERSION for m in models if m in settings.local_adapters},
+        )
+        self.pool = AdapterPool(
+            self.engines,
+            local_adapters=dict(settings.local_adapters),
+            temperature=self.routing.temperature if source is not None else None,
+            spawn=self._spawn,
+        )
         self.hybrid = HybridMapper(threshold=settings.threshold, deadline_s=settings.deadline_s)
         self.metrics = metrics or ServingMetrics()
         self.limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
         self.tokens = settings.token_table()
         self.windows = RolloutWindows()
-        self.rollout: RolloutView | None = None
-        self.champion: dict[str, int] = {}
-        self.versions: dict[tuple[str, int, str], VersionState] = {}
-        self._answers: OrderedDict[str, tuple[str, frozenset[str], int]] = OrderedDict()
-        self._refreshed_at = float("-inf")
-        self._refresh_lock = asyncio.Lock()
+        self.feedback_log = FeedbackLog(settings.feedback_memory)
         self._background: set[asyncio.Task[Any]] = set()
-        # Resolved when an engine is found failing: requests still waiting on it give up at once.
-        self._lost: dict[str, asyncio.Future[None]] = {}
+        self._refresher: asyncio.Task[Any] | None = None
         self._watching = False
 
-    # --- rollout state ---------------------------------------------------------------------------
+    # --- routing state (never on the request path) ------------------------------------------------
+
+    @property
+    def rollout(self) -> RolloutView | None:
+        return self.routing.snapshot.rollout
+
+    @property
+    def champion(self) -> Mapping[str, int]:
+        return self.routing.snapshot.champions
+
+    @property
+    def versions(self) -> dict[tuple[str, int, str], VersionState]:
+        return self.pool.versions
+
+    def start(self) -> None:
+        """Starts the background refresh once (needs the running event loop); cheap to repeat."""
+        if self._refresher is None or self._refresher.done():
+            self._apply(self.routing.snapshot)
+            self._refresher = asyncio.ensure_future(self.routing.run(self._apply))
 
     async def refresh(self, *, force: bool = False) -> None:
-        """Re-reads the rollout and champions (at most every rollout_refresh_s) and loads versions."""
-        if not force and time.monotonic() - self._refreshed_at < self.settings.rollout_refresh_s:
-            return
-        async with self._refresh_lock:
-            if (
-                not force
-                and time.monotonic() - self._refreshed_at < self.settings.rollout_refresh_s
-            ):
-                return
-            self._refreshed_at = time.monotonic()
-            models = (self.settings.model, self.settings.analyst_model)
-            if self.source is not None:
-                try:
-                    rollout = await asyncio.to_thread(self.source.rollout, self.settings.model)
-                    for model in models:
-                        version = await asyncio.to_thread(
-                            self.source.champion, model, self.settings.champion_alias
-                        )
-                        if version:
-                            self.champion[model] = version
-                except Exception as exc:  # the registry being down must not stop mapping
-                    log.warning("registry refresh failed (%s): keeping the last state", exc)
-                    return
-                self._set_rollout(rollout)
-            else:
-                for model in models:
-                    if model in self.settings.local_adapters:
-                        self.champion[model] = LOCAL_VERSION
-            if self.isolated and not self._watching:
-                self._watching = True
-                self._spawn(self._watch(TREATMENT_ENGINE))
-            wanted = placements(
-                self.rollout, self.champion, self.settings.model, isolated=self.isolated
-            )
-            for model, version, engine in sorted(wanted):
-                self._ensure_loaded(model, version, engine)
+        """`force`: refresh now and wait for it (tests, warm-up); else make sure the background
+        refresh runs, and return at once."""
+        if force and await self.routing.refresh():
+            self._apply(self.routing.snapshot)
+        self.start()
 
-    def _set_rollout(self, rollout: RolloutView | None) -> None:
-        self.rollout = rollout
+    def _apply(self, snapshot: RoutingSnapshot) -> None:
+        rollout = snapshot.rollout
         self.windows.for_revision(rollout.revision if rollout else 0)
-        self.metrics.treatment_weight.set(
-            rollout.treatment_weight if rollout and rollout.active else 0.0
-        )
-
-    def _ensure_loaded(self, model: str, version: int, engine: str = MAIN_ENGINE) -> None:
-        if engine not in self.engines or (
-            version <= 0 and model not in self.settings.local_adapters
-        ):
-            return
-        state = self.versions.get((model, version, engine))
-        if state is not None and (
-            state.status != "failed" or time.monotonic() - state.since < _FAILED_RETRY_S
-        ):
-            return
-        state = VersionState(model, version, engine, since=time.monotonic())
-        self.versions[(model, version, engine)] = state
-        self._spawn(self._load(state))
-
-    async def _load(self, state: VersionState) -> None:
-        engine = self.engines[state.engine]
-        try:
-            if state.version == LOCAL_VERSION:
-                info = await engine.load_local(
-                    state.model, str(self.settings.local_adapters[state.model])
+        live = rollout is not None and rollout.live(time.time())
+        self.metrics.treatment_weight.set(rollout.treatment_weight if live else 0.0)
+        if self.isolated and not self._watching:
+            self._watching = True
+            self._spawn(
+                self.pool.watch(
+                    TREATMENT_ENGINE,
+                    lambda: self.rollout is not None and self.rollout.active,
+                    self.settings.treatment_probe_s,
+                    self.settings.treatment_probe_timeout_s,
                 )
-            else:
-                info = await engine.load_version(state.model, state.version)
-                if self.source is not None:
-                    state.temperature = await asyncio.to_thread(
-                        self.source.temperature, state.model, state.version
-                    )
-            state.adapter = info["name"]
-            state.status = "ready"
-            log.info("%s v%s ready as adapter %s", state.model, state.version, state.adapter)
-        except Exception as exc:
-            state.status, state.error, state.since = "failed", str(exc), time.monotonic()
-            log.error("%s v%s failed to load: %s", state.model, state.version, exc)
+            )
+        wanted = placements(
+            rollout, snapshot.champions, self.settings.model, isolated=self.isolated
+        )
+        for model, version, engine in sorted(wanted):
+            self.pool.ensure_loaded(model, version, engine)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    def _state(self, model: str, version: int, engine: str = MAIN_ENGINE) -> VersionState | None:
-        """The version on `engine`, or wherever else it is ready (after a promotion the treatment's
-        engine keeps answering for the new champion until the main engine has loaded it)."""
-        state = self.versions.get((model, version, engine))
-        if state is not None and state.ready:
-            return state
-        for (m, v, _), other in sorted(self.versions.items()):
-            if (m, v) == (model, version) and other.ready:
-                return other
-        return state
-
-    async def _watch(self, engine: str) -> None:
-        """Probes an isolated engine while it holds a ready adapter. Serve holds requests to a dead
-        replica until a replacement is up (a minute for vLLM on CPU), so without the probe a dead
-        engine that had nothing in flight would go unnoticed until its requests time out."""
-        client = self.engines[engine]
-        while True:
-            await asyncio.sleep(self.settings.treatment_probe_s)
-            held = {s.adapter for s in self.versions.values() if s.engine == engine and s.ready}
-            if not held or self.rollout is None or not self.rollout.active:
-                continue
-            timeout = self.settings.treatment_probe_timeout_s
-            try:
-                listed = await asyncio.wait_for(client.adapters(), timeout=timeout)
-                missing = held - {adapter["name"] for adapter in listed}
-                if missing:  # a replacement replica starts empty
-                    raise NotFound(f"adapters {sorted(missing)} are no longer loaded")
-            except TimeoutError:
-                self._lose(engine, Unavailable(f"no answer to a probe within {timeout:g}s"))
-            except Exception as exc:
-                self._lose(engine, exc)
-
-    def _lose(self, engine: str, exc: BaseException) -> None:
-        """An isolated engine failed: what it holds counts as failed (reloaded after
-        _FAILED_RETRY_S), and requests waiting on it stop waiting."""
-        reason = f"engine {engine!r} failed: {type(exc).__name__}: {exc}"[:500]
-        for state in self.versions.values():
-            if state.engine == engine and state.status != "failed":
-                state.status, state.error, state.since = "failed", reason, time.monotonic()
-                state.engine_lost = True
-                log.error("%s v%s lost with its engine: %s", state.model, state.version, reason)
-        lost = self._lost.pop(engine, None)
-        if lost is not None and not lost.done():
-            lost.set_result(None)
 
     # --- mapping ---------------------------------------------------------------------------------
 
@@ -292,22 +176,25 @@ class RouterCore:
         tenant: str | None = None,
         endpoint: str = "map",
     ) -> Mapped:
-        await self.refresh()
+        self.start()
         request_id = request_id or str(uuid.uuid4())
         if len(request_id) > _REQUEST_ID_MAX:
             raise InvalidArgument(f"request id: at most {_REQUEST_ID_MAX} characters")
         started = time.perf_counter()
         model = self.settings.model
+        rollout = self.rollout
+        now = time.time()
         assignment = assign(
-            self.rollout,
+            rollout,
             routing_key(tenant, request_id),
             champion_version=self.champion.get(model, 0),
+            now=now,
         )
-        active = self.rollout is not None and self.rollout.active
+        live = rollout is not None and rollout.live(now)
         plan = self.hybrid.plan(detector, output, request_id=request_id)  # InvalidArgument: 422
 
         arm_name, version = assignment.arm, assignment.version
-        state = self._state(model, version, engine_for(arm_name, isolated=self.isolated))
+        state = self.pool.state(model, version, engine_for(arm_name, isolated=self.isolated))
         if plan.pending and assignment.arm == TREATMENT and not (state and state.ready):
             # Treatment cannot answer (still loading, or its artifact or its engine failed):
             # control answers the client; a failed treatment counts as an error on its arm so the
@@ -315,10 +202,10 @@ class RouterCore:
             if state is not None and state.status == "failed":
                 lost = state.engine_lost
                 self._treatment_error(endpoint, "engine_unavailable" if lost else "adapter_failed")
-            arm_name, version = CONTROL, self.rollout.control_version if self.rollout else 0
-            state = self._state(model, version)
+            arm_name, version = CONTROL, rollout.control_version if rollout else 0
+            state = self.pool.state(model, version)
 
-        arm = self._arm(arm_name, state, active)
+        arm = self._arm(arm_name, state, live)
         asked = time.perf_counter()
         try:
             outcome = await self._answer(plan, state, arm)
@@ -326,27 +213,29 @@ class RouterCore:
             # The treatment's own engine died or errored on this request: control answers it
             # within what is left of the deadline, and the treatment is charged with an error.
             self._treatment_error(endpoint, "engine_unavailable")
-            arm_name, version = CONTROL, self.rollout.control_version if self.rollout else 0
-            state = self._state(model, version)
-            arm = self._arm(arm_name, state, active)
+            arm_name, version = CONTROL, rollout.control_version if rollout else 0
+            state = self.pool.state(model, version)
+            arm = self._arm(arm_name, state, live)
             left = self.settings.deadline_s - (time.perf_counter() - asked)
             outcome = await self._answer(plan, state, arm, timeout=left)
 
         latency = time.perf_counter() - started
         self._record(arm_name, endpoint, outcome, latency, counted=arm is not None)
         labels = frozenset(outcome.result["taxonomy"])
-        self._remember(request_id, arm_name, labels)
-        if assignment.mirror and plan.pending and arm_name == CONTROL and active:
+        self.feedback_log.remember(
+            request_id, tenant or "", arm_name, labels, self.windows.revision
+        )
+        if assignment.mirror and plan.pending and arm_name == CONTROL and live:
             self._spawn(self._shadow(plan, labels))
-        if active:
+        if live:
             outcome.result["provenance"]["router_arm"] = arm_name
-        return Mapped(outcome.result, arm_name if active else None, version)
+        return Mapped(outcome.result, arm_name if live else None, version)
 
-    def _arm(self, arm_name: str, state: VersionState | None, active: bool) -> ModelArm | None:
+    def _arm(self, arm_name: str, state: VersionState | None, live: bool) -> ModelArm | None:
         if self.engine is None or state is None:
             return None
         version = state.version or None
-        return ModelArm(state.model, version, state.temperature, arm_name if active else None)
+        return ModelArm(state.model, version, state.temperature, arm_name if live else None)
 
     def _treatment_error(self, endpoint: str, code: str) -> None:
         window = self.windows.arm(TREATMENT)
@@ -377,9 +266,14 @@ class RouterCore:
             return self.hybrid.finish(plan, None, arm=arm, failure=TIMEOUT)
         except EngineLost:
             raise
+        except NotFound as exc:
+            # The engine no longer holds the adapter (its replica was replaced): load it again.
+            self.pool.forget(state, str(exc))
+            self._apply(self.routing.snapshot)
+            return self.hybrid.finish(plan, None, arm=arm, failure=UNAVAILABLE)
         except Exception as exc:
             if state.engine != MAIN_ENGINE:
-                self._lose(state.engine, exc)
+                self.pool.lose(state.engine, exc)
                 raise EngineLost(state.engine) from exc
             log.warning("engine failed (%s): fallback", type(exc).__name__)
             return self.hybrid.finish(plan, None, arm=arm, failure=UNAVAILABLE)
@@ -394,9 +288,7 @@ class RouterCore:
         # Serve holds a request to a dead deployment until a new replica is up (a minute for a
         # vLLM engine): once one request has found the isolated engine failing, the others stop
         # waiting and go to control.
-        lost = self._lost.get(state.engine)
-        if lost is None or lost.done():
-            lost = self._lost[state.engine] = asyncio.get_running_loop().create_future()
+        lost = self.pool.lost_signal(state.engine)
         task = asyncio.ensure_future(call)
         done, _ = await asyncio.wait(
             {task, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -410,10 +302,12 @@ class RouterCore:
 
     async def _shadow(self, plan: Any, control_labels: frozenset[str]) -> None:
         """Mirrors a control request to treatment; only the agreement is recorded."""
-        assert self.rollout is not None
-        state = self._state(
+        rollout = self.rollout
+        if rollout is None:
+            return
+        state = self.pool.state(
             self.settings.model,
-            self.rollout.treatment_version,
+            rollout.treatment_version,
             engine_for(TREATMENT, isolated=self.isolated),
         )
         if state is None or not state.ready:
@@ -456,12 +350,6 @@ class RouterCore:
         self.metrics.errors.labels("none", endpoint, code).inc()
         self.metrics.requests.labels("none", endpoint, code).inc()
 
-    def _remember(self, request_id: str, arm: str, labels: frozenset[str]) -> None:
-        self._answers[request_id] = (arm, labels, self.windows.revision)
-        self._answers.move_to_end(request_id)
-        while len(self._answers) > self.settings.feedback_memory:
-            self._answers.popitem(last=False)
-
     async def map_batch(
         self, items: Sequence[Mapping[str, Any]], tenant: str | None
     ) -> list[Mapped]:
@@ -490,153 +378,50 @@ class RouterCore:
             )
         )
 
-    # --- feedback, analyst, passthrough ----------------------------------------------------------
-
     def feedback(
-        self, request_id: str, *, labels: Sequence[str] | None, verdict: str | None
+        self,
+        request_id: str,
+        *,
+        labels: Sequence[str] | None,
+        verdict: str | None,
+        tenant: str | None = None,
     ) -> dict[str, Any]:
-        remembered = self._answers.get(request_id)
-        if remembered is None:
-            raise NotFound(f"request {request_id!r} is unknown or too old for feedback")
-        arm, answered, revision = remembered
-        if labels is not None:
-            unknown = [label for label in labels if label not in self.hybrid.taxonomy]
-            if unknown:
-                raise InvalidArgument(f"$.labels: not in the taxonomy: {unknown}")
-            correct = frozenset(labels) == answered
-        else:
-            correct = verdict == "correct"
-        if revision == self.windows.revision:
-            window = self.windows.arm(arm)
-            window.feedback += 1
-            window.feedback_correct += correct
-        self.metrics.feedback.labels(arm, "correct" if correct else "incorrect").inc()
-        return {"request_id": request_id, "arm": arm, "correct": correct}
+        def count(answered: Any, correct: bool) -> None:
+            if answered.revision == self.windows.revision:
+                window = self.windows.arm(answered.arm)
+                window.feedback += 1
+                window.feedback_correct += correct
+            self.metrics.feedback.labels(answered.arm, "correct" if correct else "incorrect").inc()
 
-    def _adapter_for(self, model: str) -> VersionState:
-        version = self.champion.get(model)
-        state = self._state(model, version) if version is not None else None
-        if self.engine is None or state is None or not state.ready:
-            raise Unavailable(f"no {model!r} adapter is loaded")
-        return state
-
-    async def analyze(self, framework: str, finding: Mapping[str, Any]) -> dict[str, Any]:
-        await self.refresh()
-        state = self._adapter_for(self.settings.analyst_model)
-        schema = load_schema("analyst-output")
-        answer = await asyncio.wait_for(
-            self.engines[state.engine].chat(
-                analyst_messages(framework, finding),
-                state.adapter,
-                max_tokens=ANALYST_MAX_TOKENS,
-                json_schema=schema,
-            ),
-            timeout=max(self.settings.deadline_s, 30.0),
-        )
-        import json
-
-        try:
-            assessment = json.loads(answer["text"])
-            validate("analyst-output", assessment)
-        except (ValueError, InvalidArgument) as exc:
-            raise Unavailable(
-                f"the analyst's answer failed validation ({exc}): try again"
-            ) from None
-        return {
-            "assessment": assessment,
-            "provenance": {"adapter": state.model, "adapter_version": state.version or None},
-        }
-
-    def resolve_chat_model(self, name: str) -> VersionState | None:
-        """OpenAI `model`: a registry model name (its champion), `<model>-v<N>`, or the base id
-        (None: the main engine's base model). The main engine's copy is preferred."""
-        ordered = sorted(self.versions.values(), key=lambda s: s.engine != MAIN_ENGINE)
-        for state in ordered:
-            if state.ready and name in (state.adapter, f"{state.model}-v{state.version}"):
-                return state
-        if name in self.champion:
-            return self._adapter_for(name)
-        if name == self.settings.engine.base_model:
-            return None
-        raise NotFound(f"model {name!r} is not served (see GET /v1/models)")
-
-    async def chat(
-        self, model: str, messages: list[dict[str, str]], *, max_tokens: int, temperature: float
-    ) -> dict[str, Any]:
-        await self.refresh()
-        if self.engine is None:
-            raise Unavailable("the engine is not deployed (rules-only serving)")
-        state = self.resolve_chat_model(model)
-        engine = self.engines[state.engine] if state is not None else self.engine
-        return await engine.chat(
-            messages,
-            state.adapter if state is not None else None,
-            max_tokens=max_tokens,
-            temperature=temperature,
+        return self.feedback_log.record(
+            request_id,
+            tenant or "",
+            labels=labels,
+            verdict=verdict,
+            taxonomy=self.hybrid.taxonomy,
+            count=count,
         )
 
-    def models(self) -> list[dict[str, Any]]:
-        out = [
-            {
-                "id": self.settings.engine.base_model,
-                "object": "model",
-                "owned_by": "llama-mapper",
-                "kind": "base",
-            }
-        ]
-        for state in sorted(self.versions.values(), key=lambda s: (s.model, s.version, s.engine)):
-            roles = [
-                role
-                for role, hit in (
-                    (self.settings.champion_alias, self.champion.get(state.model) == state.version),
-                    (
-                        CONTROL,
-                        bool(
-                            self.rollout
-                            and self.rollout.active
-                            and self.rollout.control_version == state.version
-                            and state.model == self.settings.model
-                        ),
-                    ),
-                    (
-                        TREATMENT,
-                        bool(
-                            self.rollout
-                            and self.rollout.active
-                            and self.rollout.treatment_version == state.version
-                            and state.model == self.settings.model
-                        ),
-                    ),
-                )
-                if hit
-            ]
-            out.append(
-                {
-                    "id": state.adapter or f"{state.model}-v{state.version}",
-                    "object": "model",
-                    "owned_by": "llama-mapper",
-                    "kind": "adapter",
-                    "model": state.model,
-                    "version": state.version,
-                    "status": state.status,
-                    "engine": state.engine,
-                    "roles": roles,
-                    "temperature": state.temperature,
-                    **({"error": state.error} if state.error else {}),
-                }
-            )
-        return out
+    # --- state for operators ---------------------------------------------------------------------
 
     def rollout_stats(self) -> dict[str, Any]:
         out = self.windows.as_dict()
-        out["rollout"] = None if self.rollout is None else self.rollout.__dict__.copy()
+        rollout = self.rollout
+        if rollout is None:
+            out["rollout"] = None
+        else:
+            # Never the salt: with it a caller could choose its own arm.
+            view = {k: v for k, v in rollout.__dict__.items() if k != "salt"}
+            view["lease_holds"] = rollout.lease_holds(time.time())
+            out["rollout"] = view
         return out
 
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
             "engine": self.engine is not None,
-            "registry": self.source is not None,
+            "registry": self.routing.health(),
+            "champions": dict(self.champion),
             "adapters": {
                 f"{s.model}-v{s.version}" + ("" if s.engine == MAIN_ENGINE else f"@{s.engine}"): (
                     s.status
@@ -646,12 +431,4 @@ class RouterCore:
         }
 
 
-__all__ = [
-    "INVALID",
-    "EngineClient",
-    "EngineLost",
-    "Mapped",
-    "RolloutSource",
-    "RouterCore",
-    "VersionState",
-]
+__all__ = ["EngineClient", "EngineLost", "Mapped", "RolloutSource", "RouterCore", "VersionState"]

@@ -64,6 +64,15 @@ class RegistrySettings(GrpcServiceSettings):
         description="At start-up, staged uploads older than this are removed (left by a crash).",
     )
     db_pool_size: int = Field(8, ge=1, description="Database connections kept open (PostgreSQL).")
+    default_hardware_profile: str = Field(
+        "cpu-2core",
+        description="Profile whose gate a rollout's treatment must have passed when it names none.",
+    )
+    lease_sweep_s: float = Field(
+        2.0,
+        ge=0,
+        description="How often rollouts whose controller lease ended are aborted; 0: never.",
+    )
 
     @model_validator(mode="after")
     def _defaults_under_var_dir(self) -> RegistrySettings:

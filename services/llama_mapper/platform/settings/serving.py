@@ -54,6 +54,20 @@ class ServingSettings(BaseSettings):
         description="Registry bearer token (MAPPER_SERVING_REGISTRY_TOKEN, else "
         "MAPPER_REGISTRY_TOKEN).",
     )
+    registry_ca_file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "registry_ca_file", "MAPPER_SERVING_REGISTRY_CA_FILE", "MAPPER_REGISTRY_CA_FILE"
+        ),
+        description="PEM CA bundle of the registry's TLS certificate (MAPPER_SERVING_REGISTRY_CA_FILE, "
+        "else MAPPER_REGISTRY_CA_FILE); unset: plaintext.",
+    )
+    registry_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="Deadline of each registry read of the routing state; a slower registry "
+        "leaves the last-known-good state in place.",
+    )
     local_adapters: dict[str, Path] = Field(
         default_factory=dict,
         description="Without a registry: model name -> adapter directory, e.g. "
@@ -130,7 +144,9 @@ class ServingSettings(BaseSettings):
         description="More principals for the router (platform/auth.py's tokens file format).",
     )
     rollout_refresh_s: float = Field(
-        2.0, gt=0, description="How often the router re-reads the rollout record."
+        2.0,
+        gt=0,
+        description="How often the router re-reads the rollout and champions, in the background.",
     )
     hardware_profile: str = Field("cpu-2core", description="Registry targets profile for gates.")
     feedback_memory: int = Field(

@@ -92,66 +92,82 @@ class Aliases(Transactions):
 
         def work(session: Session) -> tuple[d.Alias, int]:
             m = self._model(session, model, lock=True)
-            target = self._version(session, m, version, lock=True)
-            if alias in self.gated_aliases:
-                latest = session.scalar(
-                    select(GateRow)
-                    .where(GateRow.version_id == target.id)
-                    .order_by(GateRow.id.desc())
-                    .limit(1)
-                )
-                if latest is not None and not latest.passed and not force:
-                    raise FailedPrecondition(
-                        f"version {version} of {model} failed its latest gate ({latest.summary or 'no summary'}); "
-                        f"promote to {alias!r} with force and a reason to override"
-                    )
-            moved_at = now()
-            if expected_version == 0:
-                current = session.scalar(
-                    select(AliasRow).where(AliasRow.model_id == m.id, AliasRow.name == alias)
-                )
-                if current is not None:
-                    raise Aborted(f"alias {alias!r} points to version {current.version}, not unset")
-                try:
-                    with session.begin_nested():
-                        row = AliasRow(
-                            model_id=m.id, name=alias, version=version, updated_at=moved_at
-                        )
-                        session.add(row)
-                except IntegrityError:
-                    raise Aborted(
-                        f"alias {alias!r} was set concurrently; re-read and retry"
-                    ) from None
-            else:
-                moved = session.execute(
-                    update(AliasRow)
-                    .where(
-                        AliasRow.model_id == m.id,
-                        AliasRow.name == alias,
-                        AliasRow.version == expected_version,
-                    )
-                    .values(version=version, updated_at=moved_at),
-                    execution_options={"synchronize_session": False},
-                ).rowcount
-                if moved != 1:
-                    current = session.scalar(
-                        select(AliasRow.version).where(
-                            AliasRow.model_id == m.id, AliasRow.name == alias
-                        )
-                    )
-                    raise Aborted(
-                        f"alias {alias!r} points to {current or 'nothing'}, not {expected_version}; re-read and retry"
-                    )
-            self._audit(
-                session,
-                m.id,
-                d.HistoryAction.ALIAS_SET,
-                alias,
-                caller,
-                from_value=str(expected_version or ""),
-                to_value=str(version),
-                reason=reason,
+            moved = self._move_alias(
+                session, m, alias, version, expected_version, caller, reason=reason, force=force
             )
-            return d.Alias(name=alias, version=version, updated_at=moved_at), expected_version
+            return moved, expected_version
 
         return self._write(work)
+
+    def _move_alias(
+        self,
+        session: Session,
+        m: ModelRow,
+        alias: str,
+        version: int,
+        expected_version: int,
+        caller: d.Caller,
+        *,
+        reason: str,
+        force: bool,
+    ) -> d.Alias:
+        """The compare-and-set and its history entry, inside the caller's transaction (which
+        holds the model row's lock)."""
+        model = m.name
+        target = self._version(session, m, version, lock=True)
+        if alias in self.gated_aliases:
+            latest = session.scalar(
+                select(GateRow)
+                .where(GateRow.version_id == target.id)
+                .order_by(GateRow.id.desc())
+                .limit(1)
+            )
+            if latest is not None and not latest.passed and not force:
+                raise FailedPrecondition(
+                    f"version {version} of {model} failed its latest gate ({latest.summary or 'no summary'}); "
+                    f"promote to {alias!r} with force and a reason to override"
+                )
+        moved_at = now()
+        if expected_version == 0:
+            current = session.scalar(
+                select(AliasRow).where(AliasRow.model_id == m.id, AliasRow.name == alias)
+            )
+            if current is not None:
+                raise Aborted(f"alias {alias!r} points to version {current.version}, not unset")
+            try:
+                with session.begin_nested():
+                    row = AliasRow(model_id=m.id, name=alias, version=version, updated_at=moved_at)
+                    session.add(row)
+            except IntegrityError:
+                raise Aborted(f"alias {alias!r} was set concurrently; re-read and retry") from None
+        else:
+            moved = session.execute(
+                update(AliasRow)
+                .where(
+                    AliasRow.model_id == m.id,
+                    AliasRow.name == alias,
+                    AliasRow.version == expected_version,
+                )
+                .values(version=version, updated_at=moved_at),
+                execution_options={"synchronize_session": False},
+            ).rowcount
+            if moved != 1:
+                current = session.scalar(
+                    select(AliasRow.version).where(
+                        AliasRow.model_id == m.id, AliasRow.name == alias
+                    )
+                )
+                raise Aborted(
+                    f"alias {alias!r} points to {current or 'nothing'}, not {expected_version}; re-read and retry"
+                )
+        self._audit(
+            session,
+            m.id,
+            d.HistoryAction.ALIAS_SET,
+            alias,
+            caller,
+            from_value=str(expected_version or ""),
+            to_value=str(version),
+            reason=reason,
+        )
+        return d.Alias(name=alias, version=version, updated_at=moved_at)

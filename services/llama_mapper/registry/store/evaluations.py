@@ -41,7 +41,8 @@ class Evaluations(Transactions):
             )
 
         def work(session: Session) -> d.MetricsRecord:
-            row = self._version(session, self._model(session, model), version)
+            m = self._model(session, model, lock=True)
+            row = self._version(session, m, version)
             metrics = MetricsRow(
                 version_id=row.id,
                 values=values,
@@ -52,8 +53,19 @@ class Evaluations(Transactions):
                 recorded_by=caller.actor,
             )
             session.add(metrics)
-            if record.temperature is not None:
-                # The serving path reads the latest fitted temperature with the version.
+            if record.temperature is not None and record.temperature != row.temperature:
+                # The serving path applies the latest fitted temperature: a change of what serves,
+                # so it is in the history with who recorded it and from which report.
+                self._audit(
+                    session,
+                    m.id,
+                    d.HistoryAction.TEMPERATURE_SET,
+                    str(version),
+                    caller,
+                    from_value="" if row.temperature is None else f"{row.temperature:.6g}",
+                    to_value=f"{record.temperature:.6g}",
+                    reason=record.report_uri,
+                )
                 row.temperature = record.temperature
             return self._metrics_out(metrics)
 

@@ -52,8 +52,16 @@ def to_version(model: ModelRow, row: VersionRow, aliases: Iterable[str]) -> d.Mo
 class Transactions:
     """One SQL database; every read and write one transaction, retried on transient errors."""
 
-    def __init__(self, engine: Engine, *, gated_aliases: Iterable[str] = ("champion",)) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        gated_aliases: Iterable[str] = ("champion",),
+        default_hardware_profile: str = "cpu-2core",
+    ) -> None:
         self.engine = engine
+        # The profile whose gate a treatment must have passed when a rollout names none.
+        self.default_hardware_profile = default_hardware_profile
         # On SQLite, write transactions take the write lock at BEGIN (see db.make_engine).
         self._writer = engine.execution_options(write=True)
         self.gated_aliases = frozenset(gated_aliases)

@@ -29,6 +29,7 @@ class HistoryAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HISTORY_ACTION_VERSION_DELETED: _ClassVar[HistoryAction]
     HISTORY_ACTION_TARGETS_SET: _ClassVar[HistoryAction]
     HISTORY_ACTION_GATE_RECORDED: _ClassVar[HistoryAction]
+    HISTORY_ACTION_TEMPERATURE_SET: _ClassVar[HistoryAction]
 ROLLOUT_STAGE_UNSPECIFIED: RolloutStage
 ROLLOUT_STAGE_SHADOW: RolloutStage
 ROLLOUT_STAGE_CANARY: RolloutStage
@@ -42,6 +43,7 @@ HISTORY_ACTION_ROLLOUT_SET: HistoryAction
 HISTORY_ACTION_VERSION_DELETED: HistoryAction
 HISTORY_ACTION_TARGETS_SET: HistoryAction
 HISTORY_ACTION_GATE_RECORDED: HistoryAction
+HISTORY_ACTION_TEMPERATURE_SET: HistoryAction
 
 class Lineage(_message.Message):
     __slots__ = ("base_model_id", "base_model_revision", "base_model_sha256", "training_config_json", "dataset_name", "dataset_manifest_sha256", "validation_report_sha256", "ray_submission_id", "git_commit")
@@ -210,7 +212,7 @@ class Alias(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("model", "control_version", "treatment_version", "treatment_weight", "stage", "shadow", "shadow_fraction", "salt", "revision", "update_time", "updated_by", "reason")
+    __slots__ = ("model", "control_version", "treatment_version", "treatment_weight", "stage", "shadow", "shadow_fraction", "salt", "revision", "update_time", "updated_by", "reason", "lease_expire_time")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONTROL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TREATMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +225,7 @@ class Rollout(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     model: str
     control_version: int
     treatment_version: int
@@ -235,7 +238,8 @@ class Rollout(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     updated_by: str
     reason: str
-    def __init__(self, model: _Optional[str] = ..., control_version: _Optional[int] = ..., treatment_version: _Optional[int] = ..., treatment_weight: _Optional[float] = ..., stage: _Optional[_Union[RolloutStage, str]] = ..., shadow: _Optional[bool] = ..., shadow_fraction: _Optional[float] = ..., salt: _Optional[str] = ..., revision: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    lease_expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, model: _Optional[str] = ..., control_version: _Optional[int] = ..., treatment_version: _Optional[int] = ..., treatment_weight: _Optional[float] = ..., stage: _Optional[_Union[RolloutStage, str]] = ..., shadow: _Optional[bool] = ..., shadow_fraction: _Optional[float] = ..., salt: _Optional[str] = ..., revision: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., reason: _Optional[str] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
     __slots__ = ("id", "model", "time", "actor", "action", "subject", "from_value", "to_value", "reason", "request_id")
@@ -486,7 +490,7 @@ class RecordGateResultResponse(_message.Message):
     def __init__(self, result: _Optional[_Union[GateResult, _Mapping]] = ...) -> None: ...
 
 class SetRolloutRequest(_message.Message):
-    __slots__ = ("model", "control_version", "treatment_version", "treatment_weight", "stage", "shadow", "shadow_fraction", "expected_revision", "reason")
+    __slots__ = ("model", "control_version", "treatment_version", "treatment_weight", "stage", "shadow", "shadow_fraction", "expected_revision", "reason", "lease_seconds", "force", "hardware_profile")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONTROL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TREATMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -496,6 +500,9 @@ class SetRolloutRequest(_message.Message):
     SHADOW_FRACTION_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_PROFILE_FIELD_NUMBER: _ClassVar[int]
     model: str
     control_version: int
     treatment_version: int
@@ -505,13 +512,54 @@ class SetRolloutRequest(_message.Message):
     shadow_fraction: float
     expected_revision: int
     reason: str
-    def __init__(self, model: _Optional[str] = ..., control_version: _Optional[int] = ..., treatment_version: _Optional[int] = ..., treatment_weight: _Optional[float] = ..., stage: _Optional[_Union[RolloutStage, str]] = ..., shadow: _Optional[bool] = ..., shadow_fraction: _Optional[float] = ..., expected_revision: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    lease_seconds: float
+    force: bool
+    hardware_profile: str
+    def __init__(self, model: _Optional[str] = ..., control_version: _Optional[int] = ..., treatment_version: _Optional[int] = ..., treatment_weight: _Optional[float] = ..., stage: _Optional[_Union[RolloutStage, str]] = ..., shadow: _Optional[bool] = ..., shadow_fraction: _Optional[float] = ..., expected_revision: _Optional[int] = ..., reason: _Optional[str] = ..., lease_seconds: _Optional[float] = ..., force: _Optional[bool] = ..., hardware_profile: _Optional[str] = ...) -> None: ...
 
 class SetRolloutResponse(_message.Message):
     __slots__ = ("rollout",)
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     rollout: Rollout
     def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
+
+class RenewRolloutLeaseRequest(_message.Message):
+    __slots__ = ("model", "expected_revision", "lease_seconds")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    expected_revision: int
+    lease_seconds: float
+    def __init__(self, model: _Optional[str] = ..., expected_revision: _Optional[int] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+
+class RenewRolloutLeaseResponse(_message.Message):
+    __slots__ = ("rollout",)
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    rollout: Rollout
+    def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
+
+class FinishRolloutRequest(_message.Message):
+    __slots__ = ("model", "expected_revision", "outcome", "alias", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    expected_revision: int
+    outcome: RolloutStage
+    alias: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., expected_revision: _Optional[int] = ..., outcome: _Optional[_Union[RolloutStage, str]] = ..., alias: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class FinishRolloutResponse(_message.Message):
+    __slots__ = ("rollout", "alias")
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    rollout: Rollout
+    alias: Alias
+    def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ..., alias: _Optional[_Union[Alias, _Mapping]] = ...) -> None: ...
 
 class GetRolloutRequest(_message.Message):
     __slots__ = ("model",)

@@ -109,6 +109,16 @@ class RegistryServiceStub:
                 request_serializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.SetRolloutRequest.SerializeToString,
                 response_deserializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.SetRolloutResponse.FromString,
                 _registered_method=True)
+        self.RenewRolloutLease = channel.unary_unary(
+                '/llama_mapper.registry.v1.RegistryService/RenewRolloutLease',
+                request_serializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.RenewRolloutLeaseRequest.SerializeToString,
+                response_deserializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.RenewRolloutLeaseResponse.FromString,
+                _registered_method=True)
+        self.FinishRollout = channel.unary_unary(
+                '/llama_mapper.registry.v1.RegistryService/FinishRollout',
+                request_serializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.FinishRolloutRequest.SerializeToString,
+                response_deserializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.FinishRolloutResponse.FromString,
+                _registered_method=True)
         self.GetRollout = channel.unary_unary(
                 '/llama_mapper.registry.v1.RegistryService/GetRollout',
                 request_serializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.GetRolloutRequest.SerializeToString,
@@ -230,6 +240,24 @@ class RegistryServiceServicer:
 
     def SetRollout(self, request, context):
         """Creates or changes the rollout of a model with compare-and-set on its revision; audited.
+        Opening a rollout of a new treatment is FAILED_PRECONDITION unless that version has a
+        passing gate for the hardware profile and a fitted temperature (or force with a reason).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewRolloutLease(self, request, context):
+        """Extends the controller's lease on an active rollout (compare-and-set on its revision, which
+        stays); a rollout whose lease ends is aborted by the registry and routes to control.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishRollout(self, request, context):
+        """Ends an active rollout in one transaction: COMPLETE moves the alias to the treatment,
+        ROLLED_BACK and ABORTED leave it; the rollout closes and the history records both.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -325,6 +353,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.SetRollout,
                     request_deserializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.SetRolloutRequest.FromString,
                     response_serializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.SetRolloutResponse.SerializeToString,
+            ),
+            'RenewRolloutLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewRolloutLease,
+                    request_deserializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.RenewRolloutLeaseRequest.FromString,
+                    response_serializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.RenewRolloutLeaseResponse.SerializeToString,
+            ),
+            'FinishRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishRollout,
+                    request_deserializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.FinishRolloutRequest.FromString,
+                    response_serializer=llama__mapper_dot_registry_dot_v1_dot_registry__pb2.FinishRolloutResponse.SerializeToString,
             ),
             'GetRollout': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRollout,
@@ -685,6 +723,60 @@ class RegistryService:
             '/llama_mapper.registry.v1.RegistryService/SetRollout',
             llama__mapper_dot_registry_dot_v1_dot_registry__pb2.SetRolloutRequest.SerializeToString,
             llama__mapper_dot_registry_dot_v1_dot_registry__pb2.SetRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewRolloutLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llama_mapper.registry.v1.RegistryService/RenewRolloutLease',
+            llama__mapper_dot_registry_dot_v1_dot_registry__pb2.RenewRolloutLeaseRequest.SerializeToString,
+            llama__mapper_dot_registry_dot_v1_dot_registry__pb2.RenewRolloutLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llama_mapper.registry.v1.RegistryService/FinishRollout',
+            llama__mapper_dot_registry_dot_v1_dot_registry__pb2.FinishRolloutRequest.SerializeToString,
+            llama__mapper_dot_registry_dot_v1_dot_registry__pb2.FinishRolloutResponse.FromString,
             options,
             channel_credentials,
             insecure,
