@@ -127,7 +127,7 @@ def test_without_a_champion_the_rules_are_the_control_and_promotion_sets_one(tmp
         )
         ctl, _ = controller(client, {"control": HEALTHY, "treatment": HEALTHY})
         # An unevaluated version takes no traffic: no gate, no temperature.
-        with pytest.raises(FailedPrecondition, match="no gate result.*no fitted temperature"):
+        with pytest.raises(FailedPrecondition, match=r"no gate result.*no fitted temperature"):
             ctl.start(1)
         evaluated(client, "mapper", 1)
         rollout = ctl.start(1)
