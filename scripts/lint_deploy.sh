@@ -77,6 +77,11 @@ embedded+=("$DEPLOY"/serve/*.yaml "$DEPLOY"/training/*.yaml)
 check "embedded pod templates, Serve and training configs (${#embedded[@]} files)" \
   python "$DEPLOY/check_embedded.py" --k8s-version "$K8S_VERSION" --repo "$ROOT" "${embedded[@]}"
 
+# 6. Every MAPPER_* variable deploy/ sets is one the code reads (platform/settings)
+envfiles=("$DEPLOY"/compose.yaml "$DEPLOY"/env.example "$DEPLOY"/docker/*.Dockerfile "$DEPLOY"/k8s/*/*.yaml "$DEPLOY"/k8s/*.yaml "$DEPLOY"/serve/*.yaml)
+check "MAPPER_* variables set in deploy/ are read by the code (${#envfiles[@]} files)" \
+  python "$DEPLOY/check_env.py" "${envfiles[@]}"
+
 if [ "$failures" -gt 0 ]; then
   echo "deploy lint: $failures check(s) failed"
   exit 1

@@ -36,6 +36,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     MPLBACKEND=Agg \
     MAPPER_LOG_FORMAT=json \
+    MAPPER_VAR_DIR=/data \
     MAPPER_EVALUATION_HOST=0.0.0.0 \
     MAPPER_EVALUATION_PORT=50053
 WORKDIR /app

@@ -36,6 +36,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     TLDEXTRACT_CACHE=/data/tldextract \
     MAPPER_LOG_FORMAT=json \
+    MAPPER_VAR_DIR=/data \
     MAPPER_VALIDATION_HOST=0.0.0.0 \
     MAPPER_VALIDATION_PORT=50051
 WORKDIR /app

@@ -39,6 +39,7 @@ def engine(tmp_path_factory):
         AdapterRef("mapper-2", dirs[2], version=2),
     ]
     eng = VllmEngine(VllmEngineConfig(kv_cache_space_gib=1), adapters=adapters)
+    eng.adapter_dirs = dirs  # for the reload test
     yield eng
     eng.shutdown()
 
@@ -104,3 +105,24 @@ def test_analyst_answers_are_json_sampled_as_served(engine):
     # The model the evaluation uses: one stripped text per query.
     (text,) = analyst.analyze(queries[:1])
     assert text.startswith("{")
+
+
+def test_a_reload_under_the_same_name_and_path_never_answers_from_the_old_weights(engine, tmp_path):
+    """vLLM issue #42125: prefix-cache blocks are keyed on the LoRA name and path. Adapter 1's
+    weights are loaded as `x` from one directory and asked; then that directory gets adapter 2's
+    weights and is loaded again as `x`. The answers must be adapter 2's, not adapter 1's cache."""
+    import shutil
+
+    from llama_mapper.inference.vllm_engine import AdapterRef
+    from llama_mapper.inference.vllm_engine.decoding import adapter_digest
+
+    place = tmp_path / "x"
+    shutil.copytree(engine.adapter_dirs[1], place)
+    engine.add_adapter(AdapterRef("x", place, sha256=adapter_digest(place)))
+    first = [(p.label, round(p.logprob, 4)) for p in engine.model("x").predict(QUERIES)]
+    shutil.rmtree(place)
+    shutil.copytree(engine.adapter_dirs[2], place)
+    engine.add_adapter(AdapterRef("x", place, sha256=adapter_digest(place)))
+    again = [(p.label, round(p.logprob, 4)) for p in engine.model("x").predict(QUERIES)]
+    fresh = [(p.label, round(p.logprob, 4)) for p in engine.model("mapper-2").predict(QUERIES)]
+    assert again == fresh and again != first

@@ -67,6 +67,12 @@ def test_broken_copy_fails_on_every_layer(tmp_path: Path) -> None:
     _replace(deploy / "k8s" / "cpu" / "rayjob-train.yaml", "groupName: cpu", "group: cpu")
     # A training config the recipe would refuse.
     _replace(deploy / "k8s" / "gpu" / "training-config.yaml", "adapter: mapper", "adapter: mapr")
+    # A variable no settings class reads (the GPU base model once went unread this way).
+    _replace(
+        deploy / "k8s" / "gpu" / "rayservice.yaml",
+        "MAPPER_SERVING_ENGINE__BASE_MODEL:",
+        "MAPPER_SERVING_BASE_MODEL:",
+    )
 
     result = run_lint(tmp_path)
     out = result.stdout
@@ -81,4 +87,6 @@ def test_broken_copy_fails_on_every_layer(tmp_path: Path) -> None:
     assert "ok    check-jsonschema rayservice" in out
     assert "FAIL  embedded pod templates, Serve and training configs" in out
     assert "'mapr' is not one of" in out
-    assert "deploy lint: 5 check(s) failed" in out
+    assert "FAIL  MAPPER_* variables set in deploy/ are read by the code" in out
+    assert "MAPPER_SERVING_BASE_MODEL is read by nothing" in out
+    assert "deploy lint: 6 check(s) failed" in out

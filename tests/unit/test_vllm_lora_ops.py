@@ -12,7 +12,7 @@ ORIGINAL = {n: getattr(lora_ops, n) for n in ("bgmv_shrink", "bgmv_expand", "bgm
 
 @pytest.fixture(scope="module")
 def grouped():
-    from llama_mapper.inference import vllm_lora_ops
+    from llama_mapper.inference.vllm_engine import lora_ops as vllm_lora_ops
 
     assert vllm_lora_ops.install()
     assert lora_ops.bgmv_shrink is not ORIGINAL["bgmv_shrink"] or getattr(

@@ -211,9 +211,26 @@ def build_parser() -> argparse.ArgumentParser:
     fshow.add_argument("--json", action="store_true", help="machine-readable output")
     fshow.set_defaults(func=_cmd_frameworks_show)
 
+    settings = commands.add_parser(
+        "settings", help="every MAPPER_* variable the code reads, with its default"
+    )
+    settings.add_argument("--json", action="store_true", help="machine-readable output")
+    settings.set_defaults(func=_cmd_settings)
+
     for module in _SUBCOMMAND_MODULES:
         importlib.import_module(module).add_parser(commands)
     return parser
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    from llama_mapper.platform.settings import variables
+
+    found = list(variables())
+    if args.json:
+        print(json.dumps([v.__dict__ for v in found], indent=2))
+        return 0
+    print_table(("variable", "default", "read by"), [(v.name, v.default, v.owner) for v in found])
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

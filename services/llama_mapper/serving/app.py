@@ -84,7 +84,7 @@ def wait_ready(settings: ServingSettings, *, timeout_s: float = 300.0) -> dict[s
             # to load (the rules answer), provided the registry was reached to find that out.
             known = (
                 bool(statuses)
-                or health.get("registry") is True
+                or (health.get("registry") or {}).get("state") in ("fresh", "local")
                 or not settings.engine_enabled
                 or not settings.registry_address  # nothing could ever be loaded
             )

@@ -19,6 +19,7 @@ from ray import serve
 from llama_mapper.domain.errors import FailedPrecondition, NotFound, Unavailable
 from llama_mapper.inference.model import MapperQuery, Prediction
 from llama_mapper.inference.vllm_engine import AdapterRef, AsyncVllmEngine
+from llama_mapper.inference.vllm_engine.decoding import adapter_digest
 from llama_mapper.platform.settings.serving import ServingSettings
 from llama_mapper.serving.registry_source import registry_client
 
@@ -87,7 +88,9 @@ class EngineReplica:
 
     async def load_local(self, model: str, path: str) -> dict[str, Any]:
         name = f"{model}-local"
-        await self.engine.add_adapter(AdapterRef(name, Path(path)))
+        # The same name may come back with other weights: the digest keeps their caches apart.
+        digest = await asyncio.to_thread(adapter_digest, Path(path))
+        await self.engine.add_adapter(AdapterRef(name, Path(path), sha256=digest))
         await self._warm_adapter(name)
         return self._info(name)
 

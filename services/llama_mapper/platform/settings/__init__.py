@@ -59,18 +59,21 @@ def variables() -> Iterator[Variable]:
     for cls in settings_classes():
         delimiter = cls.model_config.get("env_nested_delimiter")
         for field, info in cls.model_fields.items():
-            names = _names(cls, field, info)
             nested = getattr(info.annotation, "model_fields", None)
+            entries = [(name, info) for name in _names(cls, field, info)]
             if delimiter and nested:
-                names = [
-                    f"{names[0]}{delimiter}{sub}".upper()
-                    for sub in nested  # type: ignore[union-attr]
-                ]
-            for name in names:
-                if name in seen:
-                    continue
-                seen.add(name)
-                default = (
-                    "" if info.is_required() else repr(info.get_default(call_default_factory=True))
-                )
-                yield Variable(name, default, info.description or "", cls.__name__)
+                prefix = entries[0][0]
+                entries = [(f"{prefix}{delimiter}{sub}".upper(), i) for sub, i in nested.items()]
+            for name, described in entries:
+                if name not in seen:
+                    seen.add(name)
+                    yield Variable(
+                        name, _default(described), described.description or "", cls.__name__
+                    )
+
+
+def _default(info: Any) -> str:
+    if info.is_required():
+        return ""
+    value = info.get_default(call_default_factory=True)
+    return "" if value is None else str(value)

@@ -18,7 +18,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-WORKER_EXTENSION = "llama_mapper.inference.vllm_lora_ops.GroupedLoraOps"
+WORKER_EXTENSION = "llama_mapper.inference.vllm_engine.lora_ops.GroupedLoraOps"
 
 
 def _grouped(inputs: Any, weights: Any, indices: Any, dtype: Any) -> Any:
