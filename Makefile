@@ -45,11 +45,11 @@ format: setup ## Apply ruff's fixes and formatting
 
 .PHONY: test
 test: lint ## Lint, then run every test (unit and integration)
-	@$(BIN)/pytest -q
+	@$(BIN)/pytest -q tests
 
 .PHONY: unit
-unit: setup ## Run the fast unit tests only
-	@$(BIN)/pytest -q -m "not integration and not slow"
+unit: setup ## Run the fast unit tests only (tests/unit: no servers)
+	@$(BIN)/pytest -q
 
 .PHONY: demo
 demo: setup ## Run the main job end to end on embedded defaults

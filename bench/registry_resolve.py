@@ -30,10 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO))  # the test helpers, as the tests import them
 
 import grpc  # noqa: E402
-from registry_support import TOKEN, lineage, make_adapter  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
@@ -42,6 +41,7 @@ from llama_mapper._proto.registry.v1 import registry_pb2_grpc as pb_grpc  # noqa
 from llama_mapper.registry.client import RegistryClient  # noqa: E402
 from llama_mapper.registry.db import make_engine  # noqa: E402
 from llama_mapper.registry.schema import AliasRow, ModelRow, VersionRow  # noqa: E402
+from tests.support.registry import TOKEN, lineage, make_adapter  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
 
 
 def matmul_gflops(threads: int = 2) -> float:
@@ -117,10 +117,9 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
 
-    from training_data import write_dataset
-
     from llama_mapper.inference.base_model import prepare_base_model
     from llama_mapper.training.config import load_config
+    from tests.support.training_data import write_dataset
 
     prep_started = time.perf_counter()
     base = prepare_base_model()

@@ -12,14 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from registry_support import TOKEN, lineage, make_adapter
 
 from llama_mapper.bench.locust_run import BenchConfig, check_reachable, run_bench
 from llama_mapper.cli import bench as cli
 from llama_mapper.domain.errors import FailedPrecondition, Unavailable
-from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.registry.client import RegistryClient
-from llama_mapper.registry.server import create_server
+from tests.support.registry import TOKEN, lineage, make_adapter
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +36,7 @@ def _free_port() -> int:
 def _start_router(*args: str):
     """The router's HTTP app (rules + fallback) under uvicorn on a free port; yields its URL."""
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("bench_router.py")), str(port), *args]
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.bench_router", str(port), *args])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -69,22 +65,12 @@ def limited_router():
 
 
 @pytest.fixture
-def registry(tmp_path):
-    """A registry server on port 0 with mapper v1 as champion; yields its address."""
-    settings = RegistrySettings(
-        token=TOKEN,
-        port=0,
-        database_url=f"sqlite:///{tmp_path}/r.db",
-        artifact_uri=str(tmp_path / "artifacts"),
-    )
-    server, port = create_server(settings)
-    server.start()
-    address = f"127.0.0.1:{port}"
-    with RegistryClient(address, token=TOKEN) as client:
+def registry(registry_address, tmp_path):
+    """A registry server with mapper v1 as champion; its address."""
+    with RegistryClient(registry_address, token=TOKEN) as client:
         client.register_directory("mapper", make_adapter(tmp_path / "a1"), lineage=lineage())
         client.set_alias("mapper", "champion", 1, expected_version=0, reason="bench test")
-    yield address
-    server.stop(None).wait()
+    return registry_address
 
 
 def bench(registry: str, *argv: str) -> int:

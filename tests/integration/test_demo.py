@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from serving_support import free_port
+
+from tests.support.serving import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

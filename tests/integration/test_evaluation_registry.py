@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,9 @@ from llama_mapper.cli import evaluation as cli
 from llama_mapper.domain.errors import FailedPrecondition, NotFound
 from llama_mapper.evaluation.server import create_server as create_evaluation_server
 from llama_mapper.platform.settings.evaluation import EvaluationSettings
-from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.registry.client import RegistryClient
-from llama_mapper.registry.server import create_server
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-from eval_cases import build_eval_set
-from registry_support import lineage, make_adapter
+from tests.support.eval_cases import build_eval_set
+from tests.support.registry import lineage, make_adapter, running_registry
 
 pytestmark = pytest.mark.integration
 TOKEN = "eval-test-token-" + "y" * 16
@@ -57,18 +52,11 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    root = tmp_path_factory.mktemp("registry")
-    settings = RegistrySettings(
-        token=TOKEN,
-        port=0,
-        database_url=f"sqlite:///{root / 'registry.db'}",
-        artifact_uri=str(root / "artifacts"),
-    )
-    server, port = create_server(settings)
-    server.start()
-    with RegistryClient(f"127.0.0.1:{port}", token=TOKEN, actor="eval-test") as client:
-        yield client, port
-    server.stop(None).wait()
+    with (
+        running_registry(tmp_path_factory.mktemp("registry"), token=TOKEN) as address,
+        RegistryClient(address, token=TOKEN, actor="eval-test") as client,
+    ):
+        yield client, int(address.rsplit(":", 1)[1])
 
 
 def _mapperctl(argv, capsys):

@@ -5,29 +5,18 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from registry_support import TOKEN, lineage, make_adapter
 
 from llama_mapper.cli import registry as cli
 from llama_mapper.domain.errors import FailedPrecondition, InvalidArgument
-from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.registry.client import RegistryClient
-from llama_mapper.registry.server import create_server
+from tests.support.registry import TOKEN, lineage, make_adapter
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def address(tmp_path):
-    settings = RegistrySettings(
-        token=TOKEN,
-        port=0,
-        database_url=f"sqlite:///{tmp_path}/r.db",
-        artifact_uri=str(tmp_path / "a"),
-    )
-    server, port = create_server(settings)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(None).wait()
+def address(registry_address):
+    return registry_address
 
 
 def mapperctl(address: str, *argv: str) -> int:

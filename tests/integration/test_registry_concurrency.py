@@ -13,11 +13,11 @@ from collections import Counter
 from contextlib import ExitStack
 
 import pytest
-from registry_support import TOKEN, lineage, make_adapter, postgres_database, server_process
 
 from llama_mapper._proto.registry.v1 import registry_pb2 as pb
 from llama_mapper.domain.errors import Aborted, NotFound
 from llama_mapper.registry.client import RegistryClient
+from tests.support.registry import TOKEN, lineage, make_adapter, postgres_database, server_process
 
 pytestmark = pytest.mark.integration
 

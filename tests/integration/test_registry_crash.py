@@ -11,12 +11,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from registry_support import TOKEN, lineage, make_adapter, server_process
 
 from llama_mapper._proto.registry.v1 import registry_pb2 as pb
 from llama_mapper._proto.registry.v1 import registry_pb2_grpc as pb_grpc
 from llama_mapper.domain.errors import NotFound
 from llama_mapper.registry.client import RegistryClient
+from tests.support.registry import TOKEN, lineage, make_adapter, server_process
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,17 @@ import boto3
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from registry_support import (
+from sqlalchemy import create_engine, text
+
+from llama_mapper._proto.registry.v1 import registry_pb2 as pb
+from llama_mapper._proto.registry.v1 import registry_pb2_grpc as pb_grpc
+from llama_mapper.domain import errors
+from llama_mapper.domain.errors import FailedPrecondition
+from llama_mapper.platform.auth import token_sha256
+from llama_mapper.platform.settings.registry import RegistrySettings
+from llama_mapper.registry.client import RegistryClient
+from llama_mapper.registry.server import create_server
+from tests.support.registry import (
     BUCKET,
     LLAMA_BASE,
     LLAMA_SHA,
@@ -25,16 +35,6 @@ from registry_support import (
     moto_s3,
     postgres_database,
 )
-from sqlalchemy import create_engine, text
-
-from llama_mapper._proto.registry.v1 import registry_pb2 as pb
-from llama_mapper._proto.registry.v1 import registry_pb2_grpc as pb_grpc
-from llama_mapper.domain import errors
-from llama_mapper.domain.errors import FailedPrecondition
-from llama_mapper.platform.auth import token_sha256
-from llama_mapper.platform.settings.registry import RegistrySettings
-from llama_mapper.registry.client import RegistryClient
-from llama_mapper.registry.server import create_server
 
 pytestmark = pytest.mark.integration
 # The authenticated principal (the shared token's) and what the client says it acts as.

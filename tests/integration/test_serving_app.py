@@ -16,8 +16,9 @@ from collections import Counter
 
 import httpx
 import pytest
-from registry_support import evaluated
-from serving_support import free_port, make_lora_adapter, register_adapter, start_registry
+
+from tests.support.registry import evaluated, start_registry
+from tests.support.serving import free_port, make_lora_adapter, register_adapter
 
 pytestmark = pytest.mark.integration
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from registry_support import evaluated, lineage, make_adapter
-from serving_support import start_registry
 
 from llama_mapper._proto.registry.v1 import registry_pb2 as pb
 from llama_mapper.domain.errors import FailedPrecondition
 from llama_mapper.serving.canary import ADVANCE, HOLD, PROMOTE, ROLLBACK, Gates
 from llama_mapper.serving.controller import CanaryController
 from llama_mapper.serving.registry_source import RegistrySource
+from tests.support.registry import evaluated, lineage, make_adapter, start_registry
 
 pytestmark = pytest.mark.integration
 

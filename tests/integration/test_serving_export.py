@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from serving_support import make_lora_adapter
 
 from llama_mapper.domain.errors import AlreadyExists, FailedPrecondition
+from tests.support.serving import make_lora_adapter
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,11 @@ pytestmark = pytest.mark.integration
 
 ray = pytest.importorskip("ray")
 
-from training_data import write_dataset  # noqa: E402
-
 from llama_mapper.inference.base_model import prepare_base_model, tiny_llama  # noqa: E402
 from llama_mapper.training import job, train  # noqa: E402
 from llama_mapper.training.config import load_config  # noqa: E402
 from llama_mapper.training.job import run_job  # noqa: E402
+from tests.support.training_data import write_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +105,8 @@ def test_killed_worker_is_replaced_and_training_resumes(
 ) -> None:
     """Worker rank 1 dies at step 3; the group restarts from checkpoint-000002, finishes, and the
     run registers exactly one version (a retried driver gets the same one back)."""
-    from serving_support import start_registry
-
     from llama_mapper.registry.client import RegistryClient
+    from tests.support.registry import start_registry
 
     dataset = write_dataset(tmp_path / "data", n_train=96, n_eval=16)
     marker = tmp_path / "crashed"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from serving_support import make_lora_adapter
 
 from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.inference.model import MapperQuery
+from tests.support.serving import make_lora_adapter
 
 pytestmark = pytest.mark.integration
 

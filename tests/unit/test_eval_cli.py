@@ -4,10 +4,10 @@ import argparse
 import json
 
 import pytest
-from eval_cases import build_eval_set
 
 from llama_mapper.cli import evaluation as cli
 from llama_mapper.domain.errors import InvalidArgument
+from tests.support.eval_cases import build_eval_set
 
 
 def _parse(argv):

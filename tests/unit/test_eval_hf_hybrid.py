@@ -2,7 +2,6 @@
 every output stays inside the taxonomy and validates."""
 
 import pytest
-from eval_cases import build_eval_set
 
 from llama_mapper.domain.errors import NotFound
 from llama_mapper.domain.rules import RulesMapper
@@ -13,6 +12,7 @@ from llama_mapper.evaluation.subjects import HybridSubject
 from llama_mapper.inference.hybrid import HybridMapper
 from llama_mapper.inference.model import MapperQuery
 from llama_mapper.inference.transformers_engine import HFMapperModel, LabelTrie
+from tests.support.eval_cases import build_eval_set
 
 
 def test_label_trie():

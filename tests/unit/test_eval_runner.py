@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from eval_cases import RulesBackedModel, build_eval_set
 
 from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.evaluation.evalset import load_eval_set
@@ -11,6 +10,7 @@ from llama_mapper.evaluation.report_dir import PLOTS, load_cases, load_report
 from llama_mapper.evaluation.run import EvaluationRunner, RunInputs, RunOptions, run_to_directory
 from llama_mapper.evaluation.subjects import HybridSubject
 from llama_mapper.inference.hybrid import HybridMapper
+from tests.support.eval_cases import RulesBackedModel, build_eval_set
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from llama_mapper.platform.rpc import health_probe as healthcheck
 
+pytestmark = pytest.mark.integration
+
 SERVICE = "llama_mapper.registry.v1.RegistryService"
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from eval_cases import FakeRegistry, build_eval_set
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -19,6 +18,9 @@ from llama_mapper.domain.errors import FailedPrecondition
 from llama_mapper.evaluation.server import build_service, create_server
 from llama_mapper.evaluation.servicer import report_parts
 from llama_mapper.platform.settings.evaluation import EvaluationSettings
+from tests.support.eval_cases import FakeRegistry, build_eval_set
+
+pytestmark = pytest.mark.integration
 
 TOKEN = "eval-caller-token-" + "z" * 16
 # StartEvaluation and CheckGate carry it; reads (StreamProgress, GetReport, CompareVersions) below

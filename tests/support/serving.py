@@ -39,22 +39,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_registry(root: Path):
-    """An in-process registry (SQLite + local artifacts) on a free port; returns (server, address)."""
-    from llama_mapper.platform.settings.registry import RegistrySettings
-    from llama_mapper.registry.server import create_server
-
-    settings = RegistrySettings(
-        port=0,
-        database_url=f"sqlite:///{root / 'registry.db'}",
-        artifact_uri=str(root / "artifacts"),
-        allow_insecure_writes=True,
-    )
-    server, port = create_server(settings)
-    server.start()
-    return server, f"127.0.0.1:{port}"
-
-
 def register_adapter(client, model: str, directory: Path, base) -> int:
     response = client.register_directory(
         model,

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from eval_cases import FakeRegistry, build_eval_set
 
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2_grpc as pb_grpc
 from llama_mapper.cli import evaluation as cli
@@ -28,6 +27,9 @@ from llama_mapper.evaluation.servicer import SERVICE_NAME, WRITE_METHODS, Evalua
 from llama_mapper.platform import stack
 from llama_mapper.platform.rpc.interceptor import AccessPolicy, ServiceInterceptor
 from llama_mapper.platform.settings.evaluation import EvaluationSettings
+from tests.support.eval_cases import FakeRegistry, build_eval_set
+
+pytestmark = pytest.mark.integration
 
 TOKEN = "eval-cli-token-" + "x" * 16
 

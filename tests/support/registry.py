@@ -161,3 +161,32 @@ def evaluated(client, model: str, *versions: int, profile: str = "cpu-2core") ->
     for version in versions:
         client.record_metrics(model, version, {"exact_set_accuracy": 0.95}, temperature=1.0)
         client.record_gate_result(model, version, profile, passed=True, summary="test gate")
+
+
+def start_registry(root: Path, *, token: str | None = None, **settings):
+    """An in-process registry server on a free port over SQLite and local files under `root`,
+    started; returns (server, address). `token=None`: local development (every call accepted)."""
+    from llama_mapper.platform.settings.registry import RegistrySettings
+    from llama_mapper.registry.server import create_server
+
+    root.mkdir(parents=True, exist_ok=True)
+    config = RegistrySettings(
+        port=0,
+        database_url=f"sqlite:///{root / 'registry.db'}",
+        artifact_uri=str(root / "artifacts"),
+        **({"token": token} if token else {"allow_insecure_writes": True}),
+        **settings,
+    )
+    server, port = create_server(config)
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+@contextmanager
+def running_registry(root: Path, *, token: str | None = TOKEN, **settings) -> Iterator[str]:
+    """start_registry for the length of a `with` block (with the test token by default)."""
+    server, address = start_registry(root, token=token, **settings)
+    try:
+        yield address
+    finally:
+        server.stop(None).wait()

@@ -1,0 +1,1 @@
+"""The test suite: unit/ (fast, no servers; plain `pytest`), integration/ (real servers), support/."""

@@ -1,0 +1,1 @@
+"""Helpers the tests import as modules: real backends, adapters, datasets, eval sets."""

@@ -1,0 +1,1 @@
+"""Fast tests that start no server: `pytest` runs these alone."""
