@@ -1,4 +1,4 @@
-"""Router overhead (issue #8): what the router adds to a request, in-process and end to end.
+"""Router overhead: what the router adds to a request, in-process and end to end.
 
 `inprocess` (no Ray, no engine): the router's own CPU cost per request, measured on this
 process's CPU clock in interleaved rounds, for two payloads: one the rules answer and one only the

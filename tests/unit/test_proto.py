@@ -65,7 +65,7 @@ def test_generated_files_carry_the_do_not_edit_header() -> None:
 
 
 def test_cross_imports_point_into_the_generated_package() -> None:
-    for path in (REPO / GENERATED).rglob("*.py*"):
+    for path in [*(REPO / GENERATED).rglob("*.py"), *(REPO / GENERATED).rglob("*.pyi")]:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.startswith(("from llama_mapper", "import llama_mapper")):
                 assert "llama_mapper._proto." in line, f"{path}: {line}"

@@ -28,7 +28,7 @@ def doc():
 
 
 def spec_labels() -> set[str]:
-    """The label table of ../shared/TAXONOMY.md, as the product spec states it."""
+    """The label table of the product spec (docs/FRAMEWORKS.md lists it), as it states it."""
     spec = {
         "pii": "person_name email_address phone_number postal_address location date_of_birth age "
         "national_id passport_number drivers_license ip_address online_identifier device_id biometric "

@@ -1,10 +1,9 @@
-"""The same Locust load against several endpoints in turn: a table of ratios and one latency plot.
+"""The same Locust load against several endpoints in turn: a table of ratios and one latency plot."""
 
-The stack (the router) is the reference; each other endpoint (the transformers + PEFT baseline,
-the engine deployment directly) gets the identical load: same payloads, users, shape and
-duration, one after the other so they never share the CPU. Ratios are endpoint / router for
-throughput and latency, so "router rps / baseline rps" reads directly as the speed-up.
-"""
+# The stack (the router) is the reference; each other endpoint (the transformers + PEFT baseline,
+# the engine deployment directly) gets the identical load: same payloads, users, shape and
+# duration, one after the other so they never share the CPU. Ratios are endpoint / router for
+# throughput and latency, so "router rps / baseline rps" reads directly as the speed-up.
 
 from __future__ import annotations
 

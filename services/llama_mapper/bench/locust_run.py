@@ -1,11 +1,10 @@
-"""One bench run: targets from the registry, a reachability check, Locust as subprocesses, a verdict.
+"""One bench run: targets from the registry, a reachability check, Locust as subprocesses, a verdict."""
 
-Locust runs in its own processes (`python -m locust -f services/llama_mapper/bench/locustfile.py --headless ...`, or a
-`--master` and N `--worker`s) because it patches everything with gevent on import: the caller
-(mapperctl, the canary controller, pytest) keeps its threads and its gRPC channels intact. The
-run's files land in one report directory: Locust's CSV, HTML and JSON stats, the payload file,
-the log, a latency-over-time PNG and `summary.json`.
-"""
+# Locust runs in its own processes (`python -m locust -f services/llama_mapper/bench/locustfile.py --headless ...`, or a
+# `--master` and N `--worker`s) because it patches everything with gevent on import: the caller
+# (mapperctl, the canary controller, pytest) keeps its threads and its gRPC channels intact. The
+# run's files land in one report directory: Locust's CSV, HTML and JSON stats, the payload file,
+# the log, a latency-over-time PNG and `summary.json`.
 
 from __future__ import annotations
 

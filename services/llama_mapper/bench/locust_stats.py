@@ -1,11 +1,10 @@
-"""Locust's output read back: the stats CSV, per-arm percentiles from its histograms, table and plot.
+"""Locust's output read back: the stats CSV, per-arm percentiles from its histograms, table and plot."""
 
-Locust writes one stats row per (type, name); the locustfile puts the router arm in the name
-(`map [treatment]`). Percentiles cannot be averaged across rows, so the per-arm figures merge
-the rows' response-time histograms from Locust's `--json-file` output and take the percentile
-the way Locust does (`StatsEntry.get_response_time_percentile`): the table's arm rows and
-Locust's own rows agree to its rounding.
-"""
+# Locust writes one stats row per (type, name); the locustfile puts the router arm in the name
+# (`map [treatment]`). Percentiles cannot be averaged across rows, so the per-arm figures merge
+# the rows' response-time histograms from Locust's `--json-file` output and take the percentile
+# the way Locust does (`StatsEntry.get_response_time_percentile`): the table's arm rows and
+# Locust's own rows agree to its rounding.
 
 from __future__ import annotations
 

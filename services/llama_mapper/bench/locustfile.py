@@ -1,28 +1,26 @@
-"""Locust load for the mapper's router: HTTP and gRPC users, a Zipf tenant mix, per-arm request names.
+"""Locust load for the mapper's router: HTTP and gRPC users, a Zipf tenant mix, per-arm request names."""
 
-Run it through `mapperctl bench run` (which writes the payload file, sets the variables below and
-judges the result against the registry's targets). By hand, against the local stack:
-
-    python -m llama_mapper.bench.payloads var/bench/payloads.jsonl   # once
-    MAPPER_BENCH_PAYLOADS=var/bench/payloads.jsonl locust -f services/llama_mapper/bench/locustfile.py --headless \
-        -u 20 -r 5 -t 60s --host http://127.0.0.1:8000 MapperHttpUser
-
-Imports stay light on purpose: Locust patches the process with gevent, and torch, vLLM or the
-golden set's loaders have no business here. gRPC works under gevent only after
-`grpc.experimental.gevent.init_gevent()`, called before any channel exists.
-
-Task weights (HTTP user; MAPPER_BENCH_TASKS overrides, e.g. `map=1` for the baseline comparison):
-- map = 8: detectors call the mapper inline, one output per scanned message; most traffic.
-- batch = 1: backfills and log scans send up to 100 outputs at once (MAPPER_BENCH_BATCH_SIZE,
-  default 10); rarer but each one is heavy.
-- analyze = 1: an analyst opens a finding and asks for the framework assessment.
-User classes: MapperHttpUser (weight 3) and MapperGrpcUser (weight 1, when the runner names it),
-as most detector integrations speak HTTP and the high-volume ones gRPC.
-
-Each request is named by the router arm that answered (`map [control]`, `Map [treatment]`), read
-from the answer's `router_arm` (an `x-router-arm` header wins when the router sets one); `[none]` when no rollout
-is active. Locust's CSV then carries one row per (call, arm), which the runner groups per arm.
-"""
+# Run it through `mapperctl bench run` (which writes the payload file, sets the variables below and
+# judges the result against the registry's targets). By hand, against the local stack:
+#
+#     python -m llama_mapper.bench.payloads var/bench/payloads.jsonl   # once
+#     MAPPER_BENCH_PAYLOADS=var/bench/payloads.jsonl locust -f services/llama_mapper/bench/locustfile.py --headless         -u 20 -r 5 -t 60s --host http://127.0.0.1:8000 MapperHttpUser
+#
+# Imports stay light on purpose: Locust patches the process with gevent, and torch, vLLM or the
+# golden set's loaders have no business here. gRPC works under gevent only after
+# `grpc.experimental.gevent.init_gevent()`, called before any channel exists.
+#
+# Task weights (HTTP user; MAPPER_BENCH_TASKS overrides, e.g. `map=1` for the baseline comparison):
+# - map = 8: detectors call the mapper inline, one output per scanned message; most traffic.
+# - batch = 1: backfills and log scans send up to 100 outputs at once (MAPPER_BENCH_BATCH_SIZE,
+#   default 10); rarer but each one is heavy.
+# - analyze = 1: an analyst opens a finding and asks for the framework assessment.
+# User classes: MapperHttpUser (weight 3) and MapperGrpcUser (weight 1, when the runner names it),
+# as most detector integrations speak HTTP and the high-volume ones gRPC.
+#
+# Each request is named by the router arm that answered (`map [control]`, `Map [treatment]`), read
+# from the answer's `router_arm` (an `x-router-arm` header wins when the router sets one); `[none]` when no rollout
+# is active. Locust's CSV then carries one row per (call, arm), which the runner groups per arm.
 
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
-"""Bench payloads from the golden evaluation set, written once to JSON Lines for the locustfile.
+"""Bench payloads from the golden evaluation set, written once to JSON Lines for the locustfile."""
 
-Golden rows hold each finding as the model sees it (label, score, vendor metadata), not the
-detector's native output the API takes. Each finding is put back into its detector's documented
-shape (the data builder's vendor shapes; Presidio's and detect-secrets' own), or, for detectors
-without a reader, into the generic list / free-text envelope the hybrid mapper reads. Cases whose
-raw label cannot live in the native shape (a paraphrased label inside Llama Guard's `unsafe\\nS1`
-grammar) are left out and counted. The locustfile only reads the file: the golden set, the
-readers and the taxonomy never load inside the gevent-patched Locust process.
-"""
+# Golden rows hold each finding as the model sees it (label, score, vendor metadata), not the
+# detector's native output the API takes. Each finding is put back into its detector's documented
+# shape (the data builder's vendor shapes; Presidio's and detect-secrets' own), or, for detectors
+# without a reader, into the generic list / free-text envelope the hybrid mapper reads. Cases whose
+# raw label cannot live in the native shape (a paraphrased label inside Llama Guard's `unsafe\nS1`
+# grammar) are left out and counted. The locustfile only reads the file: the golden set, the
+# readers and the taxonomy never load inside the gevent-patched Locust process.
 
 from __future__ import annotations
 

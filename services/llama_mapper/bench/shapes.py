@@ -1,10 +1,9 @@
-"""Load shapes as stage tables: pure and stdlib-only, so the locustfile imports them without weight.
+"""Load shapes as stage tables: pure and stdlib-only, so the locustfile imports them without weight."""
 
-`standard` is the profile a rollout is judged on: a ramp to the target users, a steady plateau,
-a spike to twice the users (the burst a batch backfill or a retry storm brings), and a recovery
-at the target. `soak` ramps and then holds for the whole duration, to catch leaks and drift.
-`constant` holds the target users after the spawn-rate ramp, which is Locust without a shape.
-"""
+# `standard` is the profile a rollout is judged on: a ramp to the target users, a steady plateau,
+# a spike to twice the users (the burst a batch backfill or a retry storm brings), and a recovery
+# at the target. `soak` ramps and then holds for the whole duration, to catch leaks and drift.
+# `constant` holds the target users after the spawn-rate ramp, which is Locust without a shape.
 
 from __future__ import annotations
 

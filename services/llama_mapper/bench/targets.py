@@ -1,10 +1,9 @@
-"""The latency and error targets a bench is judged against, read from the registry, and the verdict.
+"""The latency and error targets a bench is judged against, read from the registry, and the verdict."""
 
-Targets live in the registry per model and hardware profile (`mapperctl registry targets`). The
-p95 target is required: a bench without one proves nothing, so the run is refused with the
-command that sets it. The error budget is `max_error_rate` when set, else DEFAULT_ERROR_BUDGET.
-A run that spends its error budget fails even when p95 passes: fast errors are not a pass.
-"""
+# Targets live in the registry per model and hardware profile (`mapperctl registry targets`). The
+# p95 target is required: a bench without one proves nothing, so the run is refused with the
+# command that sets it. The error budget is `max_error_rate` when set, else DEFAULT_ERROR_BUDGET.
+# A run that spends its error budget fails even when p95 passes: fast errors are not a pass.
 
 from __future__ import annotations
 

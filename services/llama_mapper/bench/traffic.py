@@ -1,11 +1,10 @@
-"""The traffic mix of the bench: tenants, task weights and per-arm request names (stdlib only).
+"""The traffic mix of the bench: tenants, task weights and per-arm request names (stdlib only)."""
 
-Production traffic is skewed: a few tenants send most requests. The router assigns arms by a
-hash of the tenant id, so a bench with uniform tenants would split exactly by the rollout weight,
-while real traffic splits by which tenants happen to be heavy. `TenantMix` draws tenants from a
-Zipf law (P(rank k) proportional to 1 / k**s) over `count` tenants, as request logs of
-multi-tenant APIs show, so the bench sees the split production sees.
-"""
+# Production traffic is skewed: a few tenants send most requests. The router assigns arms by a
+# hash of the tenant id, so a bench with uniform tenants would split exactly by the rollout weight,
+# while real traffic splits by which tenants happen to be heavy. `TenantMix` draws tenants from a
+# Zipf law (P(rank k) proportional to 1 / k**s) over `count` tenants, as request logs of
+# multi-tenant APIs show, so the bench sees the split production sees.
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""`make demo`: the main job end to end on embedded defaults, one command per step as a user types it.
+"""`make demo`: the main job end to end on embedded defaults, one command per step as a user types it."""
 
-stack up -> data build -> validate (gRPC) -> ray job submit (mapper, analyst) -> evaluate + targets
--> serve -> canary with a bench gate -> promote -> map the examples through the live endpoint ->
-closing table. Every step runs the same `mapperctl` / `ray` command the README documents, so the
-demo is also the integration test of the whole product (`make test` runs it in quick mode).
-"""
+# stack up -> data build -> validate (gRPC) -> ray job submit (mapper, analyst) -> evaluate + targets
+# -> serve -> canary with a bench gate -> promote -> map the examples through the live endpoint ->
+# closing table. Every step runs the same `mapperctl` / `ray` command the README documents, so the
+# demo is also the integration test of the whole product (`make test` runs it in quick mode).
 
 from __future__ import annotations
 

@@ -169,7 +169,7 @@ def _controller(args: argparse.Namespace) -> Any:
 
 
 def _bench_gate(args: argparse.Namespace) -> Any:
-    """A Locust run per canary interval, judged on the treatment arm (issue 9's `--bench-gate`)."""
+    """A Locust run per canary interval, judged on the treatment arm (`--bench-gate`)."""
     from llama_mapper.bench.canary_gate import run_bench_gate
 
     def gate(rollout: Any) -> tuple[bool, str]:

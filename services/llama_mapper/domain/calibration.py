@@ -1,11 +1,10 @@
-"""Confidence calibration: expected calibration error, reliability bins, temperature scaling.
+"""Confidence calibration: expected calibration error, reliability bins, temperature scaling."""
 
-The mapper's confidence is exp(sum of the chosen label tokens' log-probabilities), a probability
-that the label is right. Temperature scaling rescales its log-odds, c_T = sigmoid(logit(c) / T):
-T > 1 softens an over-confident model, T < 1 sharpens an under-confident one, and the ranking of
-predictions never changes. T is fitted on a calibration split by minimizing the negative
-log-likelihood of correctness; serving applies it with `apply_temperature`.
-"""
+# The mapper's confidence is exp(sum of the chosen label tokens' log-probabilities), a probability
+# that the label is right. Temperature scaling rescales its log-odds, c_T = sigmoid(logit(c) / T):
+# T > 1 softens an over-confident model, T < 1 sharpens an under-confident one, and the ranking of
+# predictions never changes. T is fitted on a calibration split by minimizing the negative
+# log-likelihood of correctness; serving applies it with `apply_temperature`.
 
 from __future__ import annotations
 

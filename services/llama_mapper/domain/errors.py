@@ -1,8 +1,7 @@
-"""The error hierarchy every layer raises: each class carries its gRPC status name and HTTP status.
+"""The error hierarchy every layer raises: each class carries its gRPC status name and HTTP status."""
 
-Pure on purpose (no grpc import): the platform layer translates these to the wire, in one place
-for gRPC (platform/rpc) and one for HTTP (platform/http_errors).
-"""
+# Pure on purpose (no grpc import): the platform layer translates these to the wire, in one place
+# for gRPC (platform/rpc) and one for HTTP (platform/http_errors).
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""The frozen golden evaluation set: versioned, checked against its committed digest on every load.
+"""The frozen golden evaluation set: versioned, checked against its committed digest on every load."""
 
-Built once by `python -m llama_mapper.datasets.golden --freeze` and never regenerated for a
-release: the dataset builder drops every training row that overlaps it.
-"""
+# Built once by `python -m llama_mapper.datasets.golden --freeze` and never regenerated for a
+# release: the dataset builder drops every training row that overlaps it.
 
 from __future__ import annotations
 

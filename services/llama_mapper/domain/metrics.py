@@ -1,10 +1,9 @@
-"""Mapping-quality metrics as pure functions of expected and predicted label sets.
+"""Mapping-quality metrics as pure functions of expected and predicted label sets."""
 
-Every case is a set of labels (one finding usually has one). The functions take parallel sequences
-of expected and predicted sets and return plain numbers or dataclasses: the evaluation service, the
-canary controller and the benchmarks all compute quality the same way, and tests check them against
-scikit-learn. Pure Python on purpose: the core stays importable without numpy or scipy.
-"""
+# Every case is a set of labels (one finding usually has one). The functions take parallel sequences
+# of expected and predicted sets and return plain numbers or dataclasses: the evaluation service, the
+# canary controller and the benchmarks all compute quality the same way, and tests check them against
+# scikit-learn. Pure Python on purpose: the core stays importable without numpy or scipy.
 
 from __future__ import annotations
 

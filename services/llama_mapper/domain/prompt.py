@@ -1,10 +1,9 @@
-"""The prompt format shared by data building, training, evaluation and serving: one function each.
+"""The prompt format shared by data building, training, evaluation and serving: one function each."""
 
-The mapper model answers for ONE finding at a time with ONE canonical label. That keeps constrained
-decoding a plain choice over the label set and makes the label tokens' log-probabilities the
-confidence. A detector output with several findings becomes several prompts; the hybrid mapper asks
-the model only about the findings the rules could not map.
-"""
+# The mapper model answers for ONE finding at a time with ONE canonical label. That keeps constrained
+# decoding a plain choice over the label set and makes the label tokens' log-probabilities the
+# confidence. A detector output with several findings becomes several prompts; the hybrid mapper asks
+# the model only about the findings the rules could not map.
 
 from __future__ import annotations
 

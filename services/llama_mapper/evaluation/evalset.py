@@ -1,11 +1,10 @@
-"""Frozen evaluation sets: mapper and analyst cases read from dataset rows, with the set's digest.
+"""Frozen evaluation sets: mapper and analyst cases read from dataset rows, with the set's digest."""
 
-An eval set is a directory of JSON Lines files (the data builder's layout: rows carrying `id`,
-`split`, `detector`, the `finding` payload or the prompt it is in, and the expected `labels`) with
-an optional `manifest.json`, or a single `.jsonl` file. Its digest is the sha256 of the manifest
-when there is one, else of the data files' bytes in name order: two runs compare only when their
-digests match.
-"""
+# An eval set is a directory of JSON Lines files (the data builder's layout: rows carrying `id`,
+# `split`, `detector`, the `finding` payload or the prompt it is in, and the expected `labels`) with
+# an optional `manifest.json`, or a single `.jsonl` file. Its digest is the sha256 of the manifest
+# when there is one, else of the data files' bytes in name order: two runs compare only when their
+# digests match.
 
 from __future__ import annotations
 

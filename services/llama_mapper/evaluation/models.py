@@ -1,8 +1,7 @@
-"""Loading a registered mapper version as a MapperModel: download, verify, pick the engine.
+"""Loading a registered mapper version as a MapperModel: download, verify, pick the engine."""
 
-vLLM (the serving engine code, offline mode) is the batch engine; transformers generate is the
-fallback where vLLM is not installed or cannot start, with the same label constraint.
-"""
+# vLLM (the serving engine code, offline mode) is the batch engine; transformers generate is the
+# fallback where vLLM is not installed or cannot start, with the same label constraint.
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""The report directory of a run: report.json, cases.jsonl, summary.md and PNG plots.
+"""The report directory of a run: report.json, cases.jsonl, summary.md and PNG plots."""
 
-Readable without the service: the JSON follows the EvaluationReport proto's field names, the
-Markdown summary holds the headline figures, the plots are rendered with matplotlib's Agg backend.
-"""
+# Readable without the service: the JSON follows the EvaluationReport proto's field names, the
+# Markdown summary holds the headline figures, the plots are rendered with matplotlib's Agg backend.
 
 from __future__ import annotations
 

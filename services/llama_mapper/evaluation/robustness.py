@@ -1,9 +1,8 @@
-"""The robustness suite: the same findings perturbed, and what a mapping must survive.
+"""The robustness suite: the same findings perturbed, and what a mapping must survive."""
 
-Each perturbation yields detector outputs (groups of findings) with their expected label sets and
-the clean originals they came from, so accuracy is compared against the same cases unperturbed.
-Whatever the input says, a mapping must never leave the taxonomy.
-"""
+# Each perturbation yields detector outputs (groups of findings) with their expected label sets and
+# the clean originals they came from, so accuracy is compared against the same cases unperturbed.
+# Whatever the input says, a mapping must never leave the taxonomy.
 
 from __future__ import annotations
 

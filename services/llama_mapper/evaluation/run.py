@@ -1,9 +1,8 @@
-"""One evaluation run: quality, held-out slices, latency, calibration, robustness and analyst metrics.
+"""One evaluation run: quality, held-out slices, latency, calibration, robustness and analyst metrics."""
 
-Pure orchestration over a Subject (rules, model or hybrid) and a frozen EvalSet; no gRPC here. The
-report is a dict whose keys follow the EvaluationReport proto message, so the servicer parses it
-into the message and report.json is readable without the service.
-"""
+# Pure orchestration over a Subject (rules, model or hybrid) and a frozen EvalSet; no gRPC here. The
+# report is a dict whose keys follow the EvaluationReport proto message, so the servicer parses it
+# into the message and report.json is readable without the service.
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""The evaluation gRPC server: create_server() for tests and embedding, serve()/main() for processes.
+"""The evaluation gRPC server: create_server() for tests and embedding, serve()/main() for processes."""
 
-Run it: `python -m llama_mapper.evaluation.server` (reports under <var dir>/evaluation/runs;
-settings: MAPPER_EVALUATION_*, platform/settings/evaluation.py). Callers of StartEvaluation and
-CheckGate need MAPPER_EVALUATION_TOKEN, else the registry token.
-"""
+# Run it: `python -m llama_mapper.evaluation.server` (reports under <var dir>/evaluation/runs;
+# settings: MAPPER_EVALUATION_*, platform/settings/evaluation.py). Callers of StartEvaluation and
+# CheckGate need MAPPER_EVALUATION_TOKEN, else the registry token.
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""EvaluationService over gRPC: proto <-> domain, nothing else (auth and errors: platform/rpc).
+"""EvaluationService over gRPC: proto <-> domain, nothing else (auth and errors: platform/rpc)."""
 
-Every conversion lives here, both directions: the servicer turns requests into domain calls and
-results into messages; EvaluationClient (client.py) uses the reverse functions on the same shapes.
-"""
+# Every conversion lives here, both directions: the servicer turns requests into domain calls and
+# results into messages; EvaluationClient (client.py) uses the reverse functions on the same shapes.
 # ruff: noqa: N802  (servicer methods carry the RPC names the generated base class defines)
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """What is evaluated: the served path (HybridMapper: rules, the model under a temperature and a
-threshold, fallback), the same path without a model (the rules), or the adapter alone.
+threshold, fallback), the same path without a model (the rules), or the adapter alone."""
 
-A subject answers findings one by one (`answer`); `assemble` turns the answers for one detector
-output into the canonical result exactly as serving builds it (build_result validates it against
-mapper-output.json), so the schema-valid rate measures the real output path.
-"""
+# A subject answers findings one by one (`answer`); `assemble` turns the answers for one detector
+# output into the canonical result exactly as serving builds it (build_result validates it against
+# mapper-output.json), so the schema-valid rate measures the real output path.
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""Base models as transformers directories: the bundled SmolLM2 GGUF, a local directory or a hub id.
+"""Base models as transformers directories: the bundled SmolLM2 GGUF, a local directory or a hub id."""
 
-Every base goes through `prepare_base_model`, which returns where the weights are and the sha256 of
-their manifest; that digest is the base-model hash recorded with every adapter, so serving can refuse
-an adapter trained on different weights.
-"""
+# Every base goes through `prepare_base_model`, which returns where the weights are and the sha256 of
+# their manifest; that digest is the base-model hash recorded with every adapter, so serving can refuse
+# an adapter trained on different weights.
 
 from __future__ import annotations
 
@@ -159,7 +158,7 @@ def _convert_gguf(gguf: Path, out: Path, dtype: str) -> None:
     )
     stages.update()
     # transformers refuses to save a model it believes is still quantized; the weights are already
-    # dequantized floats, so drop the markers (../shared/ENVIRONMENT.md, verified recipe).
+    # dequantized floats, so drop the markers.
     model.hf_quantizer = None
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):

@@ -1,8 +1,7 @@
-"""Serving compatibility of an adapter, decided once: what vLLM's multi-LoRA engine will load.
+"""Serving compatibility of an adapter, decided once: what vLLM's multi-LoRA engine will load."""
 
-The registry applies it at registration, the engines before loading, `mapperctl export` before
-bundling; an incompatible adapter is INVALID_ARGUMENT everywhere.
-"""
+# The registry applies it at registration, the engines before loading, `mapperctl export` before
+# bundling; an incompatible adapter is INVALID_ARGUMENT everywhere.
 
 from __future__ import annotations
 

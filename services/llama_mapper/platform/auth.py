@@ -1,9 +1,8 @@
-"""Who is calling: bearer tokens to principals, and the rights each principal holds.
+"""Who is calling: bearer tokens to principals, and the rights each principal holds."""
 
-One table serves every gRPC service and the HTTP router. A caller without a token, with a
-malformed header or with a token nobody issued is UNAUTHENTICATED; a known principal asking for a
-right it does not hold is PERMISSION_DENIED. The principal of a call is what audit records name.
-"""
+# One table serves every gRPC service and the HTTP router. A caller without a token, with a
+# malformed header or with a token nobody issued is UNAUTHENTICATED; a known principal asking for a
+# right it does not hold is PERMISSION_DENIED. The principal of a call is what audit records name.
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""The one mapping between database rows and domain records: fields are copied by name.
+"""The one mapping between database rows and domain records: fields are copied by name."""
 
-A column and a record field with the same name hold the same value (datetimes come back as
-UTC), so adding a field to both is the whole change; only genuine conversions are written out.
-"""
+# A column and a record field with the same name hold the same value (datetimes come back as
+# UTC), so adding a field to both is the whole change; only genuine conversions are written out.
 
 from __future__ import annotations
 

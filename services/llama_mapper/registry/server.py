@@ -1,8 +1,7 @@
-"""The registry gRPC server: create_server() for tests and embedding, serve()/main() for processes.
+"""The registry gRPC server: create_server() for tests and embedding, serve()/main() for processes."""
 
-Run it: `python -m llama_mapper.registry.server` (SQLite and local files under <var dir>/registry;
-settings: MAPPER_REGISTRY_*, platform/settings/registry.py).
-"""
+# Run it: `python -m llama_mapper.registry.server` (SQLite and local files under <var dir>/registry;
+# settings: MAPPER_REGISTRY_*, platform/settings/registry.py).
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""The HTTP API (FastAPI): request/response models and thin routes over RouterCore.
+"""The HTTP API (FastAPI): request/response models and thin routes over RouterCore."""
 
-Errors are translated in one place (`_error_response`): MapperError subclasses carry their HTTP
-status, request validation becomes 422 with the JSON path, bodies over the limit 413, a tenant
-over its rate 429 with Retry-After, a missing or wrong token 401.
-"""
+# Errors are translated in one place (`_error_response`): MapperError subclasses carry their HTTP
+# status, request validation becomes 422 with the JSON path, bodies over the limit 413, a tenant
+# over its rate 429 with Retry-After, a missing or wrong token 401.
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""The Serve application: the engine deployment(s) and the router (HTTP + gRPC ingress), and deploy().
+"""The Serve application: the engine deployment(s) and the router (HTTP + gRPC ingress), and deploy()."""
 
-`serve run llama_mapper.serving.app:app_builder` and deploy/serve/mapper.yaml use `app_builder`;
-`mapperctl serve deploy` calls `deploy`, which also waits for the adapters and warms the engine up
-(the first constrained request compiles the label grammar: ~15 s on CPU) before returning.
-"""
+# `serve run llama_mapper.serving.app:app_builder` and deploy/serve/mapper.yaml use `app_builder`;
+# `mapperctl serve deploy` calls `deploy`, which also waits for the adapters and warms the engine up
+# (the first constrained request compiles the label grammar: ~15 s on CPU) before returning.
 
 from __future__ import annotations
 

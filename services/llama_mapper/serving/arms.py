@@ -1,11 +1,10 @@
-"""The A/B router's decision, as a pure function: sticky, deterministic arm assignment and shadowing.
+"""The A/B router's decision, as a pure function: sticky, deterministic arm assignment and shadowing."""
 
-A routing key (the tenant id, else the request key) is hashed with the rollout's salt into one of
-10,000 buckets. The treatment arm takes buckets below weight x 10,000, so a key keeps its arm for
-a given weight, and raising the weight only moves keys from control to treatment. Shadow mirroring
-draws from an independent hash, so the mirrored share does not overlap the arm split by
-construction.
-"""
+# A routing key (the tenant id, else the request key) is hashed with the rollout's salt into one of
+# 10,000 buckets. The treatment arm takes buckets below weight x 10,000, so a key keeps its arm for
+# a given weight, and raising the weight only moves keys from control to treatment. Shadow mirroring
+# draws from an independent hash, so the mirrored share does not overlap the arm split by
+# construction.
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""The canary controller's decision, as a pure function: gates on per-arm statistics -> next step.
+"""The canary controller's decision, as a pure function: gates on per-arm statistics -> next step."""
 
-Every interval the controller hands `decide` the statistics of the current step (control and
-treatment) and gets back what to do: hold (not enough samples yet), advance to the next weight,
-promote (the last step passed), or roll back to weight 0 with the failed gates as the reason.
-"""
+# Every interval the controller hands `decide` the statistics of the current step (control and
+# treatment) and gets back what to do: hold (not enough samples yet), advance to the next weight,
+# promote (the last step passed), or roll back to weight 0 with the failed gates as the reason.
 
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
-"""The canary controller loop: read the router's per-arm stats, decide, write the registry.
+"""The canary controller loop: read the router's per-arm stats, decide, write the registry."""
 
-Every change goes through the registry's rollout record (compare-and-set on its revision), so the
-registry history holds every step with its reason. The controller holds a lease on the rollout and
-renews it every step: a controller that dies stops renewing, routers send the traffic back to
-control and the registry aborts the rollout. Promotion and rollback are each one registry
-transaction (FinishRollout). The decision itself is `canary.decide`, a pure function.
-"""
+# Every change goes through the registry's rollout record (compare-and-set on its revision), so the
+# registry history holds every step with its reason. The controller holds a lease on the rollout and
+# renews it every step: a controller that dies stops renewing, routers send the traffic back to
+# control and the registry aborts the rollout. Promotion and rollback are each one registry
+# transaction (FinishRollout). The decision itself is `canary.decide`, a pure function.
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""The engine deployment: vLLM AsyncLLM with adapters loaded by registry version.
+"""The engine deployment: vLLM AsyncLLM with adapters loaded by registry version."""
 
-A registry version is downloaded (the client verifies every file's sha256 and publishes the
-directory only when all arrived intact), checked against this engine's base-model hash, then
-added to vLLM. An artifact that fails its checksum is never loaded.
-"""
+# A registry version is downloaded (the client verifies every file's sha256 and publishes the
+# directory only when all arrived intact), checked against this engine's base-model hash, then
+# added to vLLM. An artifact that fails its checksum is never loaded.
 
 from __future__ import annotations
 

@@ -1,14 +1,13 @@
-"""`mapperctl export`: a bundle that vLLM or TGI can serve without this project.
+"""`mapperctl export`: a bundle that vLLM or TGI can serve without this project."""
 
-A bundle directory holds
-- `adapter/` (LoRA, for vLLM's `--lora-modules`) and/or `merged/` (base + adapter merged into one
-  safetensors checkpoint with its tokenizer: what TGI loads, and vLLM too);
-- `tokenizer/` with the chat template the mapper was trained with;
-- `launch.json` / `launch.sh`: the server's command line, with the tuned engine settings;
-- `labels.json`: the taxonomy labels to pass as structured-output `choice` (guided_choice on TGI's
-  grammar) so the external server stays inside the taxonomy too;
-- `manifest.json`: sha256 of every file, the base model's hash and the registry provenance.
-"""
+# A bundle directory holds
+# - `adapter/` (LoRA, for vLLM's `--lora-modules`) and/or `merged/` (base + adapter merged into one
+#   safetensors checkpoint with its tokenizer: what TGI loads, and vLLM too);
+# - `tokenizer/` with the chat template the mapper was trained with;
+# - `launch.json` / `launch.sh`: the server's command line, with the tuned engine settings;
+# - `labels.json`: the taxonomy labels to pass as structured-output `choice` (guided_choice on TGI's
+#   grammar) so the external server stays inside the taxonomy too;
+# - `manifest.json`: sha256 of every file, the base model's hash and the registry provenance.
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""Feedback on answers: which arm answered a request, and whether its labels were right.
+"""Feedback on answers: which arm answered a request, and whether its labels were right."""
 
-Feedback moves canary decisions, so it is counted once per request id (a repeat returns the
-first verdict) and only from the tenant that made the request (another tenant's request id is
-NOT_FOUND, as an unknown one is).
-"""
+# Feedback moves canary decisions, so it is counted once per request id (a repeat returns the
+# first verdict) and only from the tenant that made the request (another tenant's request id is
+# NOT_FOUND, as an unknown one is).
 
 from __future__ import annotations
 

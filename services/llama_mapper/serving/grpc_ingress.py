@@ -1,11 +1,10 @@
-"""Serve's gRPC ingress for MapperService, and the one fix it needs for our generated code.
+"""Serve's gRPC ingress for MapperService, and the one fix it needs for our generated code."""
 
-protoc names the message classes' module after the proto path (`llama_mapper.mapper.v1.mapper_pb2`)
-while the generated code lives in `llama_mapper._proto.mapper.v1`. Serve pickles requests and
-responses between its proxy and the replica, and pickle finds classes by module name: both sides
-import this module (the proxy through `add_MapperServiceServicer_to_server` below, the replica
-through router.py), which registers the proto-path name as an alias of the real module.
-"""
+# protoc names the message classes' module after the proto path (`llama_mapper.mapper.v1.mapper_pb2`)
+# while the generated code lives in `llama_mapper._proto.mapper.v1`. Serve pickles requests and
+# responses between its proxy and the replica, and pickle finds classes by module name: both sides
+# import this module (the proxy through `add_MapperServiceServicer_to_server` below, the replica
+# through router.py), which registers the proto-path name as an alias of the real module.
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""EngineClient over an external OpenAI-compatible server (`vllm serve`, TGI's Messages API).
+"""EngineClient over an external OpenAI-compatible server (`vllm serve`, TGI's Messages API)."""
 
-The router can point at a server started from a `mapperctl export` bundle instead of the in-cluster
-engine deployment. The same contract holds: the answer is constrained to the labels where the
-server supports it (vLLM `structured_outputs.choice`), the confidence is exp(sum of the returned
-token logprobs), and anything outside the taxonomy becomes other.unknown with valid=False.
-"""
+# The router can point at a server started from a `mapperctl export` bundle instead of the in-cluster
+# engine deployment. The same contract holds: the answer is constrained to the labels where the
+# server supports it (vLLM `structured_outputs.choice`), the confidence is exp(sum of the returned
+# token logprobs), and anything outside the taxonomy becomes other.unknown with valid=False.
 
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
-"""The router's map path without Ray or HTTP: the arm by role, the hybrid, stats, shadowing.
+"""The router's map path without Ray or HTTP: the arm by role, the hybrid, stats, shadowing."""
 
-`RouterCore` is driven by the Serve deployment (ingress.py) and by tests directly. It talks to
-the model through `EngineClient`s (adapters.py) and routes by a last-known-good snapshot that
-routing_state.py refreshes in the background, so neither a slow registry nor a failing model
-fails or delays a request: control's model or the hybrid mapper's fallback answers instead, and
-the arm's statistics record it so the canary controller can roll back.
-"""
+# `RouterCore` is driven by the Serve deployment (ingress.py) and by tests directly. It talks to
+# the model through `EngineClient`s (adapters.py) and routes by a last-known-good snapshot that
+# routing_state.py refreshes in the background, so neither a slow registry nor a failing model
+# fails or delays a request: control's model or the hybrid mapper's fallback answers instead, and
+# the arm's statistics record it so the canary controller can roll back.
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""The LoRA fine-tuning recipe that every Ray Train worker runs: setup / train / save_checkpoint / cleanup.
+"""The LoRA fine-tuning recipe that every Ray Train worker runs: setup / train / save_checkpoint / cleanup."""
 
-One process per worker; Ray Train's TorchTrainer starts them, joins them in a process group (gloo on
-CPU, NCCL on GPU) and restarts them from the latest reported checkpoint when one dies. Data-parallel:
-each worker reads its shard through a DistributedSampler, the model is wrapped in DDP, and gradient
-accumulation skips the all-reduce on all but the last micro-batch of an optimizer step.
-"""
+# One process per worker; Ray Train's TorchTrainer starts them, joins them in a process group (gloo on
+# CPU, NCCL on GPU) and restarts them from the latest reported checkpoint when one dies. Data-parallel:
+# each worker reads its shard through a DistributedSampler, the model is wrapped in DDP, and gradient
+# accumulation skips the all-reduce on all but the last micro-batch of an optimizer step.
 
 from __future__ import annotations
 
@@ -186,7 +185,7 @@ class LoRARecipe:
     def _model_dtype(self) -> torch.dtype:
         name = self.cfg["base_model"]["dtype"]
         if name == "auto":
-            # float32 trains faster than bf16 on CPUs without AMX (ENVIRONMENT.md: 311 vs 164 GFLOP/s).
+            # float32 trains faster than bf16 on CPUs without AMX (311 vs 164 GFLOP/s here, docs/TRAINING.md).
             use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
             return torch.bfloat16 if use_bf16 else torch.float32
         return getattr(torch, name)

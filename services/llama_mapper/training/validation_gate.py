@@ -1,11 +1,10 @@
-"""The validation gate: no training step runs on a dataset without a passing report for exactly it.
+"""The validation gate: no training step runs on a dataset without a passing report for exactly it."""
 
-The validation service's report (`verdict`, `dataset_manifest_sha256`, `report_sha256`; the plain
-names `passed`, `dataset_manifest_digest`, `report_digest` are read too) lies in
-`validation-report.json` next to the dataset's `manifest.json`. The
-gate recomputes everything it can instead of trusting the report: the manifest digest the report
-names, the sha256 of every file the manifest lists, and the report's own digest.
-"""
+# The validation service's report (`verdict`, `dataset_manifest_sha256`, `report_sha256`; the plain
+# names `passed`, `dataset_manifest_digest`, `report_digest` are read too) lies in
+# `validation-report.json` next to the dataset's `manifest.json`. The
+# gate recomputes everything it can instead of trusting the report: the manifest digest the report
+# names, the sha256 of every file the manifest lists, and the report's own digest.
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""The validation checks: each a pure function over loaded rows that returns a CheckResult.
+"""The validation checks: each a pure function over loaded rows that returns a CheckResult."""
 
-Row content never leaves a check: results carry counts, measurements and row ids only.
-"""
+# Row content never leaves a check: results carry counts, measurements and row ids only.
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""Loading a dataset for validation: manifest + JSON Lines files from a local directory or S3.
+"""Loading a dataset for validation: manifest + JSON Lines files from a local directory or S3."""
 
-Files are streamed line by line with a bounded readline, so a 2 GB row is refused after reading
-max_row_bytes of it, and each file's sha256 is computed on the same pass.
-"""
+# Files are streamed line by line with a bounded readline, so a 2 GB row is refused after reading
+# max_row_bytes of it, and each file's sha256 is computed on the same pass.
 
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
-"""Schema validation of many rows, exactly as jsonschema decides it, without its per-row cost.
+"""Schema validation of many rows, exactly as jsonschema decides it, without its per-row cost."""
 
-A row schema here is objects of properties and arrays of items over small leaf schemas. For
-those two node shapes validity decomposes exactly: an object is valid when its type, required
-keys and (closed) key set are right and every property value is valid; an array when its length
-is in bounds and every item is valid. Such nodes are checked here; every other node is a leaf
-handed to jsonschema, and leaf answers are memoized on the value's canonical JSON (labels,
-roles, the system prompt and split names repeat across rows). A node using any other keyword is
-a leaf too, so the result is always jsonschema's.
-"""
+# A row schema here is objects of properties and arrays of items over small leaf schemas. For
+# those two node shapes validity decomposes exactly: an object is valid when its type, required
+# keys and (closed) key set are right and every property value is valid; an array when its length
+# is in bounds and every item is valid. Such nodes are checked here; every other node is a leaf
+# handed to jsonschema, and leaf answers are memoized on the value's canonical JSON (labels,
+# roles, the system prompt and split names repeat across rows). A node using any other keyword is
+# a leaf too, so the result is always jsonschema's.
 
 from __future__ import annotations
 

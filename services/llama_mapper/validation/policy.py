@@ -1,8 +1,7 @@
-"""The validation policy: every threshold with its documented default (docs/VALIDATION.md).
+"""The validation policy: every threshold with its documented default (docs/VALIDATION.md)."""
 
-Precedence, lowest first: these defaults, the training config's `validation` section, the
-request's overrides. `max_seq_length` defaults to the training config's `training.max_seq_length`.
-"""
+# Precedence, lowest first: these defaults, the training config's `validation` section, the
+# request's overrides. `max_seq_length` defaults to the training config's `training.max_seq_length`.
 
 from __future__ import annotations
 

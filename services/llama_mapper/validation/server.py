@@ -1,8 +1,7 @@
-"""The validation gRPC server: create_server() for tests and embedding, serve()/main() for processes.
+"""The validation gRPC server: create_server() for tests and embedding, serve()/main() for processes."""
 
-Run it: `python -m llama_mapper.validation.server` (settings: MAPPER_VALIDATION_*,
-platform/settings/validation.py).
-"""
+# Run it: `python -m llama_mapper.validation.server` (settings: MAPPER_VALIDATION_*,
+# platform/settings/validation.py).
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""Text similarity for the duplicate and leakage checks: word tokens, n-grams, MinHash with LSH.
+"""Text similarity for the duplicate and leakage checks: word tokens, n-grams, MinHash with LSH."""
 
-Shared by the validation checks and the dataset builder, so the builder drops exactly what the
-checks would flag. Hashes are crc32 of the shingle text, not Python's per-process `hash()`, so
-the same data gives the same report in every process.
-"""
+# Shared by the validation checks and the dataset builder, so the builder drops exactly what the
+# checks would flag. Hashes are crc32 of the shingle text, not Python's per-process `hash()`, so
+# the same data gives the same report in every process.
 
 from __future__ import annotations
 

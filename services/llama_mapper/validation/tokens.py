@@ -1,14 +1,13 @@
-"""Token counts with the base model's real tokenizer and chat template, fast enough for 100k rows.
+"""Token counts with the base model's real tokenizer and chat template, fast enough for 100k rows."""
 
-Two exact shortcuts, both verified against the plain path on a sample of every dataset:
-- the chat template is rendered once with placeholder contents and then filled by string
-  replacement, instead of running Jinja per row;
-- a tokenizer splits added special tokens (`<|im_start|>`) out before anything else, so a text's
-  token count is the number of special tokens plus the counts of the pieces between them. Pieces
-  repeat (the system prompt, "assistant\\n" + a label), so only distinct pieces are encoded, in
-  one Rust batch.
-If either shortcut disagrees with the plain path on the sample, every row takes the plain path.
-"""
+# Two exact shortcuts, both verified against the plain path on a sample of every dataset:
+# - the chat template is rendered once with placeholder contents and then filled by string
+#   replacement, instead of running Jinja per row;
+# - a tokenizer splits added special tokens (`<|im_start|>`) out before anything else, so a text's
+#   token count is the number of special tokens plus the counts of the pieces between them. Pieces
+#   repeat (the system prompt, "assistant\n" + a label), so only distinct pieces are encoded, in
+#   one Rust batch.
+# If either shortcut disagrees with the plain path on the sample, every row takes the plain path.
 
 from __future__ import annotations
 

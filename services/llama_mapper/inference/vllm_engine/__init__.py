@@ -1,12 +1,11 @@
-"""The mapper model on vLLM: multi-LoRA, decoding constrained to the label set, logprob confidence.
+"""The mapper model on vLLM: multi-LoRA, decoding constrained to the label set, logprob confidence."""
 
-Two faces over one configuration: `VllmEngine` (the offline `LLM`, for batch evaluation) and
-`AsyncVllmEngine` (vLLM's `AsyncLLM`, for the serving deployment). Both render the prompt with
-`prompt.mapper_messages`, constrain decoding to the taxonomy's labels with structured outputs
-`choice`, and turn what comes back into a `Prediction` through one validating function, so a label
-outside the taxonomy, a truncated answer or a structured-output failure becomes `other.unknown`
-with `valid=False` and never leaves the engine as a label.
-"""
+# Two faces over one configuration: `VllmEngine` (the offline `LLM`, for batch evaluation) and
+# `AsyncVllmEngine` (vLLM's `AsyncLLM`, for the serving deployment). Both render the prompt with
+# `prompt.mapper_messages`, constrain decoding to the taxonomy's labels with structured outputs
+# `choice`, and turn what comes back into a `Prediction` through one validating function, so a label
+# outside the taxonomy, a truncated answer or a structured-output failure becomes `other.unknown`
+# with `valid=False` and never leaves the engine as a label.
 
 from llama_mapper.inference.vllm_engine.config import (
     AdapterRef,

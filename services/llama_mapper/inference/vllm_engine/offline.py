@@ -1,6 +1,6 @@
-"""vLLM's offline `LLM` with LoRA, for batch evaluation: a MapperModel per adapter, and the analyst.
+"""vLLM's offline `LLM` with LoRA, for batch evaluation: a MapperModel per adapter, and the analyst."""
 
-vLLM spawns its engine process: the calling script needs `if __name__ == "__main__":`."""
+# vLLM spawns its engine process: the calling script needs `if __name__ == "__main__":`.
 
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
-"""Container health probe: asks a gRPC server's grpc.health.v1 service whether it is SERVING.
+"""Container health probe: asks a gRPC server's grpc.health.v1 service whether it is SERVING."""
 
-Usage: ``python -m llama_mapper.platform.rpc.health_probe HOST:PORT [--service NAME] [--timeout S] [--tls]``.
-Exit status 0 when the server answers SERVING, 1 for anything else (NOT_SERVING, UNKNOWN, an
-unknown service name, unreachable, timed out), 2 for bad arguments: what Docker's HEALTHCHECK and
-Kubernetes exec probes expect. Kubernetes can also probe natively (``grpc:`` probes); this module is
-for Docker and Compose, which have no gRPC probe.
-"""
+# Usage: ``python -m llama_mapper.platform.rpc.health_probe HOST:PORT [--service NAME] [--timeout S] [--tls]``.
+# Exit status 0 when the server answers SERVING, 1 for anything else (NOT_SERVING, UNKNOWN, an
+# unknown service name, unreachable, timed out), 2 for bad arguments: what Docker's HEALTHCHECK and
+# Kubernetes exec probes expect. Kubernetes can also probe natively (``grpc:`` probes); this module is
+# for Docker and Compose, which have no gRPC probe.
 
 from __future__ import annotations
 

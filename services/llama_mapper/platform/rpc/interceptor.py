@@ -1,9 +1,8 @@
-"""The one server interceptor: authenticate, authorize, run, and turn errors into gRPC statuses.
+"""The one server interceptor: authenticate, authorize, run, and turn errors into gRPC statuses."""
 
-Every service's handlers run inside it, so a handler raises domain errors and never builds a
-status itself; anything else is a bug and leaves as INTERNAL without its details (logged here).
-Other services on the same server (health, reflection) pass untouched.
-"""
+# Every service's handlers run inside it, so a handler raises domain errors and never builds a
+# status itself; anything else is a bug and leaves as INTERNAL without its details (logged here).
+# Other services on the same server (health, reflection) pass untouched.
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""Every setting of every component, one pydantic-settings class each, each variable declared once.
+"""Every setting of every component, one pydantic-settings class each, each variable declared once."""
 
-`variables()` lists every MAPPER_* variable the code reads, with its default and description
-(`mapperctl settings` prints them; `make lint` checks that deploy manifests set no other).
-"""
+# `variables()` lists every MAPPER_* variable the code reads, with its default and description
+# (`mapperctl settings` prints them; `make lint` checks that deploy manifests set no other).
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""The registry's metadata store, one module per aggregate over shared transaction helpers.
+"""The registry's metadata store, one module per aggregate over shared transaction helpers."""
 
-Every read and write is one transaction; every write that changes what serves carries its audit
-entry in the same transaction (tx.Transactions._audit), so no state exists without its history.
-"""
+# Every read and write is one transaction; every write that changes what serves carries its audit
+# entry in the same transaction (tx.Transactions._audit), so no state exists without its history.
 
 from __future__ import annotations
 

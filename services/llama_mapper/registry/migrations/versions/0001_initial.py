@@ -1,9 +1,8 @@
-"""Initial registry schema, with the append-only guard on the history table.
+"""Initial registry schema, with the append-only guard on the history table."""
 
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-25
-"""
+# Revision ID: 0001
+# Revises:
+# Create Date: 2026-11-25
 
 import sqlalchemy as sa
 from alembic import op

@@ -1,9 +1,8 @@
-"""The controller's lease on a rollout.
+"""The controller's lease on a rollout."""
 
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-12-01
-"""
+# Revision ID: 0002
+# Revises: 0001
+# Create Date: 2026-12-01
 
 import sqlalchemy as sa
 from alembic import op

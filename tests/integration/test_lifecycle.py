@@ -1,0 +1,338 @@
+"""Day two on the real stack: three releases, a redeploy, a hung registry and a dead controller.
+
+The local stack (`mapperctl stack up`: validation, registry, evaluation as processes, a Ray head)
+on ports and a var dir of its own, the Serve app with the vLLM engine (`mapperctl serve deploy`),
+small random-init adapters registered with `mapperctl registry register`, evaluated and gated
+through the evaluation service, and canaried with `mapperctl canary start --follow` while a
+thread sends traffic. After each step every model-bound answer must name the champion.
+Figures (promotion to 100 %, latency with the registry paused, lease expiry) are written to
+var/lifecycle-figures.json and printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.eval_cases import build_eval_set
+from tests.support.serving import free_port, make_lora_adapter
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MAPPERCTL = str(Path(sys.executable).with_name("mapperctl"))
+UNMAPPED = [{"entity_type": "ACME_CUSTOMER_NO", "start": 0, "end": 8, "score": 0.9}]
+MAPPED = [{"entity_type": "EMAIL_ADDRESS", "start": 0, "end": 9, "score": 0.99}]
+CANARY = ["--interval", "3", "--min-requests", "8", "--steps", "50,100"]
+
+
+class Stack:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.var = root / "var"
+        ports = {
+            name: free_port()
+            for name in (
+                "MAPPER_VALIDATION_PORT",
+                "MAPPER_REGISTRY_PORT",
+                "MAPPER_EVALUATION_PORT",
+                "MAPPER_RAY_PORT",
+                "MAPPER_RAY_DASHBOARD_PORT",
+                "MAPPER_RAY_CLIENT_PORT",
+                "MAPPER_RAY_AGENT_PORT",
+                "MAPPER_SERVING_HTTP_PORT",
+                "MAPPER_SERVING_GRPC_PORT",
+            )
+        }
+        self.ports = ports
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("MAPPER_", "RAY_ADDRESS", "RAY_JOB_ADDRESS"))
+        }
+        self.env.update({k: str(v) for k, v in ports.items()})
+        self.env.update(
+            {
+                # Only the variables the README names for a second stack: ports and the var dir.
+                "MAPPER_VAR_DIR": str(self.var),
+                "MAPPER_REGISTRY_ADDRESS": f"127.0.0.1:{ports['MAPPER_REGISTRY_PORT']}",
+                "MAPPER_EVALUATION_ADDRESS": f"127.0.0.1:{ports['MAPPER_EVALUATION_PORT']}",
+                "MAPPER_SERVING_URL": f"http://127.0.0.1:{ports['MAPPER_SERVING_HTTP_PORT']}",
+                # Small and fast for a shared 2-core box: transformers for the evaluations (no
+                # second vLLM engine), random adapters' labels let through, quick refreshes.
+                "MAPPER_EVALUATION_ENGINE": "transformers",
+                "MAPPER_SERVING_THRESHOLD": "0",
+                "MAPPER_SERVING_ROLLOUT_REFRESH_S": "0.5",
+                "MAPPER_SERVING_REGISTRY_TIMEOUT_S": "1",
+                "MAPPER_SERVING_DEADLINE_S": "60",
+                "MAPPER_SERVING_RATE_LIMIT_RPS": "0",
+                "MAPPER_SERVING_ENGINE__KV_CACHE_SPACE_GIB": "1",
+                "MAPPER_SERVING_ENGINE__MAX_NUM_SEQS": "16",
+                "MAPPER_REGISTRY_LEASE_SWEEP_S": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.url = self.env["MAPPER_SERVING_URL"]
+        self.ray = f"127.0.0.1:{ports['MAPPER_RAY_PORT']}"
+        self.figures: dict[str, object] = {}
+
+    def mapperctl(
+        self, *argv: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [MAPPERCTL, *argv],
+            env=self.env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"mapperctl {' '.join(argv)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def deploy(self) -> None:
+        self.mapperctl("serve", "deploy", "--address", self.ray, timeout=900)
+
+    def pid(self, name: str) -> int:
+        return int((self.var / "run" / f"{name}.pid").read_text())
+
+
+class Traffic:
+    """Model-bound requests from many tenants on a thread; remembers who answered each one."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.answers: list[tuple[float, int, str | None]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=120) as client:
+            while not self.stop.is_set():
+                tenant = f"t{random.randrange(10_000)}"
+                try:
+                    r = client.post(
+                        "/v1/map",
+                        json={"detector": "presidio", "output": UNMAPPED},
+                        headers={"x-tenant-id": tenant},
+                    )
+                except httpx.HTTPError:
+                    continue
+                if r.status_code == 200:
+                    body = r.json()
+                    self.answers.append(
+                        (time.monotonic(), body["adapter_version"], body["router_arm"])
+                    )
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join(150)
+
+
+def model_bound_versions(url: str, n: int = 12) -> list[int]:
+    versions = []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for i in range(n):
+            r = client.post(
+                "/v1/map",
+                json={"detector": "presidio", "output": UNMAPPED},
+                headers={"x-tenant-id": f"check-{i}-{random.randrange(10**6)}"},
+            )
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["result"]["findings"][0]["method"] in ("model", "fallback")
+            versions.append(body["adapter_version"])
+    return versions
+
+
+def wait_all_on(url: str, version: int, timeout_s: float = 120) -> float:
+    """Seconds until 12 of 12 model-bound answers name `version`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if set(model_bound_versions(url)) == {version}:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise AssertionError(f"answers never all named v{version}: {model_bound_versions(url)}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from llama_mapper.inference.base_model import prepare_base_model
+
+    stack = Stack(tmp_path_factory.mktemp("lifecycle"))
+    base = prepare_base_model()
+    stack.adapters = {
+        seed: make_lora_adapter(base.path, stack.root / f"adapter-{seed}", seed=seed)
+        for seed in (1, 2, 3, 4)
+    }
+    stack.eval_set = build_eval_set(stack.root / "eval-set", per_detector=2)
+    stack.mapperctl("stack", "up", timeout=300)
+    try:
+        stack.deploy()
+        yield stack
+    finally:
+        stack.mapperctl("serve", "shutdown", "--address", stack.ray, check=False, timeout=120)
+        down = stack.mapperctl("stack", "down", check=False, timeout=180)
+        print(down.stdout)
+        figures = stack.var / "lifecycle-figures.json"
+        figures.write_text(json.dumps(stack.figures, indent=2, sort_keys=True))
+        print("lifecycle figures:", json.dumps(stack.figures, sort_keys=True))
+
+
+def evaluate_and_gate(stack: Stack, version: int) -> None:
+    stack.mapperctl(
+        "eval", "run", "--model", "mapper", "--version", str(version), "--hybrid",
+        "--eval-set", str(stack.eval_set), "--no-robustness", timeout=900,
+    )  # fmt: skip
+    gate = stack.mapperctl("eval", "gate", str(version), "--json", check=False)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+
+
+@pytest.mark.timeout(3600)
+def test_three_releases_a_redeploy_a_hung_registry_and_a_dead_controller(stack):
+    # -- register v1, v2, v3 as adapters trained elsewhere ------------------------------------------
+    for seed in (1, 2, 3):
+        out = json.loads(
+            stack.mapperctl(
+                "registry", "register", "mapper", str(stack.adapters[seed]), "--json"
+            ).stdout
+        )
+        assert out["created"] and int(out["version"]["version"]) == seed
+    again = json.loads(
+        stack.mapperctl("registry", "register", "mapper", str(stack.adapters[1]), "--json").stdout
+    )
+    assert not again["created"] and int(again["version"]["version"]) == 1  # the same files: v1
+    stack.mapperctl(
+        "registry", "targets", "mapper", "--profile", "cpu-2core",
+        "--set", "p95_latency_ms=600000", "--set", "max_error_rate=0.05",
+    )  # fmt: skip
+
+    # -- v1 is refused a canary until it is evaluated -----------------------------------------------
+    refused = stack.mapperctl("canary", "start", "--treatment", "1", check=False)
+    assert refused.returncode == 2 and "cannot take traffic" in refused.stderr
+    evaluate_and_gate(stack, 1)
+
+    # -- canary v1 over the rules -> promoted --------------------------------------------------------
+    with Traffic(stack.url):
+        stack.mapperctl("canary", "start", "--treatment", "1", "--follow", *CANARY, timeout=900)
+    promoted = time.monotonic()
+    stack.figures["promotion_to_all_answers_s_v1"] = round(wait_all_on(stack.url, 1), 2)
+
+    # -- canary v2 over v1 -> promoted ----------------------------------------------------------------
+    evaluate_and_gate(stack, 2)
+    with Traffic(stack.url):
+        stack.mapperctl("canary", "start", "--treatment", "2", "--follow", *CANARY, timeout=900)
+    promoted = time.monotonic()
+    stack.figures["promotion_to_all_answers_s_v2"] = round(wait_all_on(stack.url, 2), 2)
+    assert time.monotonic() - promoted < 120
+    history = stack.mapperctl("registry", "history", "mapper", "--subject", "champion").stdout
+    assert "rollout complete" in history
+
+    # -- canary v3 fails a gate (p95 over a 1 ms target) -> rolled back ------------------------------
+    evaluate_and_gate(stack, 3)
+    stack.mapperctl(
+        "registry", "targets", "mapper", "--profile", "cpu-2core", "--set", "p95_latency_ms=1",
+        "--reason", "make v3 fail its canary",
+    )  # fmt: skip
+    with Traffic(stack.url):
+        failed = stack.mapperctl(
+            "canary", "start", "--treatment", "3", "--follow", *CANARY, check=False, timeout=900
+        )
+    assert failed.returncode == 1 and "p95" in failed.stdout, failed.stdout + failed.stderr
+    assert set(model_bound_versions(stack.url)) == {2}
+    stack.mapperctl(
+        "registry", "targets", "mapper", "--profile", "cpu-2core", "--set", "p95_latency_ms=600000",
+    )  # fmt: skip
+
+    # -- redeploy the app: still the champion ----------------------------------------------------------
+    stack.deploy()
+    assert set(model_bound_versions(stack.url)) == {2}
+
+    # -- pause the registry for 30 s under load: rules answers are unaffected -------------------------
+    body = {"detector": "presidio", "output": MAPPED}
+
+    def rules_latencies(seconds: float) -> list[float]:
+        out = []
+        with httpx.Client(base_url=stack.url, timeout=30) as client:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                started = time.perf_counter()
+                r = client.post("/v1/map", json=body)
+                out.append((time.perf_counter() - started) * 1000)
+                assert (
+                    r.status_code == 200 and r.json()["result"]["findings"][0]["method"] == "rule"
+                )
+        return out
+
+    healthy = rules_latencies(10)
+    registry = stack.pid("registry")
+    os.kill(registry, signal.SIGSTOP)
+    try:
+        paused = rules_latencies(30)
+        health = httpx.get(f"{stack.url}/healthz", timeout=10).json()["registry"]
+        assert health["state"] == "stale" and health["stale_since"]
+    finally:
+        os.kill(registry, signal.SIGCONT)
+
+    def quantiles(values: list[float]) -> dict[str, float]:
+        cuts = statistics.quantiles(values, n=100)
+        return {"n": len(values), "p50_ms": round(cuts[49], 1), "p99_ms": round(cuts[98], 1)}
+
+    stack.figures["rules_latency_registry_healthy"] = quantiles(healthy)
+    stack.figures["rules_latency_registry_paused"] = quantiles(paused)
+    assert max(paused) < 2000, stack.figures["rules_latency_registry_paused"]
+
+    # -- kill the controller mid-canary: the lease expires to control ------------------------------------
+    stack.mapperctl("registry", "register", "mapper", str(stack.adapters[4]))
+    evaluate_and_gate(stack, 4)
+    with Traffic(stack.url) as traffic:
+        controller = subprocess.Popen(
+            [MAPPERCTL, "canary", "start", "--treatment", "4", "--follow", "--lease", "8",
+             "--interval", "3", "--min-requests", "4", "--steps", "50,75,100"],
+            env=stack.env, cwd=stack.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if any(version == 4 for _, version, _ in traffic.answers[-20:]):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the treatment never answered")
+        controller.kill()  # the controller dies mid-canary
+        killed = time.monotonic()
+        controller.wait(30)
+        while time.monotonic() - killed < 120:
+            recent = [v for t, v, _ in traffic.answers if t > time.monotonic() - 2]
+            if recent and set(recent) == {2}:
+                break
+            time.sleep(0.5)
+        stack.figures["lease_expiry_to_control_s"] = round(time.monotonic() - killed, 2)
+    assert set(model_bound_versions(stack.url)) == {2}
+    status = stack.mapperctl("canary", "status", check=False).stdout
+    deadline = time.monotonic() + 30
+    while "aborted" not in status and time.monotonic() < deadline:
+        time.sleep(1)
+        status = stack.mapperctl("canary", "status", check=False).stdout
+    assert "aborted" in status, status
+    rollout_history = stack.mapperctl(
+        "registry", "history", "mapper", "--subject", "rollout"
+    ).stdout
+    assert "lease ended" in rollout_history
