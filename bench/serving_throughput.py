@@ -7,7 +7,7 @@ closed-loop concurrency. Phases run one after the other so they never share the 
 2. stack: `deploy()` of the Serve app (router + engine) with the adapter as a local model;
 3. engine direct: the same queries straight to the engine deployment's handle, at the same
    concurrency (under queueing the router's own overhead is lost in the noise: measure it one
-   request at a time with bench/router_overhead.py);
+   request at a time with bench/router_serve.py);
 4. rules-only through the router: payloads the rules answer (the router's own cost).
 
     .venv/bin/python bench/serving_throughput.py --requests 96 --concurrency 16
@@ -307,7 +307,7 @@ def main() -> int:
         f"\nstack/baseline: {ratios['throughput_ratio']:.2f}x requests/s, p95 x{ratios['p95_ratio']:.2f}; "
         f"p95 stack - p95 engine direct at this concurrency: "
         f"{ratios['p95_stack_minus_direct_ms']:.0f} ms (queueing; one at a time: "
-        f"bench/router_overhead.py serve); "
+        f"bench/router_serve.py); "
         f"load average at the end {load:.1f}"
     )
     print(

@@ -127,7 +127,7 @@ class Guard:
 
     A plain ASGI middleware rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware
     runs the rest of the app in a task behind memory streams, which cost about as much CPU per
-    request as the rules and the result together (bench/router_overhead.py)."""
+    request as the rules and the result together (bench/router_inprocess.py)."""
 
     def __init__(self, app: ASGIApp, core: Callable[[], RouterCore]) -> None:
         self.app = app
