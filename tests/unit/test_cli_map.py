@@ -63,7 +63,7 @@ def test_bad_lines_get_their_own_errors_and_nothing_else_is_lost():
     assert out[7]["taxonomy"] == ["pii.email_address"]
     errors = {item["error"]["line"]: item["error"] for item in out[1:7]}
     assert sorted(errors) == [2, 3, 4, 5, 6, 7]
-    assert errors[2]["code"] == "INVALID_ARGUMENT" and "malformed JSON" in errors[2]["message"]
+    assert errors[2]["code"] == "INVALID_ARGUMENT" and "line is not JSON" in errors[2]["message"]
     assert errors[3]["code"] == "NOT_FOUND" and "nobody-knows" in errors[3]["message"]
     assert errors[4]["code"] == "INVALID_ARGUMENT" and "presidio" in errors[4]["message"]
     assert errors[5]["code"] == "INVALID_ARGUMENT" and "limit" in errors[5]["message"]

@@ -174,7 +174,7 @@ def test_extra_target_modules_and_invalid_json():
         max_rank=16,
         extra_target_modules=["lm_head"],
     )
-    with pytest.raises(InvalidArgument, match="not valid JSON"):
+    with pytest.raises(InvalidArgument, match="is not JSON"):
         check_adapter_config(b"{", base_model_id=BASE, max_rank=16)
     assert same_base("", BASE)
 

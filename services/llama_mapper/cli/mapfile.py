@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import InvalidArgument, MapperError, PayloadTooLarge
 from llama_mapper.domain.schemas import validate
 
@@ -50,12 +51,7 @@ def parse_envelope(line: Line, max_bytes: int) -> dict[str, Any]:
         )
     if not line.data.strip():
         raise InvalidArgument("empty line: expected a JSON object")
-    try:
-        envelope = json.loads(line.data)
-    except UnicodeDecodeError:
-        raise InvalidArgument("line is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"malformed JSON at column {exc.colno}: {exc.msg}") from None
+    envelope = jsonio.loads(line.data, limits=jsonio.JsonLimits(max_bytes=max_bytes), what="line")
     if not isinstance(envelope, dict):
         raise InvalidArgument(f"expected a JSON object, got {type(envelope).__name__}")
     validate("detector-output", envelope)

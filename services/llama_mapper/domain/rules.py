@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import NotFound
 from llama_mapper.domain.findings import DetectorReport, NormalizedFinding
 from llama_mapper.domain.readers.base import read
@@ -158,6 +159,7 @@ class RulesMapper:
     ) -> dict[str, Any]:
         """Maps one detector output. An unknown detector raises NotFound when `strict`, else it
         yields other.unknown with needs_review (the hybrid path's answer when no model can help)."""
+        jsonio.check(output, what="$.output")
         try:
             report = read(detector, output)
         except NotFound:

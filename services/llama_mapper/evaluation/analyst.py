@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from llama_mapper.domain import jsonio
+from llama_mapper.domain.errors import InvalidArgument
 from llama_mapper.domain.schemas import validator
 from llama_mapper.evaluation.evalset import AnalystCase
 
@@ -19,8 +20,8 @@ class AnalystModel(Protocol):
 def parse_assessment(text: str) -> dict[str, Any] | None:
     """The assessment when `text` is JSON valid against analyst-output.json, else None."""
     try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, TypeError):
+        value = jsonio.loads(text, what="assessment")
+    except (InvalidArgument, TypeError):
         return None
     if not isinstance(value, dict) or not validator("analyst-output").is_valid(value):
         return None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from llama_mapper.domain.findings import NormalizedFinding
 
@@ -107,7 +108,7 @@ def _user_payload(row: Mapping[str, Any]) -> dict[str, Any]:
     for message in row.get("input") or ():
         content = message.get("content", "")
         if message.get("role") == "user" and content.startswith(_USER_PREFIX):
-            return json.loads(content[len(_USER_PREFIX) :])
+            return jsonio.loads(content[len(_USER_PREFIX) :], what=f"row {row.get('id')!r}")
     raise InvalidArgument(f"row {row.get('id')!r} has neither `finding` nor a mapper prompt")
 
 
@@ -141,14 +142,14 @@ def mapper_case(row: Mapping[str, Any]) -> MapperCase:
 def analyst_case(row: Mapping[str, Any]) -> AnalystCase:
     expected = row.get("expected") or row.get("output")
     if isinstance(expected, str):
-        expected = json.loads(expected)
+        expected = jsonio.loads(expected, what=f"analyst row {row.get('id')!r}: output")
     finding = row.get("finding")
     framework = row.get("framework")
     if finding is None or framework is None:
         for message in row.get("input") or ():
             if message.get("role") == "user" and message.get("content", "").startswith("Context: "):
                 body_text = message["content"][len("Context: ") :].rsplit(" Analyze", 1)[0]
-                body = json.loads(body_text)
+                body = jsonio.loads(body_text, what=f"analyst row {row.get('id')!r}")
                 finding = finding if finding is not None else body["finding"]
                 framework = framework or body["compliance_framework"]
     if finding is None or framework is None or not isinstance(expected, dict):
@@ -162,10 +163,7 @@ def _rows(path: Path) -> Iterable[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidArgument(f"{path}:{number}: not JSON ({exc.msg})") from None
+                yield jsonio.loads(line, what=f"{path.name}:{number}")
 
 
 def load_eval_set(uri: str | Path) -> EvalSet:
@@ -186,7 +184,7 @@ def load_eval_set(uri: str | Path) -> EvalSet:
     digest = hashlib.sha256()
     if path.is_dir() and (path / MANIFEST).is_file():
         raw = (path / MANIFEST).read_bytes()
-        manifest = json.loads(raw)
+        manifest = jsonio.loads(raw, what=MANIFEST)
         digest.update(raw)
     elif len(files) == 1:
         # A single file (the golden set): the sha256 of its bytes, as its frozen metadata records.

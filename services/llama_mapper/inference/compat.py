@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import InvalidArgument
 
 LLAMA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -64,10 +64,7 @@ def check_adapter_config(
 ) -> AdapterInfo:
     """Raise InvalidArgument unless the serving engine can load an adapter with this config.
     `base_model_id` None (an engine that loads a directory) skips the base-name check."""
-    try:
-        config = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArgument(f"{ADAPTER_CONFIG} is not valid JSON: {exc}") from None
+    config = jsonio.loads(raw, limits=jsonio.JsonLimits(max_bytes=1 << 20), what=ADAPTER_CONFIG)
     if not isinstance(config, dict):
         raise InvalidArgument(f"{ADAPTER_CONFIG} must be a JSON object")
 
@@ -128,8 +125,8 @@ def check_safetensors_header(path: Path) -> int:
             raise InvalidArgument(f"{ADAPTER_WEIGHTS} has no valid safetensors header")
         header = f.read(length)
     try:
-        meta = json.loads(header)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        meta = jsonio.loads(header, limits=jsonio.JsonLimits(max_bytes=_MAX_SAFETENSORS_HEADER))
+    except InvalidArgument:
         raise InvalidArgument(f"{ADAPTER_WEIGHTS} has no valid safetensors header") from None
     if not isinstance(meta, dict):
         raise InvalidArgument(f"{ADAPTER_WEIGHTS} has no valid safetensors header")

@@ -19,6 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
+from llama_mapper.domain import jsonio
 from llama_mapper.domain.calibration import apply_temperature
 from llama_mapper.domain.errors import NotFound
 from llama_mapper.domain.findings import NormalizedFinding
@@ -105,6 +106,9 @@ class HybridMapper:
     def plan(self, detector: str, output: Any, *, request_id: str | None = None) -> Plan:
         """Reads the output and applies the rules. Malformed output of a known detector raises
         InvalidArgument; an unknown detector goes through the generic envelope."""
+        # Bounded whatever the entry point parsed it with: no reader or schema check below
+        # recurses into a hostile depth.
+        jsonio.check(output, what="$.output")
         try:
             findings: Sequence[NormalizedFinding] = read(detector, output).findings
         except NotFound:

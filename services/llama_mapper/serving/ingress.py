@@ -10,6 +10,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from llama_mapper._proto.mapper.v1 import mapper_pb2 as pb
+from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import InvalidArgument, MapperError, ResourceExhausted
 from llama_mapper.inference.model import MapperQuery, Prediction
 from llama_mapper.platform.rpc.errors import status_of
@@ -150,10 +151,7 @@ class MapperRouter:
 
 
 def _parse(text: str, path: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"{path}: not JSON ({exc})") from None
+    return jsonio.loads(text, what=path)
 
 
 def _result(mapped: Mapped, model: str) -> pb.MapResult:

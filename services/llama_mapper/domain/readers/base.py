@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import InvalidArgument, NotFound
 from llama_mapper.domain.findings import DetectorReport
 
@@ -74,9 +74,9 @@ def as_json(detector: str, output: Any) -> Any:
     """Vendors' outputs arrive as parsed JSON or as its text; both are accepted."""
     if isinstance(output, str | bytes):
         try:
-            return json.loads(output)
-        except ValueError as exc:
-            raise DetectorOutputError(f"{detector}: output is not JSON ({exc.msg})") from None
+            return jsonio.loads(output, what=f"{detector}: output")
+        except InvalidArgument as exc:
+            raise DetectorOutputError(exc.message) from None
     return output
 
 

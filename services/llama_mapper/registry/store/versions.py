@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import FailedPrecondition, InvalidArgument
 from llama_mapper.registry import domain as d
 from llama_mapper.registry.artifacts import check_sha256
@@ -52,10 +51,11 @@ class Versions(Transactions):
             if value := getattr(spec.lineage, name):
                 check_sha256(value, f"lineage.{name}")
         if spec.lineage.training_config_json:
-            try:
-                json.loads(spec.lineage.training_config_json)
-            except json.JSONDecodeError as exc:
-                raise InvalidArgument(f"lineage.training_config_json is not JSON: {exc}") from None
+            jsonio.loads(
+                spec.lineage.training_config_json,
+                limits=jsonio.JsonLimits(allow_nul=False),
+                what="lineage.training_config_json",
+            )
         if len(spec.idempotency_key) > 256:
             raise InvalidArgument("idempotency_key is longer than 256 characters")
 
