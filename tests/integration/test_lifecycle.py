@@ -110,18 +110,24 @@ class Stack:
     def pid(self, name: str) -> int:
         return int((self.var / "run" / f"{name}.pid").read_text())
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The serving token `stack up` generated (mapperctl reads the same file)."""
+        return {"authorization": f"Bearer {(self.var / 'serving-token').read_text().strip()}"}
+
 
 class Traffic:
     """Model-bound requests from many tenants on a thread; remembers who answered each one."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
         self.url = url
+        self.headers = headers
         self.answers: list[tuple[float, int, str | None]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=120) as client:
+        with httpx.Client(base_url=self.url, timeout=120, headers=self.headers) as client:
             while not self.stop.is_set():
                 tenant = f"t{random.randrange(10_000)}"
                 try:
@@ -147,9 +153,9 @@ class Traffic:
         self.thread.join(150)
 
 
-def model_bound_versions(url: str, n: int = 12) -> list[int]:
+def model_bound_versions(stack: Stack, n: int = 12) -> list[int]:
     versions = []
-    with httpx.Client(base_url=url, timeout=120) as client:
+    with httpx.Client(base_url=stack.url, timeout=120, headers=stack.headers) as client:
         for i in range(n):
             r = client.post(
                 "/v1/map",
@@ -163,14 +169,14 @@ def model_bound_versions(url: str, n: int = 12) -> list[int]:
     return versions
 
 
-def wait_all_on(url: str, version: int, timeout_s: float = 120) -> float:
+def wait_all_on(stack: Stack, version: int, timeout_s: float = 120) -> float:
     """Seconds until 12 of 12 model-bound answers name `version`."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        if set(model_bound_versions(url)) == {version}:
+        if set(model_bound_versions(stack)) == {version}:
             return time.monotonic() - started
         time.sleep(0.5)
-    raise AssertionError(f"answers never all named v{version}: {model_bound_versions(url)}")
+    raise AssertionError(f"answers never all named v{version}: {model_bound_versions(stack)}")
 
 
 @pytest.fixture(scope="module")
@@ -231,17 +237,17 @@ def test_three_releases_a_redeploy_a_hung_registry_and_a_dead_controller(stack):
     evaluate_and_gate(stack, 1)
 
     # -- canary v1 over the rules -> promoted --------------------------------------------------------
-    with Traffic(stack.url):
+    with Traffic(stack.url, stack.headers):
         stack.mapperctl("canary", "start", "--treatment", "1", "--follow", *CANARY, timeout=900)
     promoted = time.monotonic()
-    stack.figures["promotion_to_all_answers_s_v1"] = round(wait_all_on(stack.url, 1), 2)
+    stack.figures["promotion_to_all_answers_s_v1"] = round(wait_all_on(stack, 1), 2)
 
     # -- canary v2 over v1 -> promoted ----------------------------------------------------------------
     evaluate_and_gate(stack, 2)
-    with Traffic(stack.url):
+    with Traffic(stack.url, stack.headers):
         stack.mapperctl("canary", "start", "--treatment", "2", "--follow", *CANARY, timeout=900)
     promoted = time.monotonic()
-    stack.figures["promotion_to_all_answers_s_v2"] = round(wait_all_on(stack.url, 2), 2)
+    stack.figures["promotion_to_all_answers_s_v2"] = round(wait_all_on(stack, 2), 2)
     assert time.monotonic() - promoted < 120
     history = stack.mapperctl("registry", "history", "mapper", "--subject", "champion").stdout
     assert "rollout complete" in history
@@ -252,26 +258,26 @@ def test_three_releases_a_redeploy_a_hung_registry_and_a_dead_controller(stack):
         "registry", "targets", "mapper", "--profile", "cpu-2core", "--set", "p95_latency_ms=1",
         "--reason", "make v3 fail its canary",
     )  # fmt: skip
-    with Traffic(stack.url):
+    with Traffic(stack.url, stack.headers):
         failed = stack.mapperctl(
             "canary", "start", "--treatment", "3", "--follow", *CANARY, check=False, timeout=900
         )
     assert failed.returncode == 1 and "p95" in failed.stdout, failed.stdout + failed.stderr
-    assert set(model_bound_versions(stack.url)) == {2}
+    assert set(model_bound_versions(stack)) == {2}
     stack.mapperctl(
         "registry", "targets", "mapper", "--profile", "cpu-2core", "--set", "p95_latency_ms=600000",
     )  # fmt: skip
 
     # -- redeploy the app: still the champion ----------------------------------------------------------
     stack.deploy()
-    assert set(model_bound_versions(stack.url)) == {2}
+    assert set(model_bound_versions(stack)) == {2}
 
     # -- pause the registry for 30 s under load: rules answers are unaffected -------------------------
     body = {"detector": "presidio", "output": MAPPED}
 
     def rules_latencies(seconds: float) -> list[float]:
         out = []
-        with httpx.Client(base_url=stack.url, timeout=30) as client:
+        with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 started = time.perf_counter()
@@ -303,7 +309,7 @@ def test_three_releases_a_redeploy_a_hung_registry_and_a_dead_controller(stack):
     # -- kill the controller mid-canary: the lease expires to control ------------------------------------
     stack.mapperctl("registry", "register", "mapper", str(stack.adapters[4]))
     evaluate_and_gate(stack, 4)
-    with Traffic(stack.url) as traffic:
+    with Traffic(stack.url, stack.headers) as traffic:
         controller = subprocess.Popen(
             [MAPPERCTL, "canary", "start", "--treatment", "4", "--follow", "--lease", "8",
              "--interval", "3", "--min-requests", "4", "--steps", "50,75,100"],
@@ -325,7 +331,7 @@ def test_three_releases_a_redeploy_a_hung_registry_and_a_dead_controller(stack):
                 break
             time.sleep(0.5)
         stack.figures["lease_expiry_to_control_s"] = round(time.monotonic() - killed, 2)
-    assert set(model_bound_versions(stack.url)) == {2}
+    assert set(model_bound_versions(stack)) == {2}
     status = stack.mapperctl("canary", "status", check=False).stdout
     deadline = time.monotonic() + 30
     while "aborted" not in status and time.monotonic() < deadline:

@@ -26,6 +26,12 @@ from llama_mapper.platform.settings.validation import ValidationSettings
 
 START_TIMEOUT_S = 120.0
 TOKEN_FILE = "registry-token"  # noqa: S105 - a file name, not a secret
+# The local stack's secrets: each generated once under the var dir (mode 0600), handed to what
+# needs it through its variable, and read back by mapperctl in a fresh shell.
+LOCAL_SECRETS = {
+    "MAPPER_REGISTRY_TOKEN": TOKEN_FILE,
+    "MAPPER_SERVING_AUTH_TOKEN": "serving-token",
+}
 
 
 @dataclass(frozen=True)
@@ -52,12 +58,12 @@ def service(name: str) -> Service:
     return next(s for s in services() if s.name == name)
 
 
-def registry_token() -> str:
-    """The local stack's registry token: MAPPER_REGISTRY_TOKEN, else one generated once under the
-    var dir (mode 0600)."""
-    if token := os.environ.get("MAPPER_REGISTRY_TOKEN"):
-        return token
-    path = var_dir() / TOKEN_FILE
+def local_secret(variable: str) -> str:
+    """The value of `variable` (one of LOCAL_SECRETS): the environment's, else one generated once
+    under the var dir."""
+    if value := os.environ.get(variable):
+        return value
+    path = var_dir() / LOCAL_SECRETS[variable]
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -66,11 +72,16 @@ def registry_token() -> str:
     return path.read_text().strip()
 
 
+def registry_token() -> str:
+    return local_secret("MAPPER_REGISTRY_TOKEN")
+
+
 def use_local_token() -> None:
-    """Lets mapperctl talk to the stack `make up` started without exporting its token by hand."""
-    path = var_dir() / TOKEN_FILE
-    if "MAPPER_REGISTRY_TOKEN" not in os.environ and path.exists():
-        os.environ["MAPPER_REGISTRY_TOKEN"] = path.read_text().strip()
+    """Lets mapperctl talk to the stack `make up` started without exporting its secrets by hand."""
+    for variable, name in LOCAL_SECRETS.items():
+        path = var_dir() / name
+        if variable not in os.environ and path.exists():
+            os.environ[variable] = path.read_text().strip()
 
 
 def healthy(address: str, timeout: float = 1.0) -> bool:
@@ -181,7 +192,7 @@ class LocalStack:
         self.check_ports(with_ray=with_ray)
         env = {
             **os.environ,
-            "MAPPER_REGISTRY_TOKEN": registry_token(),
+            **{variable: local_secret(variable) for variable in LOCAL_SECRETS},
             "MAPPER_REGISTRY_ADDRESS": service("registry").address,
             "MAPPER_VAR_DIR": str(self.var),
             "PYTHONUNBUFFERED": "1",

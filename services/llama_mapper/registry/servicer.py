@@ -12,7 +12,7 @@ import grpc
 from llama_mapper._proto.registry.v1 import registry_pb2 as pb
 from llama_mapper._proto.registry.v1 import registry_pb2_grpc as pb_grpc
 from llama_mapper.domain.errors import InvalidArgument
-from llama_mapper.platform.auth import current_principal
+from llama_mapper.platform.auth import WRITE, current_principal
 from llama_mapper.platform.rpc.messages import from_message, to_message
 from llama_mapper.registry import domain as d
 from llama_mapper.registry.registrar import FileStart, Registrar, UploadPart
@@ -259,7 +259,12 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         )
 
     def GetRollout(self, request, context):
-        return pb.GetRolloutResponse(rollout=_rollout_out(self.store.get_rollout(request.model)))
+        rollout = _rollout_out(self.store.get_rollout(request.model))
+        principal = current_principal()
+        if principal is None or not principal.may(WRITE):
+            # The salt decides every key's arm: a reader who knew it could choose its own.
+            rollout.salt = ""
+        return pb.GetRolloutResponse(rollout=rollout)
 
     def GetHistory(self, request, context):
         after, limit = _page(request.page_size, request.page_token)

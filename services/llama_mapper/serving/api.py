@@ -33,7 +33,22 @@ log = logging.getLogger(__name__)
 
 TENANT_HEADER = "x-tenant-id"
 REQUEST_ID_HEADER = "x-request-id"
-_OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
+# Everything else needs the token when serving has one (compose and Kubernetes always do).
+_OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+# Metric labels come from this fixed set, never from the path a client sent.
+ENDPOINTS = {
+    "/v1/map": "map",
+    "/v1/map/batch": "batch",
+    "/v1/analyze": "analyze",
+    "/v1/feedback": "feedback",
+    "/v1/models": "models",
+    "/v1/chat/completions": "chat",
+    "/v1/rollout/stats": "stats",
+}
+
+
+def endpoint_label(path: str) -> str:
+    return ENDPOINTS.get(path, "other")
 
 
 class MapRequest(BaseModel):
@@ -161,22 +176,26 @@ class Guard:
             receive = _replay(bytes(body), receive)
         path = request.url.path
         tokens = self.core().tokens
+        principal = None
         if tokens is not None and path not in _OPEN_PATHS:
             try:
-                tokens.authenticate(request.headers.get("authorization"), what=path)
+                principal = tokens.authenticate(
+                    request.headers.get("authorization"), what=endpoint_label(path)
+                )
             except Unauthenticated as exc:
                 refusal = _error_response(exc, {"WWW-Authenticate": "Bearer"})
                 await refusal(scope, receive, send)
                 return
+        # Who is calling, as far as limits and feedback go: the principal, else (no auth
+        # configured) the client's address. Never a header the client chooses.
+        caller = principal.name if principal else (request.client.host if request.client else "-")
+        scope.setdefault("state", {})["caller"] = caller
         if path.startswith("/v1/"):
-            tenant = request.headers.get(TENANT_HEADER) or (
-                request.client.host if request.client else "anonymous"
-            )
-            wait = limiter.acquire(tenant)
+            wait = limiter.acquire(caller)
             if wait > 0:
-                self.core().record_error(path, "rate_limited")
+                self.core().record_error(endpoint_label(path), "rate_limited")
                 refusal = _error_response(
-                    ResourceExhausted(f"tenant {tenant!r} is over its rate limit"),
+                    ResourceExhausted("over the rate limit"),
                     {"Retry-After": retry_after_header(wait)},
                 )
                 await refusal(scope, receive, send)
@@ -212,7 +231,7 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
 
     @app.exception_handler(MapperError)
     async def mapper_error(request: Request, exc: MapperError) -> JSONResponse:
-        core().record_error(request.url.path, type(exc).__name__)
+        core().record_error(endpoint_label(request.url.path), type(exc).__name__)
         return _error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -220,11 +239,17 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         path = json_path(tuple(first.get("loc", ())))
-        core().record_error(request.url.path, "InvalidArgument")
+        core().record_error(endpoint_label(request.url.path), "InvalidArgument")
         return _error_response(InvalidArgument(f"{path}: {first.get('msg')}"), path=path)
 
     def tenant_of(request: Request, body_tenant: str | None) -> str | None:
+        """The routing tenant (sticky arms): the header, else the body's field."""
         return request.headers.get(TENANT_HEADER) or body_tenant
+
+    def scope_of(request: Request, body_tenant: str | None) -> str:
+        """Whose request it was, for feedback: the caller (principal) and the tenant it named."""
+        caller = getattr(request.state, "caller", "-")
+        return f"{caller}/{tenant_of(request, body_tenant) or ''}"
 
     @app.post("/v1/map", response_model=MapResponse, summary="Map one detector output")
     async def map_one(body: MapRequest, request: Request) -> MapResponse:
@@ -234,13 +259,23 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
             body.output,
             request_id=request_id,
             tenant=tenant_of(request, body.tenant),
+            scope=scope_of(request, body.tenant),
         )
         return _mapped(mapped)
 
     @app.post("/v1/map/batch", response_model=MapBatchResponse, summary="Map up to 100 outputs")
     async def map_batch(body: MapBatchRequest, request: Request) -> MapBatchResponse:
         items = [item.model_dump() for item in body.items]
-        mapped = await core().map_batch(items, tenant_of(request, body.tenant))
+        # A batch of N costs N requests of the caller's rate (the guard charged the first).
+        wait = core().limiter.acquire(getattr(request.state, "caller", "-"), len(items) - 1)
+        if wait > 0:
+            raise ResourceExhausted(
+                f"a batch of {len(items)} is over the rate limit",
+                details={"retry_after_s": retry_after_header(wait)},
+            )
+        mapped = await core().map_batch(
+            items, tenant_of(request, body.tenant), scope=scope_of(request, body.tenant)
+        )
         return MapBatchResponse(results=[_mapped(m) for m in mapped])
 
     @app.post("/v1/analyze", summary="Risk assessment of a canonical finding (analyst adapter)")
@@ -253,7 +288,7 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
             body.request_id,
             labels=body.labels,
             verdict=body.verdict,
-            tenant=tenant_of(request, None),
+            tenant=scope_of(request, None),
         )
 
     @app.get("/v1/models", summary="Base model and adapters (OpenAI list format)")

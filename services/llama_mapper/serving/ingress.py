@@ -11,7 +11,12 @@ from ray.serve.handle import DeploymentHandle
 
 from llama_mapper._proto.mapper.v1 import mapper_pb2 as pb
 from llama_mapper.domain import jsonio
-from llama_mapper.domain.errors import InvalidArgument, MapperError, ResourceExhausted
+from llama_mapper.domain.errors import (
+    InvalidArgument,
+    MapperError,
+    PayloadTooLarge,
+    ResourceExhausted,
+)
 from llama_mapper.inference.model import MapperQuery, Prediction
 from llama_mapper.platform.rpc.errors import status_of
 from llama_mapper.platform.settings.serving import ServingSettings
@@ -103,13 +108,16 @@ class MapperRouter:
 
     async def Map(self, request: pb.MapRequest, grpc_context: Any = None) -> pb.MapResponse:  # noqa: N802
         try:
-            self._admit(request.tenant, grpc_context)
+            self._check_size(request)
+            _check_fields(request.detector, request.tenant, request.request_id)
+            caller = self._admit(grpc_context)
             output = _parse(request.output_json, "$.output_json")
             mapped = await self.core.map_one(
                 request.detector,
                 output,
                 request_id=request.request_id or None,
                 tenant=request.tenant or None,
+                scope=f"{caller}/{request.tenant}",
             )
             return pb.MapResponse(result=_result(mapped, self.settings.model))
         except MapperError as exc:
@@ -120,7 +128,9 @@ class MapperRouter:
         self, request: pb.MapBatchRequest, grpc_context: Any = None
     ) -> pb.MapBatchResponse:
         try:
-            self._admit(request.tenant, grpc_context)
+            self._check_size(request)
+            _check_fields("-", request.tenant, "")
+            caller = self._admit(grpc_context, cost=max(1, len(request.items)))
             if not 1 <= len(request.items) <= self.settings.max_batch_items:
                 raise InvalidArgument(
                     f"$.items: 1 to {self.settings.max_batch_items} items, got {len(request.items)}"
@@ -133,21 +143,53 @@ class MapperRouter:
                 }
                 for i, item in enumerate(request.items)
             ]
-            mapped = await self.core.map_batch(items, request.tenant or None)
+            for i, item in enumerate(request.items):
+                _check_fields(item.detector, "", item.request_id, where=f"$.items[{i}]")
+            mapped = await self.core.map_batch(
+                items, request.tenant or None, scope=f"{caller}/{request.tenant}"
+            )
             return pb.MapBatchResponse(results=[_result(m, self.settings.model) for m in mapped])
         except MapperError as exc:
             _abort(grpc_context, exc)
             return pb.MapBatchResponse()
 
-    def _admit(self, tenant: str, grpc_context: Any) -> None:
-        if self.core.tokens is not None and grpc_context is not None:
-            metadata = dict(grpc_context.invocation_metadata())
-            self.core.tokens.authenticate(metadata.get("authorization"), what="Map")
-        wait = self.core.limiter.acquire(tenant or "anonymous")
+    def _check_size(self, request: Any) -> None:
+        """The HTTP body limit for gRPC too (Serve's own proxy accepts up to 2 GiB)."""
+        limit = self.settings.max_body_bytes * (
+            self.settings.max_batch_items if hasattr(request, "items") else 1
+        )
+        if request.ByteSize() > limit:
+            raise PayloadTooLarge(f"request of {request.ByteSize()} bytes, over {limit}")
+
+    def _admit(self, grpc_context: Any, cost: int = 1) -> str:
+        """The caller (authenticated principal, else its peer) after the token and the rate."""
+        caller = "-"
+        if grpc_context is not None:
+            if self.core.tokens is not None:
+                metadata = dict(grpc_context.invocation_metadata())
+                caller = self.core.tokens.authenticate(
+                    metadata.get("authorization"), what="Map"
+                ).name
+            else:
+                caller = str(grpc_context.peer()).rsplit(":", 1)[0]
+        wait = self.core.limiter.acquire(caller, cost)
         if wait > 0:
             if grpc_context is not None:
                 grpc_context.set_trailing_metadata([("retry-after", retry_after_header(wait))])
-            raise ResourceExhausted(f"tenant {tenant!r} is over its rate limit")
+            raise ResourceExhausted("over the rate limit")
+        return caller
+
+
+_MAX_ID = 128
+
+
+def _check_fields(detector: str, tenant: str, request_id: str, *, where: str = "$") -> None:
+    """The same bounds the HTTP request models put on these fields."""
+    if not detector:
+        raise InvalidArgument(f"{where}.detector is required")
+    for name, value in (("detector", detector), ("tenant", tenant), ("request_id", request_id)):
+        if len(value) > _MAX_ID:
+            raise InvalidArgument(f"{where}.{name}: at most {_MAX_ID} characters")
 
 
 def _parse(text: str, path: str) -> Any:

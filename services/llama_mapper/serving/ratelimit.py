@@ -1,4 +1,4 @@
-"""Per-tenant token buckets: pure state + an injected clock, so the 429 decision is testable."""
+"""Per-principal token buckets: pure state + an injected clock, so the 429 decision is testable."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ class _Bucket:
 
 
 class RateLimiter:
-    """`rate` tokens/s refill up to `burst`; a request takes one. Remembers `max_tenants` (LRU)."""
+    """`rate` tokens/s refill up to `burst`; a request takes `cost` (a batch of N items takes N).
+    Remembers `max_tenants` keys (LRU). Keys are authenticated principals, never a header the
+    client chooses."""
 
     def __init__(
         self,
@@ -32,8 +34,9 @@ class RateLimiter:
         self.max_tenants = max_tenants
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
-    def acquire(self, tenant: str) -> float:
-        """0.0 when allowed, else the seconds until one token is available (Retry-After)."""
+    def acquire(self, tenant: str, cost: float = 1.0) -> float:
+        """0.0 when allowed, else the seconds until `cost` tokens are available (Retry-After).
+        A cost above the burst can never be met: it is charged as the burst."""
         if self.rate <= 0:
             return 0.0
         now = self.clock()
@@ -43,10 +46,11 @@ class RateLimiter:
         self._buckets[tenant] = bucket
         if len(self._buckets) > self.max_tenants:
             self._buckets.popitem(last=False)
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+        cost = min(cost, self.burst)
+        if bucket.tokens >= cost:
+            bucket.tokens -= cost
             return 0.0
-        return (1.0 - bucket.tokens) / self.rate
+        return (cost - bucket.tokens) / self.rate
 
 
 def retry_after_header(wait_s: float) -> str:

@@ -174,7 +174,10 @@ class RouterCore(Passthrough):
         request_id: str | None = None,
         tenant: str | None = None,
         endpoint: str = "map",
+        scope: str | None = None,
     ) -> Mapped:
+        """`tenant` keeps a tenant on its arm; `scope` (default: the tenant) is who may give
+        feedback on the answer."""
         self.start()
         request_id = request_id or str(uuid.uuid4())
         if len(request_id) > _REQUEST_ID_MAX:
@@ -222,7 +225,11 @@ class RouterCore(Passthrough):
         self._record(arm_name, endpoint, outcome, latency, counted=arm is not None)
         labels = frozenset(outcome.result["taxonomy"])
         self.feedback_log.remember(
-            request_id, tenant or "", arm_name, labels, self.windows.revision
+            request_id,
+            scope if scope is not None else tenant or "",
+            arm_name,
+            labels,
+            self.windows.revision,
         )
         if assignment.mirror and plan.pending and arm_name == CONTROL and live:
             self._spawn(self._shadow(plan, labels))
@@ -350,7 +357,7 @@ class RouterCore(Passthrough):
         self.metrics.requests.labels("none", endpoint, code).inc()
 
     async def map_batch(
-        self, items: Sequence[Mapping[str, Any]], tenant: str | None
+        self, items: Sequence[Mapping[str, Any]], tenant: str | None, *, scope: str | None = None
     ) -> list[Mapped]:
         """All items are read first (one invalid item fails the batch, naming it), then mapped."""
         for index, item in enumerate(items):
@@ -371,6 +378,7 @@ class RouterCore(Passthrough):
                         request_id=item.get("request_id"),
                         tenant=tenant,
                         endpoint="batch",
+                        scope=scope,
                     )
                     for item in items
                 )
