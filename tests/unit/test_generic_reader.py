@@ -332,7 +332,9 @@ def test_hostile_documents_are_refused_fast_with_a_path(output):
     started = time.perf_counter()
     with pytest.raises(GenericOutputError) as caught:
         extract_generic("acme", output)
-    assert time.perf_counter() - started < 2.0
+    assert (
+        time.perf_counter() - started < 5.0
+    )  # generous: the CI machine is shared; a hang takes far longer
     assert caught.value.details["path"].startswith("$")
     assert isinstance(caught.value, InvalidArgument)
 
@@ -345,10 +347,11 @@ def test_a_cycle_is_refused():
 
 
 def test_a_100_mb_document_is_refused_before_parsing():
+    document = "[" + '"x",' * 25_000_000 + '"x"]'
     started = time.perf_counter()
     with pytest.raises(PayloadTooLarge):
-        extract_generic("acme", "[" + '"x",' * 25_000_000 + '"x"]')
-    assert time.perf_counter() - started < 2.0
+        extract_generic("acme", document)
+    assert time.perf_counter() - started < 1.0
 
 
 def test_nesting_up_to_the_limit_is_read():

@@ -16,6 +16,7 @@ object, free-text verdicts. Three rules keep it safe to serve:
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -90,8 +91,10 @@ class Walker:
 
     def nested_json(self, text: str, path: list[str | int]) -> Any:
         """A string that holds a JSON container (an API gateway's `body`), parsed; else None."""
+        if len(text) > MAX_NESTED_JSON_CHARS:
+            return None
         stripped = text.strip()
-        if len(stripped) > MAX_NESTED_JSON_CHARS or stripped[:1] not in ("{", "["):
+        if stripped[:1] not in ("{", "["):
             return None
         self.nested_chars += len(stripped)
         if self.nested_chars > MAX_DOCUMENT_CHARS:
@@ -265,7 +268,7 @@ def short_text(output: Any) -> str:
     while stack and len(keys) < 32:
         node, prefix, depth = stack.pop()
         if isinstance(node, Mapping) and depth < 4:
-            for key in list(node)[:16]:
+            for key in itertools.islice(node, 16):
                 if isinstance(key, str | int) and not isinstance(key, bool):
                     path = f"{prefix}.{key}" if prefix else str(key)
                     keys.append(path[:48])

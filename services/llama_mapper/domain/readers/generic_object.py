@@ -305,7 +305,11 @@ def _all_str(value: Any) -> bool:
 
 
 def _all_numbers(value: Any) -> bool:
-    return isinstance(value, list) and all(as_number(v) is not None for v in value)
+    return (
+        isinstance(value, list)
+        and len(value) <= _MAX_SCAN
+        and all(as_number(v) is not None for v in value)
+    )
 
 
 def _is_map(value: Any, kind: type) -> bool:

@@ -5,6 +5,7 @@ A raw label is a short label-like token, redacted, or "": a sentence is a reason
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -184,7 +185,7 @@ def span_of(value: Any, depth: int = 0) -> Span | None:
     if not isinstance(value, Mapping) or depth > 1:
         return None
     starts, ends, lengths = [], [], []
-    for key, item in list(value.items())[:16]:
+    for key, item in itertools.islice(value.items(), 16):
         if not isinstance(key, str):
             continue
         role = key_meaning(key).role
