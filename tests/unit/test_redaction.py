@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llama_mapper.domain.redaction import contains_sensitive, looks_secret, luhn_valid, redact
+from llama_mapper.domain.redaction import (
+    clip_words,
+    contains_sensitive,
+    looks_secret,
+    luhn_valid,
+    redact,
+)
 
 
 @pytest.mark.parametrize(
@@ -85,3 +91,11 @@ def test_long_text_is_cut_at_a_word_before_redaction():
 def test_redaction_is_idempotent(text):
     once = redact(text)
     assert redact(once) == once
+
+
+def test_clip_words_never_splits_a_word():
+    assert clip_words("abc def", 5) == "abc "
+    assert clip_words("abc def", 4) == "abc "
+    assert clip_words("abc def", 3) == "abc"
+    assert clip_words(" 4111111111111111", 8) == " "
+    assert clip_words("short", 10) == "short"

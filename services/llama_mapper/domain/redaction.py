@@ -142,6 +142,18 @@ def _ipv6(match: re.Match[str]) -> str:
     return _ip(match)
 
 
+_LAST_WORD = re.compile(r"\S+\Z")
+
+
+def clip_words(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters without splitting a word: a word that runs past
+    the cut is dropped whole (half a card number would no longer read as one)."""
+    if len(text) <= limit:
+        return text
+    window = text[:limit]
+    return window if text[limit].isspace() else _LAST_WORD.sub("", window)
+
+
 def redact(text: str) -> str:
     """`text` with personal data and secrets replaced by placeholders (`<EMAIL>`, `<CARD>`, ...).
 
@@ -150,8 +162,7 @@ def redact(text: str) -> str:
     then identifiers from most to least specific; leftover runs of nine or more digits become
     `<NUMBER>`.
     """
-    if len(text) > MAX_REDACT_CHARS:
-        text = text[:MAX_REDACT_CHARS].rsplit(None, 1)[0] if " " in text else ""
+    text = clip_words(text, MAX_REDACT_CHARS)
     text = _PEM.sub(SECRET, text)
     text = _URL_WITH_CREDENTIALS.sub(URL, text)
     text = _ASSIGNED_SECRET.sub(lambda m: f"{m.group(1)}={SECRET}", text)

@@ -21,7 +21,7 @@ from llama_mapper.domain.readers.generic_keys import (
     Role,
     key_meaning,
 )
-from llama_mapper.domain.redaction import redact
+from llama_mapper.domain.redaction import clip_words, redact
 from llama_mapper.domain.taxonomy import normalize_label_text
 
 MAX_LABEL_CHARS = 64
@@ -50,11 +50,9 @@ class Draft:
 
 
 def collapse(text: str, limit: int) -> str:
-    """Whitespace folded, cut to `limit` at a word boundary (never through a value)."""
-    if len(text) > limit:
-        window = text[:limit]
-        text = window.rsplit(None, 1)[0] if any(c.isspace() for c in window) else ""
-    return " ".join(text.split())
+    """Whitespace folded, cut to `limit` at a word boundary: a word running past the cut is
+    dropped whole, so no value is split into a half that redaction no longer recognizes."""
+    return " ".join(clip_words(text, limit).split())
 
 
 def redacted_reason(text: str) -> str:
@@ -98,10 +96,10 @@ def verdict_split(text: str) -> tuple[str, str] | None:
 
 def text_findings(text: str) -> tuple[list[Draft], bool]:
     """A string where a verdict may stand: ([findings], recognized). A clean verdict is none."""
-    short = collapse(text, 4 * MAX_LABEL_CHARS)
-    if not short:
+    if not text or text.isspace():
         return [], True
-    if verdict_word(short) in CLEAN_VERDICTS:
+    short = collapse(text, 4 * MAX_LABEL_CHARS)
+    if short and verdict_word(short) in CLEAN_VERDICTS:
         return [], True
     if label_like(short):
         return [Draft(redacted_label(short))], True
@@ -111,7 +109,9 @@ def text_findings(text: str) -> tuple[list[Draft], bool]:
         if verdict_word(verdict) in CLEAN_VERDICTS:
             return [], True
         return [Draft(redacted_label(verdict), attributes={REASON: redacted_reason(rest)})], True
-    return [Draft("", attributes={REASON: redacted_reason(text)})], True
+    # A sentence, or one huge token (nothing of it is readable: an empty label, no reason).
+    reason = redacted_reason(text)
+    return [Draft("", attributes={REASON: reason} if reason else {})], True
 
 
 def label_or_reason(text: str) -> tuple[str, str | None]:
