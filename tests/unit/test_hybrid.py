@@ -206,3 +206,35 @@ def test_async_path_honours_the_deadline_and_router_arm(hybrid):
 def test_generic_shapes(output, labels):
     found = extract_generic("d", output)
     assert (None if found is None else [f.raw_label for f in found]) == labels
+
+
+def test_a_free_text_verdict_reaches_the_model_as_a_reason_not_a_label(hybrid):
+    model = LookupModel({"BLOCK": ("pii.national_id", 0.9)})
+    text = "BLOCK: the message asks for the SSN 078-05-1120 of jane@example.com " + "x " * 500
+    outcome = hybrid.map("acme-guard", text, model=model, arm=ARM)
+    (query,) = model.seen
+    assert query.finding["label"] == "BLOCK"
+    assert query.finding["reason"].startswith("the message asks for the SSN <SSN> of <EMAIL>")
+    (finding,) = outcome.result["findings"]
+    assert finding["source"]["raw_label"] == "BLOCK"
+    assert "078-05-1120" not in str(outcome.result) and "jane" not in str(outcome.result)
+
+
+def test_an_unrecognized_document_is_never_sent_as_a_label(hybrid):
+    model = LookupModel({})
+    document = {"blob": {"payload_size": 12, "owner": "jane"}, "note": "x" * 10_000}
+    outcome = hybrid.map("acme-guard", document, model=model, arm=ARM)
+    (query,) = model.seen
+    assert query.finding == {"label": "", "fields": "blob, blob.owner, blob.payload_size, note"}
+    assert outcome.result["findings"][0]["source"]["raw_label"] == ""
+    assert outcome.result["findings"][0]["label"] == "other.unknown"
+
+
+def test_a_hostile_document_for_an_unknown_detector_is_invalid_argument(hybrid):
+    deep: list = []
+    node = deep
+    for _ in range(5_000):
+        node.append([])
+        node = node[0]
+    with pytest.raises(InvalidArgument):
+        hybrid.map("acme-guard", deep)

@@ -1,10 +1,9 @@
-"""The one JSON reader every entry point uses: bounded in size, depth, nodes and string length.
+"""The one JSON reader every entry point uses: bounded in size, depth, nodes and string length."""
 
-Python's json module recurses: a line nested a few thousand arrays deep raises RecursionError,
-and so does everything that walks the result afterwards (readers, jsonschema, json.dumps). Here
-every such input is INVALID_ARGUMENT (PayloadTooLarge over the size) with the JSON path of the
-problem, never a RecursionError, INTERNAL or a traceback. NaN and Infinity are not JSON: refused.
-"""
+# Python's json module recurses: a line nested a few thousand arrays deep raises RecursionError,
+# and so does everything that walks the result afterwards (readers, jsonschema, json.dumps). Here
+# every such input is INVALID_ARGUMENT (PayloadTooLarge over the size) with the JSON path of the
+# problem, never a RecursionError, INTERNAL or a traceback. NaN and Infinity are not JSON: refused.
 
 from __future__ import annotations
 

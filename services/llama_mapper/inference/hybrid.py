@@ -25,7 +25,7 @@ from llama_mapper.domain.errors import NotFound
 from llama_mapper.domain.findings import NormalizedFinding
 from llama_mapper.domain.prompt import finding_payload
 from llama_mapper.domain.readers.base import read
-from llama_mapper.domain.readers.generic import extract_generic, short_text
+from llama_mapper.domain.readers.generic import read_generic
 from llama_mapper.domain.result import CanonicalFinding, build_result
 from llama_mapper.domain.rules import UNKNOWN_CONFIDENCE, RulesMapper
 from llama_mapper.domain.tables import EXACT_CONFIDENCE
@@ -112,13 +112,9 @@ class HybridMapper:
         try:
             findings: Sequence[NormalizedFinding] = read(detector, output).findings
         except NotFound:
-            generic = extract_generic(detector, output, min_score=self.generic_min_score)
-            # An unrecognized shape is still a finding nobody could map: the model gets its text.
-            findings = (
-                generic
-                if generic is not None
-                else [NormalizedFinding(detector, short_text(output))]
-            )
+            # An unrecognized shape is still a finding nobody could map: the model gets its key
+            # outline (never its values), and the result an empty raw label.
+            findings = read_generic(detector, output, min_score=self.generic_min_score)
         return self.plan_findings(detector, findings, request_id=request_id)
 
     def plan_findings(
