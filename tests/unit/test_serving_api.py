@@ -130,54 +130,83 @@ def test_map_uses_the_champion_and_feedback_counts():
 
 def test_errors_on_the_wire():
     async def go():
-        _core, client = make_client(
-            StaticSource(), TableEngine({}), rate_limit_rps=1, rate_limit_burst=2
-        )
+        _core, client = make_client(StaticSource(), TableEngine({}), rate_limit_rps=0)
         async with client:
             big = {"detector": "presidio", "output": "x" * 70_000}
             assert (await client.post("/v1/map", json=big)).status_code == 413
             bad = await client.post(
                 "/v1/map/batch",
                 json={"items": [{"detector": "presidio", "output": []}, {"output": 1}]},
-                headers={"x-tenant-id": "b"},
             )
             assert bad.status_code == 422
             assert bad.json()["error"]["path"] == "$.items[1].detector"
             malformed = await client.post(
-                "/v1/map",
-                json={"detector": "presidio", "output": {"x": 1}},
-                headers={"x-tenant-id": "c"},
+                "/v1/map", json={"detector": "presidio", "output": {"x": 1}}
             )
             assert malformed.status_code == 422
             too_many = {"items": [{"detector": "presidio", "output": []}] * 101}
-            assert (
-                await client.post("/v1/map/batch", json=too_many, headers={"x-tenant-id": "d"})
-            ).status_code == 422
-            codes = [
-                (
-                    await client.post(
-                        "/v1/map",
-                        json={"detector": "presidio", "output": MAPPED},
-                        headers={"x-tenant-id": "a"},
-                    )
-                ).status_code
-                for _ in range(3)
-            ]
-            assert codes == [200, 200, 429]
-            limited = await client.post(
-                "/v1/map",
-                json={"detector": "presidio", "output": MAPPED},
-                headers={"x-tenant-id": "a"},
-            )
-            assert int(limited.headers["retry-after"]) >= 1
+            assert (await client.post("/v1/map/batch", json=too_many)).status_code == 422
             assert (
                 await client.post(
                     "/v1/analyze",
                     json={"framework": "GDPR", "finding": {"label": "pii.email_address"}},
-                    headers={"x-tenant-id": "e"},
                 )
             ).status_code == 503
             assert (await client.get("/openapi.json")).json()["paths"]["/v1/map"]
+
+    run(go())
+
+
+def _tokens_file(tmp_path, **tokens):
+    from llama_mapper.platform.auth import token_sha256
+
+    path = tmp_path / "tokens.json"
+    principals = [
+        {"name": name, "token_sha256": token_sha256(token), "rights": ["read", "write"]}
+        for name, token in tokens.items()
+    ]
+    path.write_text(json.dumps({"principals": principals}))
+    return path
+
+
+def test_the_rate_is_the_principals_and_a_batch_costs_its_items(tmp_path):
+    """A tenant header the client chooses does not buy it a new bucket; a batch of N is N requests."""
+    alice, bob = "alice-token-" + "a" * 20, "bob-token-" + "b" * 20
+    tokens = _tokens_file(tmp_path, alice=alice, bob=bob)
+
+    async def go():
+        _core, client = make_client(
+            StaticSource(),
+            TableEngine({}),
+            rate_limit_rps=0.01,
+            rate_limit_burst=3,
+            auth_tokens_file=tokens,
+        )
+        body = {"detector": "presidio", "output": MAPPED}
+        as_alice = {"authorization": f"Bearer {alice}"}
+        async with client:
+            codes = [
+                (
+                    await client.post(
+                        "/v1/map", json=body, headers={**as_alice, "x-tenant-id": f"t{i}"}
+                    )
+                ).status_code
+                for i in range(4)
+            ]
+            assert codes == [200, 200, 200, 429]
+            limited = await client.post("/v1/map", json=body, headers=as_alice)
+            assert int(limited.headers["retry-after"]) >= 1
+            as_bob = {"authorization": f"Bearer {bob}"}
+            batch = {"items": [body] * 3}
+            assert (
+                await client.post("/v1/map/batch", json=batch, headers=as_bob)
+            ).status_code == 200
+            assert (await client.post("/v1/map", json=body, headers=as_bob)).status_code == 429
+            metrics = (await client.get("/metrics")).text
+            assert (
+                'endpoint="map"' in metrics
+                and "/v1/" not in metrics.split("mapper_errors_total")[-1]
+            )
 
     run(go())
 
