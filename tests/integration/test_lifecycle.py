@@ -33,7 +33,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MAPPERCTL = str(Path(sys.executable).with_name("mapperctl"))
 UNMAPPED = [{"entity_type": "ACME_CUSTOMER_NO", "start": 0, "end": 8, "score": 0.9}]
 MAPPED = [{"entity_type": "EMAIL_ADDRESS", "start": 0, "end": 9, "score": 0.99}]
-CANARY = ["--interval", "3", "--min-requests", "8", "--steps", "50,100"]
+# One step at 100 %: every model-bound request tests the treatment, so a canary needs the least
+# traffic (the controller's gates are the same at any weight).
+CANARY = ["--interval", "2", "--min-requests", "6", "--steps", "100"]
 
 
 class Stack:
@@ -124,7 +126,8 @@ class Traffic:
         self.headers = headers
         self.answers: list[tuple[float, int, str | None]] = []
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        # Four callers: the engine batches what arrives together.
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(4)]
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=120, headers=self.headers) as client:
@@ -145,12 +148,14 @@ class Traffic:
                     )
 
     def __enter__(self) -> Traffic:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.stop.set()
-        self.thread.join(150)
+        for thread in self.threads:
+            thread.join(150)
 
 
 def model_bound_versions(stack: Stack, n: int = 12) -> list[int]:
@@ -169,16 +174,6 @@ def model_bound_versions(stack: Stack, n: int = 12) -> list[int]:
     return versions
 
 
-def wait_all_on(stack: Stack, version: int, timeout_s: float = 120) -> float:
-    """Seconds until 12 of 12 model-bound answers name `version`."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if set(model_bound_versions(stack)) == {version}:
-            return time.monotonic() - started
-        time.sleep(0.5)
-    raise AssertionError(f"answers never all named v{version}: {model_bound_versions(stack)}")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     from llama_mapper.inference.base_model import prepare_base_model
@@ -186,10 +181,12 @@ def stack(tmp_path_factory):
     stack = Stack(tmp_path_factory.mktemp("lifecycle"))
     base = prepare_base_model()
     stack.adapters = {
-        seed: make_lora_adapter(base.path, stack.root / f"adapter-{seed}", seed=seed)
+        # Close to the base: each answers as well as the base does, so canaries pass on merit
+        # and v3 fails only on the gate the test sets for it.
+        seed: make_lora_adapter(base.path, stack.root / f"adapter-{seed}", seed=seed, std=0.001)
         for seed in (1, 2, 3, 4)
     }
-    stack.eval_set = build_eval_set(stack.root / "eval-set", per_detector=2)
+    stack.eval_set = build_eval_set(stack.root / "eval-set", per_detector=1)
     stack.mapperctl("stack", "up", timeout=300)
     try:
         stack.deploy()
@@ -203,13 +200,33 @@ def stack(tmp_path_factory):
         print("lifecycle figures:", json.dumps(stack.figures, sort_keys=True))
 
 
+def canary_to_promotion(stack: Stack, version: int) -> None:
+    """Canaries `version` to promotion under traffic, then measures how long answers kept coming
+    from another version after the controller had promoted it."""
+    with Traffic(stack.url, stack.headers) as traffic:
+        started = time.monotonic()
+        stack.mapperctl(
+            "canary", "start", "--treatment", str(version), "--follow", *CANARY, timeout=900
+        )
+        promoted = time.monotonic()
+        time.sleep(6)  # traffic goes on after the promotion
+    stale = [t for t, v, _ in traffic.answers if t > promoted and v != version]
+    stack.figures[f"canary_v{version}_s"] = round(promoted - started, 1)
+    stack.figures[f"promotion_to_all_answers_s_v{version}"] = (
+        round(max(stale) - promoted, 2) if stale else 0.0
+    )
+    assert set(model_bound_versions(stack)) == {version}
+
+
 def evaluate_and_gate(stack: Stack, version: int) -> None:
+    started = time.monotonic()
     stack.mapperctl(
         "eval", "run", "--model", "mapper", "--version", str(version), "--hybrid",
         "--eval-set", str(stack.eval_set), "--no-robustness", timeout=900,
     )  # fmt: skip
     gate = stack.mapperctl("eval", "gate", str(version), "--json", check=False)
     assert gate.returncode == 0, gate.stdout + gate.stderr
+    stack.figures[f"evaluate_and_gate_v{version}_s"] = round(time.monotonic() - started, 1)
 
 
 @pytest.mark.timeout(3600)
@@ -237,18 +254,11 @@ def test_three_releases_a_redeploy_a_hung_registry_and_a_dead_controller(stack):
     evaluate_and_gate(stack, 1)
 
     # -- canary v1 over the rules -> promoted --------------------------------------------------------
-    with Traffic(stack.url, stack.headers):
-        stack.mapperctl("canary", "start", "--treatment", "1", "--follow", *CANARY, timeout=900)
-    promoted = time.monotonic()
-    stack.figures["promotion_to_all_answers_s_v1"] = round(wait_all_on(stack, 1), 2)
+    canary_to_promotion(stack, 1)
 
     # -- canary v2 over v1 -> promoted ----------------------------------------------------------------
     evaluate_and_gate(stack, 2)
-    with Traffic(stack.url, stack.headers):
-        stack.mapperctl("canary", "start", "--treatment", "2", "--follow", *CANARY, timeout=900)
-    promoted = time.monotonic()
-    stack.figures["promotion_to_all_answers_s_v2"] = round(wait_all_on(stack, 2), 2)
-    assert time.monotonic() - promoted < 120
+    canary_to_promotion(stack, 2)
     history = stack.mapperctl("registry", "history", "mapper", "--subject", "champion").stdout
     assert "rollout complete" in history
 
@@ -312,7 +322,7 @@ def test_three_releases_a_redeploy_a_hung_registry_and_a_dead_controller(stack):
     with Traffic(stack.url, stack.headers) as traffic:
         controller = subprocess.Popen(
             [MAPPERCTL, "canary", "start", "--treatment", "4", "--follow", "--lease", "8",
-             "--interval", "3", "--min-requests", "4", "--steps", "50,75,100"],
+             "--interval", "2", "--min-requests", "100000", "--steps", "50,100"],
             env=stack.env, cwd=stack.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 300

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def make_lora_adapter(base_dir: Path, out_dir: Path, *, seed: int, rank: int = 8) -> Path:
-    """A rank-`rank` q/k/v/o adapter whose B matrices are random (not zero), so two seeds differ."""
+def make_lora_adapter(
+    base_dir: Path, out_dir: Path, *, seed: int, rank: int = 8, std: float = 0.02
+) -> Path:
+    """A rank-`rank` q/k/v/o adapter whose B matrices are random (not zero), so two seeds differ;
+    a small `std` keeps it close to the base (answers as well as the base, weights its own)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -26,7 +29,7 @@ def make_lora_adapter(base_dir: Path, out_dir: Path, *, seed: int, rank: int = 8
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
-                param.normal_(0.0, 0.02)
+                param.normal_(0.0, std)
     peft_model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 
