@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from llama_mapper.domain import calibration
+from llama_mapper.domain import calibration, calibrators
+from llama_mapper.domain import precision as review
 from llama_mapper.domain.errors import InvalidArgument
 
 
@@ -116,11 +117,11 @@ def test_every_method_reduces_held_out_ece(power):
     categories = ["pii"] * len(fit_c)
     before = calibration.expected_calibration_error(test_c, test_y)
     temperature = calibration.fit_temperature(fit_c, fit_y)
-    vector = calibration.fit_category_temperatures(fit_c, fit_y, categories)
-    binning = calibration.fit_histogram_binning(fit_c, fit_y)
+    vector = calibrators.fit_category_temperatures(fit_c, fit_y, categories)
+    binning = calibrators.fit_histogram_binning(fit_c, fit_y)
     for apply in (
         lambda c: calibration.apply_temperature(c, temperature),
-        lambda c: calibration.apply_category_temperature(c, "pii.other", vector),
+        lambda c: calibrators.apply_category_temperature(c, "pii.other", vector),
         binning,
     ):
         after = calibration.expected_calibration_error([apply(c) for c in test_c], test_y)
@@ -131,7 +132,7 @@ def test_every_method_reduces_held_out_ece(power):
 def test_per_category_temperatures_fit_what_one_temperature_cannot():
     fit_c, fit_y, fit_k = _mixed(2000, seed=20)
     test_c, test_y, test_k = _mixed(2000, seed=30)
-    vector = calibration.fit_category_temperatures(fit_c, fit_y, fit_k)
+    vector = calibrators.fit_category_temperatures(fit_c, fit_y, fit_k)
     assert vector.by_category["pii"] == pytest.approx(3.0, rel=0.2)
     assert vector.by_category["toxicity"] == pytest.approx(1 / 3, rel=0.2)
     one = calibration.fit_temperature(fit_c, fit_y)
@@ -140,7 +141,7 @@ def test_per_category_temperatures_fit_what_one_temperature_cannot():
     )
     vector_ece = calibration.expected_calibration_error(
         [
-            calibration.apply_category_temperature(c, k, vector)
+            calibrators.apply_category_temperature(c, k, vector)
             for c, k in zip(test_c, test_k, strict=True)
         ],
         test_y,
@@ -151,7 +152,7 @@ def test_per_category_temperatures_fit_what_one_temperature_cannot():
 def test_categories_with_few_cases_fall_back_to_the_global_temperature():
     c, y = _scorer(400, 3.0, seed=40)
     categories = ["pii"] * 390 + ["hate"] * 10
-    vector = calibration.fit_category_temperatures(c, y, categories, min_count=50)
+    vector = calibrators.fit_category_temperatures(c, y, categories, min_count=50)
     assert set(vector.by_category) == {"pii"}
     assert vector.temperature_for("hate.religion") == vector.temperature
     assert vector.temperature_for(None) == vector.temperature
@@ -160,24 +161,24 @@ def test_categories_with_few_cases_fall_back_to_the_global_temperature():
 
 def test_histogram_bins_hold_the_minimum_count_and_are_monotone():
     c, y = _scorer(1000, 3.0, seed=50)
-    binning = calibration.fit_histogram_binning(c, y, n_bins=10, min_count=60)
+    binning = calibrators.fit_histogram_binning(c, y, n_bins=10, min_count=60)
     assert len(binning.values) == len(binning.edges) + 1 <= 10
     assert all(count >= 60 for count in binning.counts)
     assert sum(binning.counts) == 1000
     assert list(binning.values) == sorted(binning.values)
     assert list(binning.edges) == sorted(binning.edges)
     # Fewer cases than one bin's minimum: one bin, the overall accuracy.
-    small = calibration.fit_histogram_binning([0.2, 0.9, 0.95], [False, True, True], min_count=5)
+    small = calibrators.fit_histogram_binning([0.2, 0.9, 0.95], [False, True, True], min_count=5)
     assert small.edges == () and small.values == (pytest.approx(2 / 3),)
     # Ties never split across bins.
-    tied = calibration.fit_histogram_binning([0.5] * 50 + [0.9] * 50, [True] * 100, min_count=10)
+    tied = calibrators.fit_histogram_binning([0.5] * 50 + [0.9] * 50, [True] * 100, min_count=10)
     assert all(edge not in (0.5, 0.9) for edge in tied.edges)
 
 
 def test_choose_calibrator_picks_on_held_out_cases_and_round_trips():
     c, y, k = _mixed(1500, seed=60)
-    choice = calibration.choose_calibrator(c, y, k, seed=1)
-    assert {s.kind for s in choice.scores} == set(calibration.KINDS)
+    choice = calibrators.choose_calibrator(c, y, k, seed=1)
+    assert {s.kind for s in choice.scores} == set(calibrators.KINDS)
     identity = next(s for s in choice.scores if s.kind == "identity")
     best = min(s.ece for s in choice.scores)
     chosen = next(s for s in choice.scores if s.kind == choice.description["kind"])
@@ -186,7 +187,7 @@ def test_choose_calibrator_picks_on_held_out_cases_and_round_trips():
     assert choice.description["kind"] in ("category_temperature", "histogram")
     # The description is JSON and rebuilds the same apply function.
     stored = json.loads(json.dumps(choice.description))
-    rebuilt = calibration.calibrator_from_description(stored)
+    rebuilt = calibrators.calibrator_from_description(stored)
     for conf, cat in [(0.99, "pii.email_address"), (0.6, "toxicity.insult"), (0.3, None)]:
         assert rebuilt(conf, cat) == pytest.approx(choice.apply(conf, cat))
     json.dumps(choice.as_dict())
@@ -194,12 +195,12 @@ def test_choose_calibrator_picks_on_held_out_cases_and_round_trips():
 
 def test_choose_calibrator_breaks_ece_ties_by_brier_and_handles_tiny_sets():
     c, y = _scorer(1200, 3.0, seed=70)
-    strict = calibration.choose_calibrator(c, y, ["pii"] * len(c), ece_tolerance=0.0)
+    strict = calibrators.choose_calibrator(c, y, ["pii"] * len(c), ece_tolerance=0.0)
     winner = min(strict.scores, key=lambda s: s.ece)
     assert strict.description["kind"] == winner.kind
-    lenient = calibration.choose_calibrator(c, y, ["pii"] * len(c), ece_tolerance=1.0)
+    lenient = calibrators.choose_calibrator(c, y, ["pii"] * len(c), ece_tolerance=1.0)
     assert lenient.description["kind"] == min(lenient.scores, key=lambda s: s.brier).kind
-    tiny = calibration.choose_calibrator([0.9], [True], ["pii"])
+    tiny = calibrators.choose_calibrator([0.9], [True], ["pii"])
     assert tiny.description == {"kind": "identity"} and tiny.scores == ()
 
 
@@ -213,7 +214,7 @@ def test_choose_calibrator_breaks_ece_ties_by_brier_and_handles_tiny_sets():
     ],
 )
 def test_every_description_round_trips(description):
-    apply = calibration.calibrator_from_description(json.loads(json.dumps(description)))
+    apply = calibrators.calibrator_from_description(json.loads(json.dumps(description)))
     assert 0.0 <= apply(0.7, "pii.email_address") <= 1.0
 
 
@@ -232,49 +233,49 @@ def test_every_description_round_trips(description):
 )
 def test_malformed_descriptions_are_invalid_argument(description):
     with pytest.raises(InvalidArgument):
-        calibration.calibrator_from_description(description)
+        calibrators.calibrator_from_description(description)
 
 
 def test_threshold_for_precision_holds_on_held_out_cases():
     # A calibrated scorer: accuracy rises with confidence, so a threshold can buy precision.
     fit_c, fit_y = _scorer(4000, 1.0, seed=80, low=0.2, high=0.99)
     test_c, test_y = _scorer(4000, 1.0, seed=81, low=0.2, high=0.99)
-    threshold = calibration.threshold_for_precision(fit_c, fit_y, 0.9)
+    threshold = review.threshold_for_precision(fit_c, fit_y, 0.9)
     assert threshold is not None and 0.5 < threshold < 0.99
-    precision, coverage = calibration.precision_at(test_c, test_y, threshold)
+    precision, coverage = review.precision_at(test_c, test_y, threshold)
     assert precision >= 0.9
     assert coverage > 0.1
     # The sample precision is less conservative than its lower bound, and the threshold is the
     # lowest one: any lower confidence brings the sample precision under the target.
-    loose = calibration.threshold_for_precision(fit_c, fit_y, 0.9, confidence_level=None)
+    loose = review.threshold_for_precision(fit_c, fit_y, 0.9, confidence_level=None)
     assert loose is not None and loose <= threshold
-    assert calibration.precision_at(fit_c, fit_y, loose)[0] >= 0.9
+    assert review.precision_at(fit_c, fit_y, loose)[0] >= 0.9
     below = max(c for c in fit_c if c < loose)
-    assert calibration.precision_at(fit_c, fit_y, below)[0] < 0.9
+    assert review.precision_at(fit_c, fit_y, below)[0] < 0.9
 
 
 def test_threshold_for_precision_edges():
-    assert calibration.threshold_for_precision([], [], 0.9) is None
-    assert calibration.threshold_for_precision([0.9, 0.8], [False, False], 0.5) is None
-    assert calibration.threshold_for_precision(
+    assert review.threshold_for_precision([], [], 0.9) is None
+    assert review.threshold_for_precision([0.9, 0.8], [False, False], 0.5) is None
+    assert review.threshold_for_precision(
         [0.9, 0.8, 0.7], [True, True, False], 0.6, confidence_level=None
     ) == pytest.approx(0.7)
-    assert calibration.threshold_for_precision(
+    assert review.threshold_for_precision(
         [0.9, 0.8, 0.7], [True, True, False], 0.9, confidence_level=None
     ) == pytest.approx(0.8)
     # Ties are kept or dropped together, and min_count refuses a threshold certified by one case.
     assert (
-        calibration.threshold_for_precision([0.9, 0.9], [True, False], 0.9, confidence_level=None)
+        review.threshold_for_precision([0.9, 0.9], [True, False], 0.9, confidence_level=None)
         is None
     )
     assert (
-        calibration.threshold_for_precision(
+        review.threshold_for_precision(
             [0.95, 0.5], [True, False], 0.9, confidence_level=None, min_count=2
         )
         is None
     )
     with pytest.raises(ValueError):
-        calibration.threshold_for_precision([0.5], [True], 0.0)
+        review.threshold_for_precision([0.5], [True], 0.0)
 
 
 def test_reliability_diagram_has_bins_before_and_after():
