@@ -125,7 +125,9 @@ def test_examples_map_and_only_the_two_custom_labels_go_to_review():
     detectors = {line["detector"] for line in inputs}
     assert len(detectors) >= 20
     review = [
-        (line["detector"], r["taxonomy"]) for line, r in zip(inputs, out) if r["needs_review"]
+        (line["detector"], r["taxonomy"])
+        for line, r in zip(inputs, out, strict=True)
+        if r["needs_review"]
     ]
     assert review == [("presidio", ["other.unknown"]), ("google-dlp", ["other.unknown"])]
 
