@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from llama_mapper.domain.findings import DetectorReport, NormalizedFinding, Span
@@ -25,6 +26,11 @@ INVALID = "invalid"
 _MAX_NAME_CHARS = 64
 # A triggered category named by a long criteria text (bring-your-own-criteria backends).
 CRITERIA_MET = "criteria_met"
+# Category codes (Llama Guard's S1, a classifier's LABEL_1, PolyGuard's O3) mean different things
+# for different backends: the raw label says "code:<name>" so that no other vendor's table reads
+# it as its own code; the backend's model_id stays in attributes for the reviewer.
+_CODE = re.compile(r"^(?:[A-Za-z]{1,3}\d{1,3}|LABEL_\d+)$")
+CODE_PREFIX = "code:"
 # Backends that name per-document categories with their index (Azure Prompt Shields wraps as
 # `document_0`, `document_1`, ...): the index moves to attributes.
 _INDEXED = ("document_",)
@@ -42,7 +48,8 @@ def read_any_guardrail(output: Any) -> DetectorReport:
     When `valid` is false: one finding per triggered category (raw label = its name, score and
     severity as reported), else one per labelled span, else one finding `invalid`. Category names
     are each backend's own (`off-topic`, `hallucination`, `S1`, `LABEL_1`, ...); the table maps the
-    ones that mean the same whichever backend emits them and leaves codes to review. Never read:
+    ones that mean the same whichever backend emits them, and codes arrive as `code:S1` so that
+    they go to review rather than to whichever vendor's table happens to use the same code. Never read:
     `explanation` (judge reasoning that may quote the content), `spans[].text`, `modified_text`,
     `extra` and `raw`. `usage.model_id` is kept, so a reviewer can tell backends apart."""
     doc = as_json(DETECTOR, output)
@@ -133,7 +140,9 @@ def _name(name: str) -> str:
     # Bring-your-own-criteria backends (Granite Guardian, LLM judges) name a category by the
     # criteria text itself: prose, not a label, and possibly written around the content. It is not
     # kept; the finding says only that the criteria were met.
-    return name if len(name) <= _MAX_NAME_CHARS else CRITERIA_MET
+    if len(name) > _MAX_NAME_CHARS:
+        return CRITERIA_MET
+    return CODE_PREFIX + name if _CODE.match(name) else name
 
 
 def _score(value: Any, where: str) -> float | None:
