@@ -108,27 +108,10 @@ def _sdp(inner: dict[str, Any], where: str) -> list[NormalizedFinding]:
         inspect = as_object(DETECTOR, inspect, f"{where}.inspectResult")
         if _matched(_get(inspect, "matchState"), f"{where}.inspectResult.matchState"):
             items = as_list(DETECTOR, _get(inspect, "findings") or [], f"{where}.findings")
-            for i, finding in enumerate(items):
-                at = f"{where}.inspectResult.findings[{i}]"
-                finding = as_object(DETECTOR, finding, at)
-                info_type = _get(finding, "infoType")
-                if isinstance(info_type, dict):
-                    info_type = info_type.get("name")
-                expect(
-                    isinstance(info_type, str) and bool(info_type),
-                    DETECTOR,
-                    f"{at}.infoType must be a non-empty string, got {json_kind(info_type)}",
-                )
-                out.append(
-                    NormalizedFinding(
-                        DETECTOR,
-                        info_type,
-                        span=_span(_get(finding, "location"), at),
-                        attributes={"filter": "sdp", "likelihood": _get(finding, "likelihood")}
-                        if isinstance(_get(finding, "likelihood"), str)
-                        else {"filter": "sdp"},
-                    )
-                )
+            out.extend(
+                _sdp_finding(finding, f"{where}.inspectResult.findings[{i}]")
+                for i, finding in enumerate(items)
+            )
             if not items:
                 out.append(NormalizedFinding(DETECTOR, "sdp", attributes={"filter": "sdp"}))
     deidentify = _get(inner, "deidentifyResult")
@@ -147,7 +130,26 @@ def _sdp(inner: dict[str, Any], where: str) -> list[NormalizedFinding]:
     return out
 
 
-def _span(location: Any, where: str) -> Span | None:
+def _sdp_finding(finding: Any, where: str) -> NormalizedFinding:
+    finding = as_object(DETECTOR, finding, where)
+    info_type = _get(finding, "infoType")
+    if isinstance(info_type, dict):
+        info_type = info_type.get("name")
+    expect(
+        isinstance(info_type, str) and bool(info_type),
+        DETECTOR,
+        f"{where}.infoType must be a non-empty string, got {json_kind(info_type)}",
+    )
+    attributes: dict[str, Any] = {"filter": "sdp"}
+    likelihood = _get(finding, "likelihood")
+    if isinstance(likelihood, str):
+        attributes["likelihood"] = likelihood
+    return NormalizedFinding(
+        DETECTOR, info_type, span=_span(_get(finding, "location")), attributes=attributes
+    )
+
+
+def _span(location: Any) -> Span | None:
     if not isinstance(location, dict):
         return None
     rng = _get(location, "codepointRange")
