@@ -100,7 +100,7 @@ def test_presidio_planted_entities_map_to_their_labels(
 
     for entity in planted:
         assert entity.label in labels_at(result, entity.span), (entity.label, entity.span)
-    assert result["provenance"]["mapping_table_version"] == "presidio@1.0.0"
+    assert result["provenance"]["mapping_table_version"] == "presidio@1.1.0"
     # Privacy: the spans point into the text, nothing of the text itself is carried.
     dumped = repr(report) + json.dumps(result)
     for entity in planted:

@@ -97,7 +97,8 @@ def test_model_path_without_endpoint_says_how_to_proceed():
     ("args", "needle"),
     [
         (("taxonomy", "show"), b"pii.email_address"),
-        (("taxonomy", "validate"), b"67 labels"),
+        (("taxonomy", "validate"), b"67 labels, 22 mapping tables, 22 readers"),
+        (("taxonomy", "crosswalk", "llama-guard"), b"S14"),
         (("frameworks", "show", "financial.credit_card"), b"PCI_DSS"),
     ],
 )
@@ -111,3 +112,36 @@ def test_frameworks_show_unknown_label():
     proc = run(b"", "frameworks", "show", "pii.nope")
     assert proc.returncode == 2
     assert b"INVALID_ARGUMENT" in proc.stderr
+
+
+def test_examples_map_and_only_the_two_custom_labels_go_to_review():
+    examples = Path(__file__).resolve().parents[2] / "examples" / "detector-outputs.jsonl"
+    stdin = examples.read_bytes()
+    proc = run(stdin, "map", "--rules-only")
+    assert proc.returncode == 0, proc.stderr
+    out = lines_of(proc)
+    inputs = [json.loads(line) for line in stdin.decode().splitlines() if line.strip()]
+    assert len(out) == len(inputs) and all("error" not in item for item in out)
+    detectors = {line["detector"] for line in inputs}
+    assert len(detectors) >= 20
+    review = [
+        (line["detector"], r["taxonomy"])
+        for line, r in zip(inputs, out, strict=True)
+        if r["needs_review"]
+    ]
+    assert review == [("presidio", ["other.unknown"]), ("google-dlp", ["other.unknown"])]
+
+
+def test_map_adds_crosswalks_when_asked():
+    line = json.dumps({"detector": "llama-guard", "output": "unsafe\nS4"}).encode() + b"\n"
+    proc = run(
+        line, "map", "--rules-only", "--crosswalk", "ailuminate", "--crosswalk", "llama-guard"
+    )
+    assert proc.returncode == 0, proc.stderr
+    [result] = lines_of(proc)
+    assert result["crosswalks"] == {
+        "ailuminate": [{"label": "sexual.minors", "ids": ["cse"]}],
+        "llama-guard": [{"label": "sexual.minors", "ids": ["S4"]}],
+    }
+    unknown = run(line, "map", "--rules-only", "--crosswalk", "nope")
+    assert unknown.returncode == 2 and b"NOT_FOUND" in unknown.stderr

@@ -109,7 +109,7 @@ def test_presidio_results_map_to_pii_and_card(mapper: RulesMapper) -> None:
         "score": 1.0,
         "span": {"start": 51, "end": 67},
     }
-    assert result["provenance"]["mapping_table_version"] == "presidio@1.0.0"
+    assert result["provenance"]["mapping_table_version"] == "presidio@1.1.0"
     assert not result["needs_review"]
 
 

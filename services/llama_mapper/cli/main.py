@@ -43,6 +43,17 @@ def _cmd_map(args: argparse.Namespace) -> int:
                 envelope["detector"], envelope["output"], request_id=envelope.get("request_id")
             )
 
+    if args.crosswalk:
+        # Resolved before any line is read, so an unknown scheme fails once, not on every line.
+        from llama_mapper.domain.crosswalks import add_crosswalks, default_crosswalks
+
+        crosswalks = default_crosswalks()
+        schemes = [crosswalks.scheme(name).scheme for name in args.crosswalk]
+        map_result = map_one
+
+        def map_one(envelope: dict[str, Any]) -> dict[str, Any]:
+            return add_crosswalks(map_result(envelope), schemes, crosswalks)
+
     lines, failures = map_stream(
         sys.stdin.buffer, sys.stdout, map_one, max_line_bytes=args.max_line_bytes
     )
@@ -84,7 +95,48 @@ def _cmd_taxonomy_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_taxonomy_crosswalk(args: argparse.Namespace) -> int:
+    from llama_mapper.domain.crosswalks import default_crosswalks
+    from llama_mapper.domain.taxonomy import default_taxonomy
+
+    taxonomy = default_taxonomy()
+    crosswalk = default_crosswalks().scheme(args.scheme)
+    mappings = [crosswalk.mappings[name] for name in taxonomy.names]
+    if args.json:
+        doc = {
+            "scheme": crosswalk.scheme,
+            "name": crosswalk.name,
+            "scheme_version": crosswalk.scheme_version,
+            "version": crosswalk.version,
+            "source": crosswalk.source,
+            "taxonomy_version": taxonomy.version,
+            "ids": crosswalk.ids,
+            "mappings": [
+                {"label": m.label, "ids": list(m.ids), "partial": m.partial, "note": m.note}
+                for m in mappings
+            ],
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    mapped = sum(1 for m in mappings if m.ids)
+    print(
+        f"{crosswalk.name} {crosswalk.scheme_version} (crosswalk {crosswalk.version_tag}, "
+        f"taxonomy v{taxonomy.version}): {mapped} of {len(mappings)} labels have a counterpart\n"
+    )
+    rows = [
+        (
+            m.label,
+            ", ".join(m.ids) or "-",
+            (f"partial: {m.note}" if m.partial else m.note) if m.note else "",
+        )
+        for m in mappings
+    ]
+    print_table(("label", crosswalk.scheme, "note"), rows)
+    return 0
+
+
 def _cmd_taxonomy_validate(args: argparse.Namespace) -> int:
+    from llama_mapper.domain.crosswalks import default_crosswalks
     from llama_mapper.domain.frameworks import default_frameworks
     from llama_mapper.domain.readers.base import known_detectors
     from llama_mapper.domain.tables import default_tables
@@ -94,6 +146,7 @@ def _cmd_taxonomy_validate(args: argparse.Namespace) -> int:
     check_version_lock(taxonomy)
     tables = default_tables()
     frameworks = default_frameworks()
+    crosswalks = default_crosswalks()
     readers = known_detectors()
     without_table = sorted(set(readers) - set(tables))
     if without_table:
@@ -101,7 +154,7 @@ def _cmd_taxonomy_validate(args: argparse.Namespace) -> int:
     print(
         f"taxonomy v{taxonomy.version}: {len(taxonomy.labels)} labels, "
         f"{len(tables)} mapping tables, {len(readers)} readers, "
-        f"{len(frameworks.frameworks)} frameworks: ok"
+        f"{len(frameworks.frameworks)} frameworks, {len(crosswalks.schemes)} crosswalks: ok"
     )
     return 0
 
@@ -187,9 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_LINE_BYTES,
         help="refuse lines longer than this (default: %(default)s)",
     )
+    map_parser.add_argument(
+        "--crosswalk",
+        action="append",
+        default=[],
+        metavar="SCHEME",
+        help="add each result's labels in SCHEME (ailuminate, llama-guard, owasp-llm-top10, "
+        "openguardrails) as `crosswalks`; repeat for several",
+    )
     map_parser.set_defaults(func=_cmd_map)
 
-    taxonomy = commands.add_parser("taxonomy", help="show or validate the canonical taxonomy")
+    taxonomy = commands.add_parser(
+        "taxonomy", help="show, validate or crosswalk the canonical taxonomy"
+    )
     taxonomy_commands = taxonomy.add_subparsers(dest="taxonomy_command", required=True)
     show = taxonomy_commands.add_parser("show", help="list every label")
     show.add_argument("--json", action="store_true", help="machine-readable output")
@@ -199,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--file", help="validate this taxonomy file instead of the shipped one")
     check.set_defaults(func=_cmd_taxonomy_validate)
+    crosswalk = taxonomy_commands.add_parser(
+        "crosswalk", help="each label's ids in another taxonomy (AILuminate, Llama Guard, ...)"
+    )
+    crosswalk.add_argument(
+        "scheme", help="ailuminate, llama-guard, owasp-llm-top10 or openguardrails"
+    )
+    crosswalk.add_argument("--json", action="store_true", help="machine-readable output")
+    crosswalk.set_defaults(func=_cmd_taxonomy_crosswalk)
     lock = taxonomy_commands.add_parser(
         "lock", help="record the current version's label digest (after a version bump)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -83,3 +84,80 @@ def as_json(detector: str, output: Any) -> Any:
 def _load_builtin_readers() -> None:
     # Importing the package registers every built-in reader exactly once.
     import llama_mapper.domain.readers.builtin  # noqa: F401
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number (not a boolean), finite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def probability(detector: str, value: Any, where: str) -> float:
+    """A score the vendor documents as a probability in [0, 1]; anything else is refused."""
+    expect(
+        is_number(value) and 0 <= value <= 1,
+        detector,
+        f"{where} must be a number between 0 and 1, got "
+        f"{value if is_number(value) else json_kind(value)}",
+    )
+    return float(value)
+
+
+def required_str(detector: str, item: dict[str, Any], key: str, where: str) -> str:
+    """A non-empty string field, stripped. The value is never quoted in the error."""
+    value = item.get(key)
+    expect(value is not None, detector, f"{where} has no {key}")
+    expect(
+        isinstance(value, str) and bool(value.strip()),
+        detector,
+        f"{where}.{key} must be a non-empty string, got {json_kind(value)}",
+    )
+    return value.strip()
+
+
+def required_bool(detector: str, item: dict[str, Any], key: str, where: str) -> bool:
+    value = item.get(key)
+    expect(
+        isinstance(value, bool),
+        detector,
+        f"{where}.{key} must be true or false, got {json_kind(value)}",
+    )
+    return value
+
+
+def as_object(detector: str, value: Any, where: str) -> dict[str, Any]:
+    expect(isinstance(value, dict), detector, f"{where} must be an object, got {json_kind(value)}")
+    return value
+
+
+def as_list(detector: str, value: Any, where: str) -> list[Any]:
+    expect(isinstance(value, list), detector, f"{where} must be a list, got {json_kind(value)}")
+    return value
+
+
+def json_documents(detector: str, output: Any) -> list[Any]:
+    """One JSON value, a list of them, or JSON Lines text (one value per line), as a list.
+
+    Tools that stream results (TruffleHog's `--json`) print one object per line; people also save
+    them as a JSON array or pass a single object. A line that is not JSON is named by its number.
+    """
+    if isinstance(output, bytes):
+        try:
+            output = output.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DetectorOutputError(f"{detector}: output is not UTF-8 text") from None
+    if isinstance(output, str):
+        try:
+            doc = jsonio.loads(output, what=f"{detector}: output")
+        except InvalidArgument:
+            docs = []
+            for number, line in enumerate(output.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    docs.append(jsonio.loads(line, what=f"{detector}: line {number}"))
+                except InvalidArgument as exc:
+                    raise DetectorOutputError(exc.message) from None
+            return docs
+    else:
+        doc = output
+    return list(doc) if isinstance(doc, list | tuple) else [doc]
