@@ -712,3 +712,26 @@ def test_resolve_reflects_temperature_and_aliases_after_changes(client, model, t
         "challenger",
         "champion",
     ]
+
+
+def test_a_recorded_calibrator_and_threshold_serve_with_the_version_and_enter_the_history(
+    client, model, tmp_path
+):
+    register(client, model, tmp_path)
+    description = json.dumps({"kind": "temperature", "temperature": 1.7})
+    client.record_metrics(
+        model,
+        1,
+        {"exact_set_accuracy": 0.9},
+        temperature=1.7,
+        calibrator_json=description,
+        threshold=0.62,
+    )
+    version = client.get_version(model, 1).version
+    assert version.calibrator_json == description and version.threshold == pytest.approx(0.62)
+    actions = [e.action for e in client.history(model, subject="1")]
+    assert actions.count(pb.HISTORY_ACTION_TEMPERATURE_SET) == 2  # temperature, then calibrator
+    with pytest.raises(errors.InvalidArgument):
+        client.record_metrics(model, 1, {"a": 1.0}, calibrator_json='{"kind": "nonsense"}')
+    with pytest.raises(errors.InvalidArgument):
+        client.record_metrics(model, 1, {"a": 1.0}, threshold=1.5)

@@ -171,3 +171,24 @@ def test_the_evaluated_hybrid_answers_as_serving_does(tmp_path, confidence):
     expected_method = "fallback" if confidence < 0.5 else "model"
     assert [a.method for a in answers] == ["rule", expected_method, expected_method]
     assert all(a.model_answered and a.raw_confidence == confidence for a in answers[1:])
+
+
+def test_a_hybrid_run_chooses_a_calibrator_and_a_review_threshold(tmp_path):
+    """The run fits every calibrator kind on the model's answers, keeps the best, sets the
+    threshold for the target precision, and measures the golden set under them as serving will."""
+    from llama_mapper.domain.calibrators import KINDS, calibrator_from_description
+
+    eval_set = load_eval_set(build_eval_set(tmp_path / "set", per_detector=4))
+    model = RulesBackedModel(wrong_every=4)
+    subject = HybridSubject(HybridMapper(), model)
+    result = EvaluationRunner().run(
+        RunInputs(subject, eval_set, calibration_model=model),
+        RunOptions(show_progress=False, robustness=False),
+    )
+    calibration = result.report["calibration"]
+    assert calibration["calibrator"]["kind"] in KINDS
+    calibrator_from_description(calibration["calibrator"])  # what the registry will store loads
+    assert {c["kind"] for c in calibration["calibrator_candidates"]} <= set(KINDS)
+    assert calibration["target_precision"] == 0.9
+    assert calibration["threshold"] is None or 0.0 <= calibration["threshold"] <= 1.0
+    assert "brier_before" in calibration and "brier_after" in calibration

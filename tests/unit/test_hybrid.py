@@ -238,3 +238,20 @@ def test_a_hostile_document_for_an_unknown_detector_is_invalid_argument(hybrid):
         node = node[0]
     with pytest.raises(InvalidArgument):
         hybrid.map("acme-guard", deep)
+
+
+def test_the_arms_calibrator_and_threshold_decide_as_its_evaluation_chose():
+    from llama_mapper.inference.model import Prediction
+
+    hybrid = HybridMapper(threshold=0.5)
+    plan = hybrid.plan("acme", [{"label": "zq-unknown-kind", "score": 0.9}])
+    assert plan.pending
+    unsure = [Prediction("pii.email_address", 0.8, -0.2, 0.001)]
+    assert (
+        hybrid.finish(plan, unsure, arm=ModelArm("m", 1)).result["findings"][0]["method"] == "model"
+    )
+    strict = ModelArm("m", 1, threshold=0.9)
+    assert hybrid.finish(plan, unsure, arm=strict).result["findings"][0]["method"] == "fallback"
+    halve = ModelArm("m", 1, calibrator=lambda confidence, label: confidence / 2)
+    answered = hybrid.finish(plan, unsure, arm=halve).result["findings"][0]
+    assert answered["method"] == "fallback"  # 0.4 after calibration, under 0.5

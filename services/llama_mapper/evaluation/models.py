@@ -132,6 +132,9 @@ class RegistryModels:
         loaded.info["artifact_sha256"] = record.artifact_sha256
         # What serving applies today; a run that fits a new one answers with that instead.
         loaded.info["registered_temperature"] = record.temperature or 1.0
+        loaded.info["registered_calibrator"] = record.calibrator_json
+        if record.HasField("threshold"):
+            loaded.info["registered_threshold"] = record.threshold
         return loaded
 
     def load_analyst(self, model: str, version: int, host: LoadedModel | None = None) -> Any:
@@ -187,6 +190,8 @@ class RegistryModels:
         eval_set_sha256: str,
         temperature: float | None,
         report_uri: str,
+        calibrator_json: str = "",
+        threshold: float | None = None,
     ) -> None:
         self.client_factory().record_metrics(
             model,
@@ -195,6 +200,8 @@ class RegistryModels:
             eval_set_sha256=eval_set_sha256,
             temperature=temperature,
             report_uri=report_uri,
+            calibrator_json=calibrator_json,
+            threshold=threshold,
         )
 
     def record_gate(

@@ -18,7 +18,8 @@ from typing import Any
 from tqdm import tqdm
 
 from llama_mapper.domain import calibration as cal
-from llama_mapper.domain import metrics
+from llama_mapper.domain import calibrators, metrics
+from llama_mapper.domain import precision as review
 from llama_mapper.domain.taxonomy import NO_FINDING, Taxonomy, default_taxonomy
 from llama_mapper.evaluation.analyst import AnalystModel, evaluate_analyst
 from llama_mapper.evaluation.evalset import EvalSet, MapperCase, is_held_out
@@ -30,6 +31,16 @@ log = logging.getLogger(__name__)
 
 # (phase, cases done, cases total, cases per second)
 ProgressFn = Callable[[str, int, int, float], None]
+
+
+@dataclass(frozen=True)
+class ModelCalibration:
+    """What a run chose for serving to apply to the model's confidence."""
+
+    temperature: float
+    description: dict[str, Any]
+    apply: Any  # calibrators.Calibrator
+    threshold: float | None
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,8 @@ class RunOptions:
     robustness_per_perturbation: int = 50
     n_bins: int = cal.DEFAULT_BINS
     show_progress: bool = True
+    # Precision the review threshold is set for: answers above it are right this often.
+    target_precision: float = 0.9
 
 
 @dataclass
@@ -255,11 +268,11 @@ class EvaluationRunner:
 
         subject = inputs.subject
         answers, wall = self._answer(subject, "golden", cases, options)
-        calibration, temperature = self._calibration(inputs, eval_set, options, cases, answers)
-        if temperature is not None and hasattr(subject, "with_temperature"):
-            # As serving will answer once this run records the temperature: the same model
-            # answers (cached), scaled, and held against the same threshold.
-            subject = subject.with_temperature(temperature)
+        calibration, chosen = self._calibration(inputs, eval_set, options, cases, answers)
+        if chosen is not None and hasattr(subject, "with_calibration"):
+            # As serving will answer once this run records its calibration: the same model
+            # answers (cached), calibrated, and held against the threshold chosen here.
+            subject = subject.with_calibration(chosen.temperature, chosen.apply, chosen.threshold)
             answers = subject.answer(cases)
         records = _records(cases, answers, self.taxonomy)
         latency = metrics.latency_percentiles([r.latency_s for r in records])
@@ -331,21 +344,29 @@ class EvaluationRunner:
         options: RunOptions,
         cases: Sequence[MapperCase],
         answers: Sequence[Answer],
-    ) -> tuple[dict[str, Any], float | None]:
-        """ECE before and after a temperature fitted here, on the model's own answers (its label
-        and confidence before temperature and threshold); the temperature, or None."""
+    ) -> tuple[dict[str, Any], ModelCalibration | None]:
+        """ECE and Brier before and after the calibration chosen here, on the model's own answers
+        (its label and confidence before any calibration and threshold), and what was chosen: the
+        calibrator (temperature, per-category temperatures or histogram bins, whichever is best
+        on held-out calibration cases), the global temperature, and the threshold above which
+        answers are right at the target precision."""
         main = [(c, a) for c, a in zip(cases, answers, strict=True) if not is_held_out(c.split)]
         model_bound = [
-            (a.raw_confidence, a.model_correct(c.labels)) for c, a in main if a.model_answered
+            (a.raw_confidence, a.model_correct(c.labels), a.model_label)
+            for c, a in main
+            if a.model_answered
         ]
         if inputs.calibration_model is None and not model_bound:
             # Rules only: how well the rules' fixed confidences match their accuracy.
             model_bound = [
-                (a.confidence, frozenset(a.labels or (NO_FINDING,)) == c.labels) for c, a in main
+                (a.confidence, frozenset(a.labels or (NO_FINDING,)) == c.labels, None)
+                for c, a in main
             ]
+        conf, ok = [m[0] for m in model_bound], [m[1] for m in model_bound]
         out: dict[str, Any] = {
-            "ece_before": cal.expected_calibration_error(*_split(model_bound), options.n_bins),
-            "bins_before": _bins(cal.reliability_bins(*_split(model_bound), options.n_bins)),
+            "ece_before": cal.expected_calibration_error(conf, ok, options.n_bins),
+            "brier_before": cal.brier_score(conf, ok) if conf else 0.0,
+            "bins_before": _bins(cal.reliability_bins(conf, ok, options.n_bins)),
             "scored_case_count": len(model_bound),
         }
         if not options.calibrate or inputs.calibration_model is None or not model_bound:
@@ -360,31 +381,47 @@ class EvaluationRunner:
             subject = ModelSubject(inputs.calibration_model, self.taxonomy, options.batch_size)
             fit_answers, _ = self._answer(subject, "calibration", fit_cases, options)
             fit = [
-                (a.raw_confidence, a.model_correct(c.labels))
+                (a.raw_confidence, a.model_correct(c.labels), a.model_label)
                 for c, a in zip(fit_cases, fit_answers, strict=True)
                 if a.model_answered
             ]
         else:
             # No calibration split shipped: fit on a seeded half of the model's golden answers,
-            # measure on the other half, so the ECE after is never measured where T was fitted.
+            # measure on the other half, so the ECE after is never measured where it was fitted.
             shuffled = list(model_bound)
             random.Random(options.seed).shuffle(shuffled)  # noqa: S311 - reproducible split
             half = len(shuffled) // 2
             fit, measure = shuffled[:half], shuffled[half:]
-            out["ece_before"] = cal.expected_calibration_error(*_split(measure), options.n_bins)
-            out["bins_before"] = _bins(cal.reliability_bins(*_split(measure), options.n_bins))
+            conf, ok = [m[0] for m in measure], [m[1] for m in measure]
+            out["ece_before"] = cal.expected_calibration_error(conf, ok, options.n_bins)
+            out["brier_before"] = cal.brier_score(conf, ok) if conf else 0.0
+            out["bins_before"] = _bins(cal.reliability_bins(conf, ok, options.n_bins))
         if not fit:
             return out, None
-        temperature = cal.fit_temperature(*_split(fit))
-        after = [cal.apply_temperature(conf, temperature) for conf, _ in measure]
-        ok = [correct for _, correct in measure]
+        fit_conf, fit_ok = [m[0] for m in fit], [m[1] for m in fit]
+        fit_labels = [m[2] for m in fit]
+        temperature = cal.fit_temperature(fit_conf, fit_ok)
+        choice = calibrators.choose_calibrator(
+            fit_conf, fit_ok, fit_labels, seed=options.seed, n_bins=options.n_bins
+        )
+        calibrated_fit = [
+            choice.apply(c, label) for c, label in zip(fit_conf, fit_labels, strict=True)
+        ]
+        threshold = review.threshold_for_precision(calibrated_fit, fit_ok, options.target_precision)
+        after = [choice.apply(c, label) for c, _, label in measure]
+        measure_ok = [m[1] for m in measure]
         out.update(
             temperature=temperature,
+            calibrator=choice.description,
+            calibrator_candidates=choice.as_dict()["candidates"],
+            target_precision=options.target_precision,
+            threshold=threshold,
             calibration_case_count=len(fit),
-            ece_after=cal.expected_calibration_error(after, ok, options.n_bins),
-            bins_after=_bins(cal.reliability_bins(after, ok, options.n_bins)),
+            ece_after=cal.expected_calibration_error(after, measure_ok, options.n_bins),
+            brier_after=cal.brier_score(after, measure_ok) if after else 0.0,
+            bins_after=_bins(cal.reliability_bins(after, measure_ok, options.n_bins)),
         )
-        return out, temperature
+        return out, ModelCalibration(temperature, choice.description, choice.apply, threshold)
 
     def _robustness(
         self,

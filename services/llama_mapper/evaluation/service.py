@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from llama_mapper.domain import jsonio
+from llama_mapper.domain.calibrators import calibrator_from_description
 from llama_mapper.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -89,6 +91,24 @@ class RunInfo:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def registered_arm(model: str, version: int, info: dict[str, Any]) -> ModelArm:
+    """The arm as serving runs the version today: its recorded calibrator (else temperature) and
+    threshold (else the mapper's)."""
+    description = info.get("registered_calibrator") or ""
+    calibrator = (
+        calibrator_from_description(jsonio.loads(description, what="calibrator_json"))
+        if description
+        else None
+    )
+    return ModelArm(
+        adapter=model,
+        version=version,
+        temperature=float(info.get("registered_temperature", 1.0)),
+        calibrator=calibrator,
+        threshold=info.get("registered_threshold"),
+    )
 
 
 class EvaluationService:
@@ -214,11 +234,7 @@ class EvaluationService:
         loaded = self._require_models().load(request.model, request.version)
         if request.mode == "model":
             return ModelSubject(loaded.model, self.taxonomy, self.batch_size), loaded
-        arm = ModelArm(
-            adapter=request.model,
-            version=request.version,
-            temperature=float(loaded.info.get("registered_temperature", 1.0)),
-        )
+        arm = registered_arm(request.model, request.version, loaded.info)
         return HybridSubject(hybrid, loaded.model, arm=arm, batch_size=self.batch_size), loaded
 
     def _execute(self, run_id: str, request: RunRequest, eval_set: EvalSet) -> None:
@@ -272,13 +288,18 @@ class EvaluationService:
                 and not report.get("truncated")
             ):
                 assert request.version is not None
+                calibration = report.get("calibration") or {}
                 self._require_models().record_metrics(
                     request.model,
                     request.version,
                     gates.registry_metrics(report),
                     eval_set_sha256=eval_set.sha256,
-                    temperature=(report.get("calibration") or {}).get("temperature"),
+                    temperature=calibration.get("temperature"),
                     report_uri=str(report_dir),
+                    calibrator_json=json.dumps(calibration["calibrator"], sort_keys=True)
+                    if calibration.get("calibrator")
+                    else "",
+                    threshold=calibration.get("threshold"),
                 )
                 recorded = True
             report["recorded_in_registry"] = recorded

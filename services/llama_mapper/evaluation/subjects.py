@@ -168,9 +168,16 @@ class HybridSubject:
     def temperature(self) -> float:
         return self.arm.temperature if self.arm else 1.0
 
-    def with_temperature(self, temperature: float) -> HybridSubject:
-        """The same path under another temperature, sharing the model answers already asked."""
-        arm = replace(self.arm, temperature=temperature) if self.arm else None
+    def with_calibration(
+        self, temperature: float, calibrator: Any = None, threshold: float | None = None
+    ) -> HybridSubject:
+        """The same path under another calibration (and threshold, when one was chosen),
+        sharing the model answers already asked."""
+        arm = (
+            replace(self.arm, temperature=temperature, calibrator=calibrator, threshold=threshold)
+            if self.arm
+            else None
+        )
         return HybridSubject(
             self.hybrid, self.model, arm=arm, batch_size=self.batch_size, cache=self._cache
         )

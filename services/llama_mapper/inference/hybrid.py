@@ -21,6 +21,7 @@ from typing import Any
 
 from llama_mapper.domain import jsonio
 from llama_mapper.domain.calibration import apply_temperature
+from llama_mapper.domain.calibrators import Calibrator
 from llama_mapper.domain.errors import NotFound
 from llama_mapper.domain.findings import NormalizedFinding
 from llama_mapper.domain.prompt import finding_payload
@@ -43,12 +44,20 @@ DEFAULT_THRESHOLD = 0.5
 
 @dataclass(frozen=True)
 class ModelArm:
-    """The adapter that answers for one router arm, with its version's fitted temperature."""
+    """The adapter that answers for one router arm, with its version's calibration: the fitted
+    temperature, or the calibrator its evaluation chose, and the threshold for its precision."""
 
     adapter: str
     version: int | None = None
     temperature: float = 1.0
     arm: str | None = None  # "control" / "treatment" when a rollout is active
+    calibrator: Calibrator | None = None  # wins over `temperature` when set
+    threshold: float | None = None  # wins over the mapper's threshold when set
+
+    def calibrate(self, confidence: float, label: str) -> float:
+        if self.calibrator is not None:
+            return self.calibrator(confidence, label)
+        return apply_temperature(confidence, self.temperature)
 
 
 @dataclass
@@ -162,6 +171,9 @@ class HybridMapper:
             )
             predictions, failure = None, INVALID
         temperature = arm.temperature if arm else 1.0
+        threshold = (
+            arm.threshold if arm is not None and arm.threshold is not None else self.threshold
+        )
         for position, (index, raw) in enumerate(plan.pending):
             prediction = predictions[position] if predictions is not None else None
             reason = failure if prediction is None else None
@@ -170,8 +182,12 @@ class HybridMapper:
                 if not prediction.valid or prediction.label not in self.taxonomy:
                     reason = INVALID
                 else:
-                    confidence = apply_temperature(prediction.confidence, temperature)
-                    if prediction.label == UNKNOWN or confidence < self.threshold:
+                    confidence = (
+                        arm.calibrate(prediction.confidence, prediction.label)
+                        if arm is not None
+                        else prediction.confidence
+                    )
+                    if prediction.label == UNKNOWN or confidence < threshold:
                         reason = LOW_CONFIDENCE
                     else:
                         outcome.model_answered += 1

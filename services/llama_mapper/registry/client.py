@@ -196,12 +196,18 @@ class RegistryClient:
         eval_set_sha256: str = "",
         temperature: float | None = None,
         report_uri: str = "",
+        calibrator_json: str = "",
+        threshold: float | None = None,
     ) -> pb.MetricsRecord:
+        """Appends a metrics record; a temperature, calibrator or threshold also changes what
+        serving applies to the version (recorded in the history)."""
         record = pb.MetricsRecord(
             values=values,
             eval_set_sha256=eval_set_sha256,
             temperature=temperature,
             report_uri=report_uri,
+            calibrator_json=calibrator_json,
+            threshold=threshold,
         )
         request = pb.RecordMetricsRequest(model=model, version=version, record=record)
         return self._call(self._stub.RecordMetrics, request).record

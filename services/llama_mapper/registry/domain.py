@@ -105,6 +105,8 @@ class ModelVersion:
     description: str = ""
     aliases: tuple[str, ...] = ()
     temperature: float | None = None
+    calibrator_json: str = ""
+    threshold: float | None = None
     deleted_at: datetime | None = None
     deleted_by: str = ""
     delete_reason: str = ""
@@ -116,6 +118,8 @@ class MetricsRecord:
     eval_set_sha256: str = ""
     temperature: float | None = None
     report_uri: str = ""
+    calibrator_json: str = ""
+    threshold: float | None = None
     recorded_at: datetime | None = None
     recorded_by: str = ""
 

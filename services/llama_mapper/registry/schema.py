@@ -63,6 +63,10 @@ class VersionRow(Base):
     lora_rank: Mapped[int] = mapped_column(Integer)
     target_modules: Mapped[list] = mapped_column(JSON)
     temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # What serving applies to the model's confidence, and the threshold below which it answers
+    # other.unknown: both from the latest evaluation that chose them.
+    calibrator_json: Mapped[str] = mapped_column(Text, default="")
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(String(256))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -104,6 +108,8 @@ class MetricsRow(Base):
     values: Mapped[dict] = mapped_column(JSON)
     eval_set_sha256: Mapped[str] = mapped_column(String(64), default="")
     temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
+    calibrator_json: Mapped[str] = mapped_column(Text, default="")
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     report_uri: Mapped[str] = mapped_column(Text, default="")
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     recorded_by: Mapped[str] = mapped_column(String(256))

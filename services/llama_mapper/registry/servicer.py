@@ -183,6 +183,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             r,
             values=dict(r.values),
             temperature=r.temperature if r.HasField("temperature") else None,
+            threshold=r.threshold if r.HasField("threshold") else None,
         )
         stored = self.store.record_metrics(request.model, request.version, record, _caller(context))
         return pb.RecordMetricsResponse(record=to_message(pb.MetricsRecord, stored))

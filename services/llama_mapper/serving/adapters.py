@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from llama_mapper.domain import jsonio
+from llama_mapper.domain.calibrators import calibrator_from_description
 from llama_mapper.domain.errors import NotFound, Unavailable
 from llama_mapper.inference.model import MapperQuery, Prediction
 from llama_mapper.serving.arms import MAIN_ENGINE
@@ -47,6 +49,8 @@ class VersionState:
     engine_lost: bool = False  # failed because its (isolated) engine died or errored
     adapter: str = ""
     temperature: float = 1.0
+    calibrator: Any = None  # calibrators.Calibrator from the version's evaluation
+    threshold: float | None = None
     error: str = ""
     since: float = 0.0
 
@@ -57,19 +61,20 @@ class VersionState:
 
 class AdapterPool:
     """Loads what routing needs, once per (model, version, engine); a failed load is retried after
-    FAILED_RETRY_S. `temperature` is read from the registry with each load (off the request path)."""
+    FAILED_RETRY_S. The version's calibration is read from the registry with each load (off the
+    request path)."""
 
     def __init__(
         self,
         engines: dict[str, EngineClient],
         *,
         local_adapters: dict[str, Any],
-        temperature: Callable[[str, int], Awaitable[float]] | None,
+        calibration: Callable[[str, int], Awaitable[tuple[float, str, float | None]]] | None,
         spawn: Callable[[Any], None],
     ) -> None:
         self.engines = engines
         self.local_adapters = local_adapters
-        self.temperature = temperature
+        self.calibration = calibration
         self.spawn = spawn
         self.versions: dict[tuple[str, int, str], VersionState] = {}
         # Resolved when an engine is found failing: requests still waiting on it give up at once.
@@ -94,8 +99,15 @@ class AdapterPool:
                 info = await engine.load_local(state.model, str(self.local_adapters[state.model]))
             else:
                 info = await engine.load_version(state.model, state.version)
-                if self.temperature is not None:
-                    state.temperature = await self.temperature(state.model, state.version)
+                if self.calibration is not None:
+                    temperature, calibrator, threshold = await self.calibration(
+                        state.model, state.version
+                    )
+                    state.temperature, state.threshold = temperature, threshold
+                    if calibrator:
+                        state.calibrator = calibrator_from_description(
+                            jsonio.loads(calibrator, what="calibrator_json")
+                        )
             state.adapter = info["name"]
             state.status = "ready"
             log.info("%s v%s ready as adapter %s", state.model, state.version, state.adapter)

@@ -71,8 +71,16 @@ class RegistrySource:
             return None
 
     def temperature(self, model: str, version: int) -> float:
+        return self.calibration(model, version)[0]
+
+    def calibration(self, model: str, version: int) -> tuple[float, str, float | None]:
+        """(temperature, calibrator JSON, threshold) as the version's evaluation recorded them."""
         record = self.client.get_version(model, version).version
-        return float(record.temperature) if record.HasField("temperature") else 1.0
+        return (
+            float(record.temperature) if record.HasField("temperature") else 1.0,
+            record.calibrator_json,
+            float(record.threshold) if record.HasField("threshold") else None,
+        )
 
     def set_rollout(
         self,

@@ -98,7 +98,7 @@ class RouterCore(Passthrough):
         self.pool = AdapterPool(
             self.engines,
             local_adapters=dict(settings.local_adapters),
-            temperature=self.routing.temperature if source is not None else None,
+            calibration=self.routing.calibration if source is not None else None,
             spawn=self._spawn,
         )
         self.hybrid = HybridMapper(threshold=settings.threshold, deadline_s=settings.deadline_s)
@@ -240,8 +240,7 @@ class RouterCore(Passthrough):
     def _arm(self, arm_name: str, state: VersionState | None, live: bool) -> ModelArm | None:
         if self.engine is None or state is None:
             return None
-        version = state.version or None
-        return ModelArm(state.model, version, state.temperature, arm_name if live else None)
+        return _model_arm(state, arm_name if live else None)
 
     def _treatment_error(self, endpoint: str, code: str) -> None:
         window = self.windows.arm(TREATMENT)
@@ -318,7 +317,7 @@ class RouterCore(Passthrough):
         )
         if state is None or not state.ready:
             return
-        arm = ModelArm(self.settings.model, state.version, state.temperature, TREATMENT)
+        arm = _model_arm(state, TREATMENT)
         try:
             outcome = await self._answer(plan, state, arm)
         except EngineLost:
@@ -436,6 +435,17 @@ class RouterCore(Passthrough):
                 for s in self.versions.values()
             },
         }
+
+
+def _model_arm(state: VersionState, arm: str | None) -> ModelArm:
+    return ModelArm(
+        state.model,
+        state.version or None,
+        state.temperature,
+        arm,
+        calibrator=state.calibrator,
+        threshold=state.threshold,
+    )
 
 
 __all__ = ["EngineClient", "EngineLost", "Mapped", "RolloutSource", "RouterCore", "VersionState"]

@@ -26,6 +26,8 @@ class RolloutSource(Protocol):
 
     def temperature(self, model: str, version: int) -> float: ...
 
+    def calibration(self, model: str, version: int) -> tuple[float, str, float | None]: ...
+
 
 @dataclass(frozen=True)
 class RoutingSnapshot:
@@ -88,9 +90,13 @@ class RoutingState:
             raise TimeoutError(f"no answer from the registry within {self.timeout_s:g}s")
         return call.result()
 
-    async def temperature(self, model: str, version: int) -> float:
+    async def calibration(self, model: str, version: int) -> tuple[float, str, float | None]:
+        """(temperature, calibrator JSON, threshold) of a version, within timeout_s."""
         assert self.source is not None
-        return await self._call(self.source.temperature, model, version)
+        read = getattr(self.source, "calibration", None)
+        if read is None:  # a source that only knows temperatures
+            return (await self._call(self.source.temperature, model, version), "", None)
+        return await self._call(read, model, version)
 
     async def refresh(self) -> bool:
         """One refresh within timeout_s; on failure the snapshot stays and the state goes stale."""

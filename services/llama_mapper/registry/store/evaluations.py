@@ -6,6 +6,8 @@ import math
 
 from sqlalchemy.orm import Session
 
+from llama_mapper.domain import jsonio
+from llama_mapper.domain.calibrators import calibrator_from_description
 from llama_mapper.domain.errors import InvalidArgument
 from llama_mapper.registry import domain as d
 from llama_mapper.registry.artifacts import check_sha256
@@ -39,6 +41,13 @@ class Evaluations(Transactions):
             raise InvalidArgument(
                 f"temperature must be a positive number, got {record.temperature}"
             )
+        if record.threshold is not None and not 0.0 <= record.threshold <= 1.0:
+            raise InvalidArgument(f"threshold must lie in [0, 1], got {record.threshold}")
+        if record.calibrator_json:
+            # The one check of what serving will apply: it must load.
+            calibrator_from_description(
+                jsonio.loads(record.calibrator_json, what="calibrator_json")
+            )
 
         def work(session: Session) -> d.MetricsRecord:
             m = self._model(session, model, lock=True)
@@ -48,6 +57,8 @@ class Evaluations(Transactions):
                 values=values,
                 eval_set_sha256=record.eval_set_sha256,
                 temperature=record.temperature,
+                calibrator_json=record.calibrator_json,
+                threshold=record.threshold,
                 report_uri=record.report_uri,
                 recorded_at=now(),
                 recorded_by=caller.actor,
@@ -67,6 +78,22 @@ class Evaluations(Transactions):
                     reason=record.report_uri,
                 )
                 row.temperature = record.temperature
+            changed = (record.calibrator_json, record.threshold) != (
+                row.calibrator_json,
+                row.threshold,
+            )
+            if (record.calibrator_json or record.threshold is not None) and changed:
+                self._audit(
+                    session,
+                    m.id,
+                    d.HistoryAction.TEMPERATURE_SET,
+                    str(version),
+                    caller,
+                    from_value=f"{row.calibrator_json or '-'} threshold {row.threshold}",
+                    to_value=f"{record.calibrator_json or '-'} threshold {record.threshold}",
+                    reason=record.report_uri,
+                )
+                row.calibrator_json, row.threshold = record.calibrator_json, record.threshold
             return self._metrics_out(metrics)
 
         return self._write(work)

@@ -78,7 +78,7 @@ class ArtifactFile(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("model", "version", "display_name", "description", "lineage", "files", "artifact_sha256", "lora_rank", "target_modules", "idempotency_key", "create_time", "created_by", "aliases", "temperature", "deleted", "delete_time", "deleted_by", "delete_reason")
+    __slots__ = ("model", "version", "display_name", "description", "lineage", "files", "artifact_sha256", "lora_rank", "target_modules", "idempotency_key", "create_time", "created_by", "aliases", "temperature", "deleted", "delete_time", "deleted_by", "delete_reason", "calibrator_json", "threshold")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +97,8 @@ class ModelVersion(_message.Message):
     DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
     DELETED_BY_FIELD_NUMBER: _ClassVar[int]
     DELETE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATOR_JSON_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     display_name: str
@@ -115,10 +117,12 @@ class ModelVersion(_message.Message):
     delete_time: _timestamp_pb2.Timestamp
     deleted_by: str
     delete_reason: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., files: _Optional[_Iterable[_Union[ArtifactFile, _Mapping]]] = ..., artifact_sha256: _Optional[str] = ..., lora_rank: _Optional[int] = ..., target_modules: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., temperature: _Optional[float] = ..., deleted: _Optional[bool] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., delete_reason: _Optional[str] = ...) -> None: ...
+    calibrator_json: str
+    threshold: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., files: _Optional[_Iterable[_Union[ArtifactFile, _Mapping]]] = ..., artifact_sha256: _Optional[str] = ..., lora_rank: _Optional[int] = ..., target_modules: _Optional[_Iterable[str]] = ..., idempotency_key: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., temperature: _Optional[float] = ..., deleted: _Optional[bool] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., delete_reason: _Optional[str] = ..., calibrator_json: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class MetricsRecord(_message.Message):
-    __slots__ = ("values", "eval_set_sha256", "temperature", "report_uri", "record_time", "recorded_by")
+    __slots__ = ("values", "eval_set_sha256", "temperature", "report_uri", "record_time", "recorded_by", "calibrator_json", "threshold")
     class ValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -132,13 +136,17 @@ class MetricsRecord(_message.Message):
     REPORT_URI_FIELD_NUMBER: _ClassVar[int]
     RECORD_TIME_FIELD_NUMBER: _ClassVar[int]
     RECORDED_BY_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATOR_JSON_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     values: _containers.ScalarMap[str, float]
     eval_set_sha256: str
     temperature: float
     report_uri: str
     record_time: _timestamp_pb2.Timestamp
     recorded_by: str
-    def __init__(self, values: _Optional[_Mapping[str, float]] = ..., eval_set_sha256: _Optional[str] = ..., temperature: _Optional[float] = ..., report_uri: _Optional[str] = ..., record_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_by: _Optional[str] = ...) -> None: ...
+    calibrator_json: str
+    threshold: float
+    def __init__(self, values: _Optional[_Mapping[str, float]] = ..., eval_set_sha256: _Optional[str] = ..., temperature: _Optional[float] = ..., report_uri: _Optional[str] = ..., record_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_by: _Optional[str] = ..., calibrator_json: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class BenchmarkRecord(_message.Message):
     __slots__ = ("hardware_profile", "values", "config_json", "record_time", "recorded_by")
