@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.registry import running_registry
+from tests.support.stack import Stack
 
 
 @pytest.fixture
@@ -14,3 +15,16 @@ def registry_address(tmp_path) -> Iterator[str]:
     """A registry server (SQLite, local artifacts, the test token) for one test."""
     with running_registry(tmp_path / "registry") as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory) -> Iterator[Stack]:
+    """One `mapperctl stack up` (validation, registry, evaluation, a Ray head) for every test
+    that needs the real stack; `stack down` afterwards."""
+    stack = Stack(tmp_path_factory.mktemp("stack"))
+    stack.mapperctl("stack", "up", timeout=300)
+    try:
+        yield stack
+    finally:
+        down = stack.mapperctl("stack", "down", check=False, timeout=180)
+        print(down.stdout)
