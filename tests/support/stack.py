@@ -64,11 +64,17 @@ class Stack:
         self.figures: dict[str, object] = {}
 
     def mapperctl(
-        self, *argv: str, check: bool = True, timeout: float = 600
+        self,
+        *argv: str,
+        check: bool = True,
+        timeout: float = 600,
+        input_text: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [MAPPERCTL, *argv],
-            env=self.env,
+            env=env if env is not None else self.env,
+            input=input_text,
             cwd=self.root,
             capture_output=True,
             text=True,

@@ -208,7 +208,9 @@ def _evaluator(args: argparse.Namespace) -> EvaluationService | EvaluationClient
     # the local stack's from var/registry-token when MAPPER_REGISTRY_TOKEN is unset).
     token = EvaluationSettings().caller_token()
     try:
-        client = EvaluationClient.connect(address, token=token)
+        client = EvaluationClient.connect(
+            address, token=token, ca_file=EvaluationSettings().ca_file
+        )
     except Unavailable as exc:
         raise Unavailable(
             f"{exc.message}: start the stack (`mapperctl stack up`), point --address or "

@@ -9,7 +9,7 @@ from llama_mapper.platform.terminal import print_table
 
 
 def _up(args: argparse.Namespace) -> int:
-    for line in LocalStack().up(only=args.only, with_ray=not args.no_ray):
+    for line in LocalStack().up(only=args.only, with_ray=not args.no_ray, tls=args.tls):
         print(line)
     return 0
 
@@ -33,6 +33,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--only", nargs="*", help="start only these (validation registry evaluation ray)"
     )
     start.add_argument("--no-ray", action="store_true", help="do not start the Ray head")
+    start.add_argument(
+        "--tls",
+        action="store_true",
+        help="every service speaks TLS only, with a certificate of a CA the stack creates under "
+        "its var dir; mapperctl and the services check it (kept for later `up`s)",
+    )
     start.set_defaults(func=_up)
     sub.add_parser("down", help="stop everything this stack's `up` started").set_defaults(
         func=_down

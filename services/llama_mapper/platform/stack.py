@@ -19,10 +19,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llama_mapper.domain.errors import FailedPrecondition, InvalidArgument, Unavailable
+from llama_mapper.platform.rpc.channel import open_channel
 from llama_mapper.platform.settings.evaluation import EvaluationSettings
 from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.platform.settings.stack import RAY_WORKER_PORTS, RaySettings, var_dir
 from llama_mapper.platform.settings.validation import ValidationSettings
+from llama_mapper.platform.tls import LocalTls, local_tls
 
 START_TIMEOUT_S = 120.0
 TOKEN_FILE = "registry-token"  # noqa: S105 - a file name, not a secret
@@ -77,15 +79,28 @@ def registry_token() -> str:
 
 
 def use_local_token() -> None:
-    """Lets mapperctl talk to the stack `make up` started without exporting its secrets by hand."""
+    """Lets mapperctl talk to the stack `make up` started without exporting its secrets by hand,
+    over TLS checked against the stack's own CA when it was started with --tls."""
     for variable, name in LOCAL_SECRETS.items():
         path = var_dir() / name
         if variable not in os.environ and path.exists():
             os.environ[variable] = path.read_text().strip()
+    tls = local_tls_if_any()
+    if tls is not None:
+        for variable, value in tls.client_env().items():
+            os.environ.setdefault(variable, value)
 
 
-def healthy(address: str, timeout: float = 1.0) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def local_tls_if_any(root: Path | None = None) -> LocalTls | None:
+    """The CA of a stack started with --tls, else None."""
+    directory = (root or var_dir()) / "tls"
+    return local_tls(directory) if (directory / "ca.pem").exists() else None
+
+
+def healthy(address: str, timeout: float = 1.0, ca_file: Path | None = None) -> bool:
+    if ca_file is None and (tls := local_tls_if_any()) is not None:
+        ca_file = tls.ca_file
+    with open_channel(address, ca_file=ca_file) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
@@ -119,6 +134,8 @@ class LocalStack:
         self.ray = ray or RaySettings()
         self.ray_temp_dir = self.ray.head_temp_dir(self.var)
         self.services = services()
+        tls = local_tls_if_any(self.var)
+        self.ca_file = tls.ca_file if tls is not None else None
 
     # -- records ----------------------------------------------------------------------------------
 
@@ -185,11 +202,16 @@ class LocalStack:
 
     # -- up -------------------------------------------------------------------------------------
 
-    def up(self, *, only: list[str] | None = None, with_ray: bool = True) -> list[str]:
+    def up(
+        self, *, only: list[str] | None = None, with_ray: bool = True, tls: bool = False
+    ) -> list[str]:
         """Starts what is not running; returns the lines to print. When anything fails, what this
-        call started is stopped again before the error is raised: a failed `up` leaves nothing."""
+        call started is stopped again before the error is raised: a failed `up` leaves nothing.
+        `tls` (kept for later `up`s of the same var dir): every service speaks TLS only, with a
+        certificate of the stack's own CA, and every client checks it."""
         with_ray = with_ray and (not only or "ray" in only)
         self.check_ports(with_ray=with_ray)
+        certificates = local_tls(self.var / "tls") if tls else local_tls_if_any(self.var)
         env = {
             **os.environ,
             **{variable: local_secret(variable) for variable in LOCAL_SECRETS},
@@ -197,6 +219,10 @@ class LocalStack:
             "MAPPER_VAR_DIR": str(self.var),
             "PYTHONUNBUFFERED": "1",
         }
+        if certificates is not None:
+            env.update(certificates.server_env(tuple(s.name for s in self.services)))
+            env.update(certificates.client_env())
+            self.ca_file = certificates.ca_file
         lines: list[str] = []
         started: list[str] = []
         try:
@@ -216,6 +242,8 @@ class LocalStack:
                 self._stop_pid(name)
             raise
         lines.append(f"registry token: {self.var / TOKEN_FILE} (or MAPPER_REGISTRY_TOKEN)")
+        if certificates is not None:
+            lines.append(f"TLS: every service; the stack's CA is {certificates.ca_file}")
         return lines
 
     def _log(self, name: str) -> Path:
@@ -240,7 +268,7 @@ class LocalStack:
             if proc.poll() is not None:
                 self._pid_path(svc.name).unlink(missing_ok=True)
                 raise Unavailable(f"{svc.name} exited with {proc.returncode}; see {log}")
-            if healthy(svc.address):
+            if healthy(svc.address, ca_file=self.ca_file):
                 return
             time.sleep(0.5)
         self._stop_pid(svc.name)
@@ -378,7 +406,8 @@ class LocalStack:
         rows = []
         for svc in self.services:
             pid = self.running_pid(svc.name)
-            state = "serving" if pid and healthy(svc.address) else ("starting" if pid else "down")
+            up = pid and healthy(svc.address, ca_file=self.ca_file)
+            state = "serving" if up else ("starting" if pid else "down")
             rows.append((svc.name, svc.address, str(pid or "-"), state))
         head = self._recorded_head()
         ray_state = "running" if head and ray_head_pids(*head) else "down"
