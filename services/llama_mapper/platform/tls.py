@@ -35,21 +35,39 @@ class LocalTls:
         }
 
 
+def _san(name: str):
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
 
 
-def local_tls(directory: Path) -> LocalTls:
-    """The stack's CA and server certificate, created on first use (valid for a year)."""
+LOCAL_NAMES = ("localhost", "127.0.0.1")
+
+
+def local_tls(
+    directory: Path, names: tuple[str, ...] = LOCAL_NAMES, *, days: int = 365
+) -> LocalTls:
+    """A CA and one server certificate for `names` (DNS names or IP addresses), created on first
+    use. The local stack's names are localhost and 127.0.0.1; a compose or Kubernetes deployment
+    names its services (`mapperctl tls issue`)."""
     tls = LocalTls(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     if tls.ca_file.exists() and tls.cert_file.exists() and tls.key_file.exists():
         return tls
+    if not names:
+        raise ValueError("a server certificate needs at least one name")
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
@@ -62,23 +80,22 @@ def local_tls(directory: Path) -> LocalTls:
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([_san(name) for name in names]), critical=False)
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
