@@ -505,6 +505,24 @@ def test_a_huge_document_is_merged_in_bounded_time(monkeypatch):
     assert elapsed < 60, elapsed  # seconds, on a shared 2-core machine; about 2 s unloaded
 
 
+def test_a_long_chain_against_many_small_findings_is_bounded_too(monkeypatch):
+    # Half the bound in one chain of a label (one finding of 10,000 sources), the other half
+    # small findings of another label inside it: 10,000 conflicts, each checked once.
+    monkeypatch.setattr(
+        "llama_mapper.domain.document.validator",
+        lambda name: type("Skip", (), {"validate": lambda self, doc: None})(),
+    )
+    half = MAX_SOURCES // 2
+    chain = output("a", *(found("pii.postal_address", "a", span=(i, i + 2)) for i in range(half)))
+    small = output("b", *(found("pii.person_name", "b", span=(i, i + 1)) for i in range(half)))
+    started = time.perf_counter()
+    doc = build_document([chain, small], taxonomy=TAXONOMY, request_id="doc")
+    elapsed = time.perf_counter() - started
+    address = next(f for f in doc["findings"] if f["label"] == "pii.postal_address")
+    assert len(address["sources"]) == half and len(address["conflicts_with"]) == half
+    assert elapsed < 60, elapsed
+
+
 def test_more_findings_than_the_bound_is_refused_before_any_work():
     raw = NormalizedFinding("presidio", "EMAIL_ADDRESS", span=Span(0, 1))
     finding = CanonicalFinding("pii.email_address", 0.9, "rule", raw)

@@ -14,6 +14,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import accumulate
 from typing import Any
 
@@ -162,9 +163,10 @@ class _Merged:
     at: Position | None
     conflicts: list[_Merged] = field(default_factory=list)
 
-    @property
-    def raws(self) -> set[tuple[int, int]]:
-        return {source.raw for source in self.sources}
+    @cached_property
+    def raws(self) -> frozenset[tuple[int, int]]:
+        """Taken once the merge is done: a long chain is compared with many findings."""
+        return frozenset(source.raw for source in self.sources)
 
 
 def build_document(
@@ -179,7 +181,9 @@ def build_document(
 
     Findings whose spans overlap and whose labels agree become one finding with every source;
     overlapping findings with different labels are both kept and flagged `conflict`; findings
-    without a position are merged only with position-less findings of the same label."""
+    without a position are merged only with position-less findings of the same label. A bad
+    position is InvalidArgument naming `$.outputs[i].output: finding j`, j its index among that
+    output's canonical findings (the `findings` /v1/map returns for it)."""
     _check_request(results, text, text_sha256)
     positions = TextPositions(text) if text is not None else None
     sources = _sources(results, positions)
