@@ -87,8 +87,11 @@ def test_raw_content_never_reaches_stdout_or_stderr():
     assert secret.encode() not in proc.stderr
 
 
-def test_model_path_without_endpoint_says_how_to_proceed():
-    proc = run(json.dumps(EMAIL_LINE).encode() + b"\n", "map", "--url", "http://127.0.0.1:9")
+@pytest.mark.parametrize("document", [False, True])
+def test_model_path_without_endpoint_says_how_to_proceed(document):
+    line = {"outputs": [EMAIL_LINE]} if document else EMAIL_LINE
+    flags = ("--document",) if document else ()
+    proc = run(json.dumps(line).encode() + b"\n", "map", *flags, "--url", "http://127.0.0.1:9")
     assert proc.returncode == 2
     assert b"UNAVAILABLE" in proc.stderr
     assert b"http://127.0.0.1:9" in proc.stderr
