@@ -23,7 +23,7 @@ def test_http_client_over_a_real_socket():
     from llama_mapper.domain.errors import InvalidArgument, ResourceExhausted
     from llama_mapper.serving.client import MapperClient
 
-    core = RouterCore(ServingSettings(rate_limit_rps=0.001, rate_limit_burst=3), None, None)
+    core = RouterCore(ServingSettings(rate_limit_rps=0.001, rate_limit_burst=4), None, None)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -36,6 +36,11 @@ def test_http_client_over_a_real_socket():
         with MapperClient(f"http://127.0.0.1:{port}", tenant="cli", retries=0) as client:
             assert client.map("presidio", MAPPED)["taxonomy"] == ["pii.email_address"]
             assert len(client.map_batch([{"detector": "presidio", "output": MAPPED}])) == 1
+            document = client.map_document(
+                [{"detector": "presidio", "output": MAPPED}], text="a@b.c", request_id="doc"
+            )
+            assert document["taxonomy"] == ["pii.email_address"]
+            assert document["provenance"]["positions"] == "text"
             with pytest.raises(InvalidArgument):
                 client.map("presidio", {"not": "a list"})
             with pytest.raises(ResourceExhausted):

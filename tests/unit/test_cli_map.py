@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from llama_mapper.domain.schemas import validate
+
 MAPPERCTL = str(Path(sys.executable).with_name("mapperctl"))
 EMAIL_LINE = {
     "detector": "presidio",
@@ -85,8 +87,11 @@ def test_raw_content_never_reaches_stdout_or_stderr():
     assert secret.encode() not in proc.stderr
 
 
-def test_model_path_without_endpoint_says_how_to_proceed():
-    proc = run(json.dumps(EMAIL_LINE).encode() + b"\n", "map", "--url", "http://127.0.0.1:9")
+@pytest.mark.parametrize("document", [False, True])
+def test_model_path_without_endpoint_says_how_to_proceed(document):
+    line = {"outputs": [EMAIL_LINE]} if document else EMAIL_LINE
+    flags = ("--document",) if document else ()
+    proc = run(json.dumps(line).encode() + b"\n", "map", *flags, "--url", "http://127.0.0.1:9")
     assert proc.returncode == 2
     assert b"UNAVAILABLE" in proc.stderr
     assert b"http://127.0.0.1:9" in proc.stderr
@@ -145,3 +150,58 @@ def test_map_adds_crosswalks_when_asked():
     }
     unknown = run(line, "map", "--rules-only", "--crosswalk", "nope")
     assert unknown.returncode == 2 and b"NOT_FOUND" in unknown.stderr
+
+
+def test_map_document_rules_only_one_result_per_line_and_errors_per_line():
+    examples = Path(__file__).resolve().parents[2] / "examples" / "documents.jsonl"
+    good = examples.read_bytes().splitlines()[0]
+    text = json.loads(good)["text"]
+    bad_span = json.dumps(
+        {"text": "short", "outputs": [json.loads(good)["outputs"][0]]}, ensure_ascii=False
+    ).encode()
+    stdin = b"\n".join(
+        [
+            good,
+            b'{"outputs": []}',  # no output
+            json.dumps({"outputs": [EMAIL_LINE], "text": 1}).encode(),  # text not a string
+            bad_span,  # spans past the text
+            json.dumps({"outputs": [EMAIL_LINE, {"detector": "presidio", "output": {}}]}).encode(),
+            good,
+        ]
+    )
+    proc = run(stdin + b"\n", "map", "--document", "--rules-only", "--crosswalk", "ailuminate")
+    assert proc.returncode == 1
+    out = lines_of(proc)
+    assert len(out) == 6
+    first = out[0]
+    assert out[5] == first  # the same line, the same result
+    validate("document-output", first)
+    assert first["provenance"]["positions"] == "text"
+    assert "ailuminate" in first["crosswalks"]
+    phone = next(f for f in first["findings"] if f["label"] == "pii.phone_number")
+    assert {s["detector"] for s in phone["sources"]} == {"presidio", "google-dlp"}
+    assert text[phone["span"]["start"] : phone["span"]["end"]] == "+44 20 7946 0958"
+    errors = {item["error"]["line"]: item["error"] for item in out[1:5]}
+    assert sorted(errors) == [2, 3, 4, 5]
+    assert all(e["code"] == "INVALID_ARGUMENT" for e in errors.values())
+    assert "$.outputs" in errors[2]["message"]
+    assert "$.text" in errors[3]["message"]
+    assert "$.outputs[0].output: finding 0" in errors[4]["message"]
+    assert "$.outputs[1].output: presidio" in errors[5]["message"]
+    assert b"4 of 6 lines failed" in proc.stderr
+    # Nothing of the text reaches stdout or stderr.
+    for fragment in ("zoe.muller", "Müller", "AKIAFAKE"):
+        assert fragment.encode() not in proc.stdout + proc.stderr
+
+
+def test_the_document_example_without_its_text_keeps_each_detectors_units():
+    examples = Path(__file__).resolve().parents[2] / "examples" / "documents.jsonl"
+    proc = run(examples.read_bytes(), "map", "--document", "--rules-only")
+    assert proc.returncode == 0, proc.stderr
+    with_text, without = lines_of(proc)
+    assert without["provenance"]["positions"] == "reported"
+    assert without["provenance"]["text_sha256"]  # the caller's, echoed
+    assert {f["span_unit"] for f in with_text["findings"]} == {"char"}
+    assert {f["span_unit"] for f in without["findings"]} == {"char", "byte", "line"}
+    assert with_text["needs_review"] is True  # Comprehend's ADDRESS on Presidio's phone number
+    assert any(f.get("conflict") for f in with_text["findings"])

@@ -90,7 +90,7 @@ def test_cross_imports_point_into_the_generated_package() -> None:
                 "CheckGate": False,
             },
         ),
-        (mapper_pb2, "MapperService", {"Map": False, "MapBatch": False}),
+        (mapper_pb2, "MapperService", {"Map": False, "MapBatch": False, "MapDocument": False}),
     ],
 )
 def test_service_contracts(module, service: str, methods: dict[str, bool]) -> None:
@@ -270,7 +270,18 @@ def test_mapper_result_is_json_text_not_a_copy_of_the_schema() -> None:
         "MapBatchItem",
         "MapBatchRequest",
         "MapBatchResponse",
+        "DocumentOutput",
+        "MapDocumentRequest",
+        "MapDocumentResponse",
     }
+    # A document's result is JSON text too, against schemas/document-output.json; its `text` is
+    # optional, so an unset text (positions as reported) differs from an empty one.
+    field = mapper_pb2.MapDocumentResponse.DESCRIPTOR.fields_by_name["result_json"]
+    assert field.type == FieldDescriptor.TYPE_STRING
+    request = mapper_pb2.MapDocumentRequest()
+    assert not request.HasField("text")
+    request.text = ""
+    assert request.HasField("text")
 
 
 def test_evaluation_model_ref_takes_a_version_or_an_alias() -> None:

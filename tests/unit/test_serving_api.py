@@ -450,3 +450,186 @@ def test_feedback_counts_once_per_request_and_only_for_its_tenant():
             assert core.windows.arm("control").feedback == 1
 
     run(go())
+
+
+# --- one result per document, crosswalks -----------------------------------------------------
+
+DOC_TEXT = "Zoë <zoe@example.com> +44 20 7946 0958"
+PHONE_CHARS = (DOC_TEXT.index("+44"), len(DOC_TEXT))
+PHONE_BYTES = (len(DOC_TEXT[: PHONE_CHARS[0]].encode()), len(DOC_TEXT.encode()))
+DOC_OUTPUTS = [
+    {
+        "detector": "presidio",
+        "output": [
+            {
+                "entity_type": "PHONE_NUMBER",
+                "start": PHONE_CHARS[0],
+                "end": PHONE_CHARS[1],
+                "score": 0.75,
+            },
+            {"entity_type": "ACME_CUSTOMER_NO", "start": 0, "end": 3, "score": 0.9},
+        ],
+    },
+    {
+        "detector": "google-dlp",
+        "output": [
+            {
+                "infoType": {"name": "PHONE_NUMBER"},
+                "likelihood": "LIKELY",
+                "location": {
+                    "byteRange": {"start": str(PHONE_BYTES[0]), "end": str(PHONE_BYTES[1])}
+                },
+            }
+        ],
+    },
+    {"detector": "llama-guard", "output": "safe"},
+]
+
+
+def test_map_document_merges_the_outputs_through_the_hybrid_and_never_returns_the_text():
+    engine = TableEngine({"mapper-v1": {"ACME_CUSTOMER_NO": "financial.bank_account"}})
+
+    async def go():
+        core, client = make_client(StaticSource(), engine)
+        async with client:
+            await _settle(client, core)
+            body = {"outputs": DOC_OUTPUTS, "text": DOC_TEXT, "request_id": "d1"}
+            r = await client.post("/v1/map/document", json=body, headers={"x-tenant-id": "acme"})
+            assert r.status_code == 200, r.text
+            assert PHONE_BYTES != PHONE_CHARS  # "ë" is two bytes
+            assert "zoe@example.com" not in r.text and "Zoë" not in r.text
+            doc = r.json()["result"]
+            validate("document-output", doc)
+            assert r.json()["adapter_version"] == 1 and r.json()["router_arm"] is None
+            assert doc["taxonomy"] == ["financial.bank_account", "pii.phone_number"]
+            assert doc["provenance"] == {
+                "taxonomy_version": "1.0.0",
+                "request_id": "d1",
+                "positions": "text",
+            }
+            bank, phone = doc["findings"]
+            assert bank["sources"][0]["method"] == "model"  # the same hybrid path as /v1/map
+            assert (phone["span"]["start"], phone["span"]["end"]) == PHONE_CHARS
+            assert [(s["detector"], s["span_unit"]) for s in phone["sources"]] == [
+                ("presidio", "char"),
+                ("google-dlp", "byte"),
+            ]
+            assert [o["detector"] for o in doc["outputs"]] == [
+                "presidio",
+                "google-dlp",
+                "llama-guard",
+            ]
+            assert doc["outputs"][0]["model"]["adapter_version"] == 1
+            assert doc["outputs"][2]["taxonomy"] == ["other.no_finding"]
+            # Feedback is on the document: its request id, its labels, its tenant.
+            verdict = {"request_id": "d1", "labels": doc["taxonomy"]}
+            fb = await client.post("/v1/feedback", json=verdict, headers={"x-tenant-id": "acme"})
+            assert fb.status_code == 200 and fb.json()["correct"] is True
+            metrics = (await client.get("/metrics")).text
+            assert 'endpoint="document"' in metrics
+            no_text = {"outputs": DOC_OUTPUTS}
+            reported = (await client.post("/v1/map/document", json=no_text)).json()["result"]
+            assert reported["provenance"]["positions"] == "reported"
+            assert len(reported["findings"]) == 3  # DLP's bytes are not compared with chars
+
+    run(go())
+
+
+def test_map_document_errors_name_the_output():
+    async def go():
+        _core, client = make_client(StaticSource(), None, rate_limit_rps=0)
+        async with client:
+
+            async def refused(body, status=422):
+                r = await client.post("/v1/map/document", json=body)
+                assert r.status_code == status, r.text
+                return r.json()["error"]
+
+            assert (await refused({"outputs": []}))["path"] == "$.outputs"
+            assert (await refused({"outputs": DOC_OUTPUTS[2:] * 33}))["path"] == "$.outputs"
+            bad = [DOC_OUTPUTS[0], {"detector": "presidio", "output": {"x": 1}}]
+            assert (await refused({"outputs": bad}))["message"].startswith("$.outputs[1].output:")
+            past = await refused({"outputs": DOC_OUTPUTS[:1], "text": "short"})
+            assert "$.outputs[0].output: finding 0" in past["message"]
+            assert "past the text" in past["message"]
+            digest = await refused(
+                {"outputs": DOC_OUTPUTS, "text": DOC_TEXT, "text_sha256": "0" * 64}
+            )
+            assert "does not match" in digest["message"]
+            assert (await refused({"outputs": DOC_OUTPUTS, "text_sha256": "xyz"}))["path"] == (
+                "$.text_sha256"
+            )
+            hostile = [
+                {
+                    "detector": "google-dlp",
+                    "output": [
+                        {
+                            "infoType": {"name": "PHONE_NUMBER"},
+                            "location": {"byteRange": {"start": "9", "end": "2"}},
+                        }
+                    ],
+                }
+            ]
+            assert "$.outputs[0].output" in (await refused({"outputs": hostile}))["message"]
+
+    run(go())
+
+
+def test_a_document_costs_its_outputs_of_the_rate():
+    async def go():
+        _core, client = make_client(StaticSource(), None, rate_limit_rps=0.001, rate_limit_burst=4)
+        async with client:
+            body = {"outputs": DOC_OUTPUTS}
+            assert (await client.post("/v1/map/document", json=body)).status_code == 200
+            again = await client.post("/v1/map/document", json=body)
+            assert (
+                again.status_code == 429 and "a document of 3" in again.json()["error"]["message"]
+            )
+
+    run(go())
+
+
+def test_crosswalk_query_adds_the_block_on_every_map_route():
+    llama_guard = {"detector": "llama-guard", "output": "unsafe\nS4"}
+    expected = {
+        "ailuminate": [{"label": "sexual.minors", "ids": ["cse"]}],
+        "llama-guard": [{"label": "sexual.minors", "ids": ["S4"]}],
+    }
+
+    async def go():
+        _core, client = make_client(StaticSource(), None, rate_limit_rps=0)
+        async with client:
+            plain = (await client.post("/v1/map", json=llama_guard)).json()["result"]
+            assert "crosswalks" not in plain
+            for query in (
+                "crosswalk=ailuminate,llama-guard",
+                "crosswalk=ailuminate&crosswalk=llama-guard",
+            ):
+                r = await client.post(f"/v1/map?{query}", json=llama_guard)
+                assert r.status_code == 200, r.text
+                result = r.json()["result"]
+                validate("mapper-output", result)
+                assert result["crosswalks"] == expected
+                assert set(result["provenance"]["crosswalk_versions"]) == set(expected)
+            batch = await client.post(
+                "/v1/map/batch?crosswalk=llama-guard", json={"items": [llama_guard] * 2}
+            )
+            assert [r["result"]["crosswalks"] for r in batch.json()["results"]] == [
+                {"llama-guard": expected["llama-guard"]}
+            ] * 2
+            doc = await client.post(
+                "/v1/map/document?crosswalk=ailuminate",
+                json={"outputs": [llama_guard, DOC_OUTPUTS[2]]},
+            )
+            assert doc.status_code == 200, doc.text
+            validate("document-output", doc.json()["result"])
+            assert doc.json()["result"]["crosswalks"] == {"ailuminate": expected["ailuminate"]}
+            unknown = await client.post("/v1/map?crosswalk=ailuminate,nope", json=llama_guard)
+            assert unknown.status_code == 422
+            message = unknown.json()["error"]["message"]
+            assert "'nope'" in message and "ailuminate, llama-guard" in message
+            assert (
+                await client.post("/v1/map/document?crosswalk=nope", json={"outputs": DOC_OUTPUTS})
+            ).status_code == 422
+
+    run(go())

@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,9 @@ logger = logging.getLogger("mapperctl")
 
 
 def _cmd_map(args: argparse.Namespace) -> int:
-    if args.rules_only:
+    if args.document:
+        map_one = _document_mapper(args)
+    elif args.rules_only:
         from llama_mapper.domain.rules import RulesMapper
 
         mapper = RulesMapper()
@@ -43,6 +47,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
                 envelope["detector"], envelope["output"], request_id=envelope.get("request_id")
             )
 
+    schema = "document-input" if args.document else "detector-output"
     if args.crosswalk:
         # Resolved before any line is read, so an unknown scheme fails once, not on every line.
         from llama_mapper.domain.crosswalks import add_crosswalks, default_crosswalks
@@ -50,16 +55,62 @@ def _cmd_map(args: argparse.Namespace) -> int:
         crosswalks = default_crosswalks()
         schemes = [crosswalks.scheme(name).scheme for name in args.crosswalk]
         map_result = map_one
+        result_schema = "document-output" if args.document else "mapper-output"
 
         def map_one(envelope: dict[str, Any]) -> dict[str, Any]:
-            return add_crosswalks(map_result(envelope), schemes, crosswalks)
+            return add_crosswalks(map_result(envelope), schemes, crosswalks, schema=result_schema)
 
     lines, failures = map_stream(
-        sys.stdin.buffer, sys.stdout, map_one, max_line_bytes=args.max_line_bytes
+        sys.stdin.buffer, sys.stdout, map_one, max_line_bytes=args.max_line_bytes, schema=schema
     )
     if failures:
         print(f"mapperctl map: {failures} of {lines} lines failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _document_mapper(args: argparse.Namespace) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """One document per line: through the router, or with the hybrid mapper here without a
+    model (rules, then other.unknown for review: what the router answers without an engine)."""
+    if not args.rules_only:
+        from llama_mapper.serving.client import MapperClient
+
+        client = MapperClient(args.url)
+        _require_router(client.url)
+
+        def map_remote(envelope: dict[str, Any]) -> dict[str, Any]:
+            return client.map_document(
+                envelope["outputs"],
+                text=envelope.get("text"),
+                text_sha256=envelope.get("text_sha256"),
+                request_id=envelope.get("request_id"),
+            )
+
+        return map_remote
+
+    from llama_mapper.domain.document import DetectorResult, build_document
+    from llama_mapper.domain.errors import InvalidArgument
+    from llama_mapper.inference.hybrid import HybridMapper
+
+    hybrid = HybridMapper()
+
+    def map_local(envelope: dict[str, Any]) -> dict[str, Any]:
+        request_id = envelope.get("request_id") or str(uuid.uuid4())
+        results = []
+        for i, item in enumerate(envelope["outputs"]):
+            try:
+                outcome = hybrid.map(item["detector"], item["output"], request_id=request_id)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"$.outputs[{i}].output: {exc.message}") from None
+            results.append(DetectorResult(item["detector"], outcome.result, outcome.findings))
+        return build_document(
+            results,
+            taxonomy=hybrid.taxonomy,
+            request_id=request_id,
+            text=envelope.get("text"),
+            text_sha256=envelope.get("text_sha256"),
+        )
+
+    return map_local
 
 
 def _require_router(url: str) -> None:
@@ -223,11 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
         "map",
         help="map JSON Lines of detector output on stdin to canonical results on stdout",
         description='Reads one {"detector": NAME, "output": NATIVE_OUTPUT} per line on stdin and '
-        "writes one canonical result (or one error object) per line on stdout, in order. "
+        "writes one canonical result (or one error object) per line on stdout, in order; "
+        "with --document, one document (several detectors' outputs for one text) per line. "
         "Exits 1 when any line failed.",
     )
     map_parser.add_argument(
         "--rules-only", action="store_true", help="use the rules mapper alone (no model)"
+    )
+    map_parser.add_argument(
+        "--document",
+        action="store_true",
+        help='read one document per line ({"outputs": [{"detector", "output"}, ...], "text"?, '
+        '"text_sha256"?, "request_id"?}: several detectors on one text) and write one document '
+        "result per line (schemas/document-output.json); with --rules-only an unknown detector "
+        "is other.unknown for review, as the router answers it without a model",
     )
     map_parser.add_argument(
         "--url",

@@ -44,7 +44,7 @@ def read_lines(stream: IO[bytes], max_bytes: int) -> Iterator[Line]:
         yield Line(number, None, size)
 
 
-def parse_envelope(line: Line, max_bytes: int) -> dict[str, Any]:
+def parse_envelope(line: Line, max_bytes: int, schema: str = "detector-output") -> dict[str, Any]:
     if line.data is None:
         raise PayloadTooLarge(
             f"line is {line.size} bytes; the limit is {max_bytes} (--max-line-bytes)"
@@ -54,7 +54,7 @@ def parse_envelope(line: Line, max_bytes: int) -> dict[str, Any]:
     envelope = jsonio.loads(line.data, limits=jsonio.JsonLimits(max_bytes=max_bytes), what="line")
     if not isinstance(envelope, dict):
         raise InvalidArgument(f"expected a JSON object, got {type(envelope).__name__}")
-    validate("detector-output", envelope)
+    validate(schema, envelope)
     return envelope
 
 
@@ -77,13 +77,15 @@ def map_stream(
     map_one: MapFn,
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    schema: str = "detector-output",
 ) -> tuple[int, int]:
-    """Maps every line; returns (lines, failures). A bad line never stops the ones after it."""
+    """Maps every line (each valid against `schema`: one detector output, or a document's
+    outputs); returns (lines, failures). A bad line never stops the ones after it."""
     lines = failures = 0
     for line in read_lines(stream_in, max_line_bytes):
         lines += 1
         try:
-            result = map_one(parse_envelope(line, max_line_bytes))
+            result = map_one(parse_envelope(line, max_line_bytes, schema))
         except MapperError as error:
             failures += 1
             result = error_object(line.number, error)

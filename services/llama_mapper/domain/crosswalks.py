@@ -126,11 +126,16 @@ def default_crosswalks() -> Crosswalks:
 
 
 def add_crosswalks(
-    result: dict[str, Any], schemes: Iterable[str], crosswalks: Crosswalks | None = None
+    result: dict[str, Any],
+    schemes: Iterable[str],
+    crosswalks: Crosswalks | None = None,
+    *,
+    schema: str = "mapper-output",
 ) -> dict[str, Any]:
-    """A copy of a canonical result with `crosswalks: {scheme: [{label, ids}]}` for its labels,
-    and each table's version in `provenance.crosswalk_versions`. A label without a counterpart is
-    listed with no ids: "nothing in this scheme" is an answer, not an omission."""
+    """A copy of a canonical result (or of a document result: `schema="document-output"`) with
+    `crosswalks: {scheme: [{label, ids}]}` for its labels, and each table's version in
+    `provenance.crosswalk_versions`. A label without a counterpart is listed with no ids:
+    "nothing in this scheme" is an answer, not an omission."""
     crosswalks = crosswalks or default_crosswalks()
     chosen = [crosswalks.scheme(name) for name in dict.fromkeys(schemes)]
     out = copy.deepcopy(result)
@@ -141,5 +146,5 @@ def add_crosswalks(
             {"label": label, "ids": list(crosswalk.ids_for(label))} for label in out["taxonomy"]
         ]
         versions[crosswalk.scheme] = crosswalk.version_tag
-    validator("mapper-output").validate(out)
+    validator(schema).validate(out)
     return out

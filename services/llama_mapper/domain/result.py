@@ -70,8 +70,14 @@ def build_result(
     validator("mapper-output").validate(result)
     # The controls are a function of the label set and the static framework tables: checked
     # against the same schema once per label set, not on every result (60 % of the validation).
-    result["frameworks"] = [dict(control) for control in _controls(tuple(labels))]
+    result["frameworks"] = framework_controls(labels)
     return result
+
+
+def framework_controls(labels: Iterable[str]) -> list[dict[str, str]]:
+    """Every control the labels touch, each once, checked against the schema once per label set
+    (the `frameworks` of a canonical result and of a document result)."""
+    return [dict(control) for control in _controls(tuple(sorted(set(labels))))]
 
 
 @lru_cache(maxsize=4096)

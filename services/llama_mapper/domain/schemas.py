@@ -9,10 +9,18 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
 
 from llama_mapper.domain.errors import InvalidArgument
 
-SCHEMA_NAMES = ("detector-output", "mapper-output", "analyst-output", "training-config")
+SCHEMA_NAMES = (
+    "detector-output",
+    "mapper-output",
+    "document-input",
+    "document-output",
+    "analyst-output",
+    "training-config",
+)
 
 
 @cache
@@ -22,10 +30,20 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @cache
+def _registry() -> Registry:
+    """Every schema by its `$id`, so one can refer to another's parts (`mapper-output.json#/...`)
+    without a copy and without fetching anything."""
+    schemas = [load_schema(name) for name in SCHEMA_NAMES]
+    return Registry().with_resources(
+        (schema["$id"], Resource.from_contents(schema)) for schema in schemas
+    )
+
+
+@cache
 def validator(name: str) -> Draft202012Validator:
     schema = load_schema(name)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return Draft202012Validator(schema, registry=_registry())
 
 
 def json_path(error: ValidationError) -> str:

@@ -77,9 +77,11 @@ class Plan:
 
 @dataclass
 class Outcome:
-    """The canonical result and what happened on the way, for metrics."""
+    """The canonical result, the findings it was built from (for a document's merge), and what
+    happened on the way, for metrics."""
 
     result: dict[str, Any]
+    findings: list[CanonicalFinding] = field(default_factory=list)
     model_queries: int = 0
     model_answered: int = 0
     schema_valid: int = 0
@@ -235,6 +237,7 @@ class HybridMapper:
         if router_arm:
             result["provenance"]["router_arm"] = router_arm
         outcome.result = result
+        outcome.findings = findings
         return outcome
 
     # the whole thing, sync

@@ -10,17 +10,20 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, JsonValue, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llama_mapper.domain.crosswalks import add_crosswalks, default_crosswalks
+from llama_mapper.domain.document import MAX_OUTPUTS
 from llama_mapper.domain.errors import (
     InvalidArgument,
     MapperError,
+    NotFound,
     PayloadTooLarge,
     ResourceExhausted,
     Unauthenticated,
@@ -39,6 +42,7 @@ _OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 ENDPOINTS = {
     "/v1/map": "map",
     "/v1/map/batch": "batch",
+    "/v1/map/document": "document",
     "/v1/analyze": "analyze",
     "/v1/feedback": "feedback",
     "/v1/models": "models",
@@ -89,6 +93,46 @@ class MapBatchResponse(BaseModel):
     results: list[MapResponse]
 
 
+class DocumentOutput(BaseModel):
+    detector: str = Field(min_length=1, max_length=128, description="Detector name, e.g. presidio.")
+    output: JsonValue = Field(description="The detector's native output for the document's text.")
+
+
+class MapDocumentRequest(BaseModel):
+    """Several detectors' outputs for one text; the text itself is optional."""
+
+    outputs: list[DocumentOutput] = Field(
+        min_length=1, max_length=MAX_OUTPUTS, description=f"1 to {MAX_OUTPUTS} detector outputs."
+    )
+    text: str | None = Field(
+        None,
+        description="The text the detectors looked at, used only to convert byte and line "
+        "positions to characters; never returned, stored or logged.",
+    )
+    text_sha256: str | None = Field(
+        None,
+        pattern="^[0-9a-f]{64}$",
+        description="The caller's sha256 of the text's UTF-8 bytes: echoed in provenance, "
+        "checked against `text` when both are given.",
+    )
+    request_id: str | None = Field(
+        None, min_length=1, max_length=128, description="Echoed in provenance."
+    )
+    tenant: str | None = Field(
+        None, max_length=128, description="Tenant id; the X-Tenant-Id header wins."
+    )
+
+
+class MapDocumentResponse(BaseModel):
+    result: dict[str, Any] = Field(
+        description="Document result, valid against schemas/document-output.json."
+    )
+    router_arm: str | None = Field(
+        None, description="A/B arm that answered; null without a rollout."
+    )
+    adapter_version: int = Field(0, description="Registry version of the arm's adapter (0: none).")
+
+
 class AnalyzeRequest(BaseModel):
     framework: Literal["SOC2", "ISO27001", "HIPAA", "GDPR", "PCI_DSS"]
     finding: dict[str, JsonValue] = Field(
@@ -133,8 +177,30 @@ def _error_response(
     return JSONResponse(error_body(exc, path=path), status_code=http_status(exc), headers=headers)
 
 
-def _mapped(m: Mapped) -> MapResponse:
-    return MapResponse(result=m.result, router_arm=m.arm, adapter_version=m.version)
+def _mapped(m: Mapped, schemes: list[str] | None = None) -> MapResponse:
+    result = add_crosswalks(m.result, schemes) if schemes else m.result
+    return MapResponse(result=result, router_arm=m.arm, adapter_version=m.version)
+
+
+def crosswalk_schemes(values: list[str] | None) -> list[str]:
+    """`?crosswalk=a&crosswalk=b` or `?crosswalk=a,b`: the schemes, each once, checked before any
+    work; an unknown one is the caller's error (422), naming the known ones."""
+    crosswalks = default_crosswalks()
+    names = [name.strip() for value in values or () for name in value.split(",") if name.strip()]
+    try:
+        return [crosswalks.scheme(name).scheme for name in dict.fromkeys(names)]
+    except NotFound as exc:
+        raise InvalidArgument(f"query parameter crosswalk: {exc.message}") from None
+
+
+CrosswalkQuery = Annotated[
+    list[str] | None,
+    Query(
+        description="Add the labels' ids in these schemes as `crosswalks` (repeat it, or "
+        "separate the names with commas): ailuminate, llama-guard, owasp-llm-top10, "
+        "openguardrails."
+    ),
+]
 
 
 class Guard:
@@ -251,8 +317,20 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
         caller = getattr(request.state, "caller", "-")
         return f"{caller}/{tenant_of(request, body_tenant) or ''}"
 
+    def charge(request: Request, what: str, count: int) -> None:
+        """N outputs cost N requests of the caller's rate (the guard charged the first)."""
+        wait = core().limiter.acquire(getattr(request.state, "caller", "-"), count - 1)
+        if wait > 0:
+            raise ResourceExhausted(
+                f"a {what} of {count} is over the rate limit",
+                details={"retry_after_s": retry_after_header(wait)},
+            )
+
     @app.post("/v1/map", response_model=MapResponse, summary="Map one detector output")
-    async def map_one(body: MapRequest, request: Request) -> MapResponse:
+    async def map_one(
+        body: MapRequest, request: Request, crosswalk: CrosswalkQuery = None
+    ) -> MapResponse:
+        schemes = crosswalk_schemes(crosswalk)
         request_id = body.request_id or request.headers.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
         mapped = await core().map_one(
             body.detector,
@@ -261,22 +339,47 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
             tenant=tenant_of(request, body.tenant),
             scope=scope_of(request, body.tenant),
         )
-        return _mapped(mapped)
+        return _mapped(mapped, schemes)
 
     @app.post("/v1/map/batch", response_model=MapBatchResponse, summary="Map up to 100 outputs")
-    async def map_batch(body: MapBatchRequest, request: Request) -> MapBatchResponse:
+    async def map_batch(
+        body: MapBatchRequest, request: Request, crosswalk: CrosswalkQuery = None
+    ) -> MapBatchResponse:
+        schemes = crosswalk_schemes(crosswalk)
         items = [item.model_dump() for item in body.items]
-        # A batch of N costs N requests of the caller's rate (the guard charged the first).
-        wait = core().limiter.acquire(getattr(request.state, "caller", "-"), len(items) - 1)
-        if wait > 0:
-            raise ResourceExhausted(
-                f"a batch of {len(items)} is over the rate limit",
-                details={"retry_after_s": retry_after_header(wait)},
-            )
+        charge(request, "batch", len(items))
         mapped = await core().map_batch(
             items, tenant_of(request, body.tenant), scope=scope_of(request, body.tenant)
         )
-        return MapBatchResponse(results=[_mapped(m) for m in mapped])
+        return MapBatchResponse(results=[_mapped(m, schemes) for m in mapped])
+
+    @app.post(
+        "/v1/map/document",
+        response_model=MapDocumentResponse,
+        summary="Map several detectors' outputs for one text into one result",
+    )
+    async def map_document(
+        body: MapDocumentRequest, request: Request, crosswalk: CrosswalkQuery = None
+    ) -> MapDocumentResponse:
+        schemes = crosswalk_schemes(crosswalk)
+        charge(request, "document", len(body.outputs))
+        request_id = body.request_id or request.headers.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
+        mapped = await core().map_document(
+            [item.model_dump() for item in body.outputs],
+            text=body.text,
+            text_sha256=body.text_sha256,
+            request_id=request_id,
+            tenant=tenant_of(request, body.tenant),
+            scope=scope_of(request, body.tenant),
+        )
+        result = (
+            add_crosswalks(mapped.result, schemes, schema="document-output")
+            if schemes
+            else mapped.result
+        )
+        return MapDocumentResponse(
+            result=result, router_arm=mapped.arm, adapter_version=mapped.version
+        )
 
     @app.post("/v1/analyze", summary="Risk assessment of a canonical finding (analyst adapter)")
     async def analyze(body: AnalyzeRequest) -> dict[str, Any]:

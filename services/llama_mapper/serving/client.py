@@ -30,7 +30,8 @@ _BY_STATUS: dict[int, type[MapperError]] = {
 
 
 class MapperClient:
-    """`map` / `map_batch` against a router; errors come back as the server's MapperError class."""
+    """`map` / `map_batch` / `map_document` against a router; errors come back as the server's
+    MapperError class."""
 
     def __init__(
         self,
@@ -88,3 +89,22 @@ class MapperClient:
 
     def map_batch(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         return [r["result"] for r in self._post("/v1/map/batch", {"items": list(items)})["results"]]
+
+    def map_document(
+        self,
+        outputs: Sequence[Mapping[str, Any]],
+        *,
+        text: str | None = None,
+        text_sha256: str | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The document result of several detectors' outputs for one text."""
+        body: dict[str, Any] = {"outputs": [dict(o) for o in outputs]}
+        for key, value in (
+            ("text", text),
+            ("text_sha256", text_sha256),
+            ("request_id", request_id),
+        ):
+            if value is not None:
+                body[key] = value
+        return self._post("/v1/map/document", body)["result"]

@@ -11,6 +11,7 @@ from ray.serve.handle import DeploymentHandle
 
 from llama_mapper._proto.mapper.v1 import mapper_pb2 as pb
 from llama_mapper.domain import jsonio
+from llama_mapper.domain.document import MAX_OUTPUTS
 from llama_mapper.domain.errors import (
     InvalidArgument,
     MapperError,
@@ -77,7 +78,8 @@ app = build_app(_core)
 @serve.deployment(name="MapperRouter", max_ongoing_requests=512)
 @serve.ingress(app)
 class MapperRouter:
-    """HTTP via FastAPI; gRPC methods `Map` / `MapBatch` via Serve's gRPC ingress."""
+    """HTTP via FastAPI; gRPC methods `Map` / `MapBatch` / `MapDocument` via Serve's gRPC
+    ingress."""
 
     def __init__(
         self,
@@ -153,8 +155,48 @@ class MapperRouter:
             _abort(grpc_context, exc)
             return pb.MapBatchResponse()
 
+    async def MapDocument(  # noqa: N802 - Serve calls the gRPC method by name
+        self, request: pb.MapDocumentRequest, grpc_context: Any = None
+    ) -> pb.MapDocumentResponse:
+        try:
+            self._check_size(request)
+            _check_fields("-", request.tenant, request.request_id)
+            caller = self._admit(grpc_context, cost=max(1, len(request.outputs)))
+            if not 1 <= len(request.outputs) <= MAX_OUTPUTS:
+                raise InvalidArgument(
+                    f"$.outputs: 1 to {MAX_OUTPUTS} outputs, got {len(request.outputs)}"
+                )
+            for i, item in enumerate(request.outputs):
+                _check_fields(item.detector, "", "", where=f"$.outputs[{i}]")
+            outputs = [
+                {
+                    "detector": item.detector,
+                    "output": _parse(item.output_json, f"$.outputs[{i}].output_json"),
+                }
+                for i, item in enumerate(request.outputs)
+            ]
+            mapped = await self.core.map_document(
+                outputs,
+                text=request.text if request.HasField("text") else None,
+                text_sha256=request.text_sha256 or None,
+                request_id=request.request_id or None,
+                tenant=request.tenant or None,
+                scope=f"{caller}/{request.tenant}",
+            )
+            return pb.MapDocumentResponse(
+                request_id=mapped.result["provenance"]["request_id"],
+                result_json=json.dumps(mapped.result, sort_keys=True),
+                router_arm=mapped.arm or "",
+                adapter=self.settings.model if mapped.version else "",
+                adapter_version=mapped.version,
+            )
+        except MapperError as exc:
+            _abort(grpc_context, exc)
+            return pb.MapDocumentResponse()
+
     def _check_size(self, request: Any) -> None:
-        """The HTTP body limit for gRPC too (Serve's own proxy accepts up to 2 GiB)."""
+        """The HTTP body limit for gRPC too (Serve's own proxy accepts up to 2 GiB); a batch may
+        hold that much per item, a document that much in all, as its HTTP body."""
         limit = self.settings.max_body_bytes * (
             self.settings.max_batch_items if hasattr(request, "items") else 1
         )

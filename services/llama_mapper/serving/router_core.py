@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llama_mapper.domain.document import MAX_OUTPUTS, DetectorResult, build_document
 from llama_mapper.domain.errors import InvalidArgument, NotFound
+from llama_mapper.domain.result import CanonicalFinding
 from llama_mapper.domain.schemas import load_schema
 from llama_mapper.inference.hybrid import (
     NO_MODEL,
@@ -25,6 +27,7 @@ from llama_mapper.inference.hybrid import (
     HybridMapper,
     ModelArm,
     Outcome,
+    Plan,
 )
 from llama_mapper.inference.model import MapperQuery, Prediction
 from llama_mapper.platform.settings.serving import ServingSettings
@@ -60,6 +63,15 @@ class Mapped:
     result: dict[str, Any]
     arm: str | None
     version: int
+    # The findings `result` was built from (a document merges them); empty for a document.
+    findings: Sequence[CanonicalFinding] = ()
+
+
+def _checked_request_id(request_id: str | None) -> str:
+    request_id = request_id or str(uuid.uuid4())
+    if len(request_id) > _REQUEST_ID_MAX:
+        raise InvalidArgument(f"request id: at most {_REQUEST_ID_MAX} characters")
+    return request_id
 
 
 class EngineLost(Exception):
@@ -179,10 +191,66 @@ class RouterCore(Passthrough):
         """`tenant` keeps a tenant on its arm; `scope` (default: the tenant) is who may give
         feedback on the answer."""
         self.start()
-        request_id = request_id or str(uuid.uuid4())
-        if len(request_id) > _REQUEST_ID_MAX:
-            raise InvalidArgument(f"request id: at most {_REQUEST_ID_MAX} characters")
+        request_id = _checked_request_id(request_id)
         started = time.perf_counter()
+        plan = self.hybrid.plan(detector, output, request_id=request_id)  # InvalidArgument: 422
+        mapped, arm_name = await self._route(plan, tenant, endpoint, started)
+        self._remember(request_id, scope, tenant, arm_name, mapped.result["taxonomy"])
+        return mapped
+
+    async def map_document(
+        self,
+        outputs: Sequence[Mapping[str, Any]],
+        *,
+        text: str | None = None,
+        text_sha256: str | None = None,
+        request_id: str | None = None,
+        tenant: str | None = None,
+        scope: str | None = None,
+    ) -> Mapped:
+        """Several detectors' outputs for one text: each mapped as map_one maps it, all routed
+        by the document's key (one arm answers the document), then merged into one document
+        result (domain/document.py). Every output is read first: one invalid output fails the
+        document, naming it. Feedback is on the document's request id and labels."""
+        self.start()
+        request_id = _checked_request_id(request_id)
+        if not 1 <= len(outputs) <= MAX_OUTPUTS:
+            raise InvalidArgument(f"$.outputs: 1 to {MAX_OUTPUTS} outputs, got {len(outputs)}")
+        started = time.perf_counter()
+        plans = []
+        for index, item in enumerate(outputs):
+            try:
+                plans.append(
+                    self.hybrid.plan(item["detector"], item["output"], request_id=request_id)
+                )
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"$.outputs[{index}].output: {exc.message}") from None
+        routed = await asyncio.gather(
+            *(self._route(plan, tenant, "document", started) for plan in plans)
+        )
+        document = build_document(
+            [
+                DetectorResult(plan.detector, mapped.result, mapped.findings)
+                for plan, (mapped, _) in zip(plans, routed, strict=True)
+            ],
+            taxonomy=self.hybrid.taxonomy,
+            request_id=request_id,
+            text=text,
+            text_sha256=text_sha256,
+        )
+        # Every output was routed by the document's key, so they share an arm, unless a
+        # treatment that could not answer sent the ones it had to answer to control: then
+        # control is what answered the document's model part.
+        mapped, arm_name = min(routed, key=lambda pair: pair[1] != CONTROL)
+        self._remember(request_id, scope, tenant, arm_name, document["taxonomy"])
+        return Mapped(document, mapped.arm, mapped.version)
+
+    async def _route(
+        self, plan: Plan, tenant: str | None, endpoint: str, started: float
+    ) -> tuple[Mapped, str]:
+        """The plan answered by the arm its request key is assigned (or by control when that
+        arm cannot answer); the Mapped result and the arm's name, live or not."""
+        request_id = plan.request_id
         model = self.settings.model
         rollout = self.rollout
         now = time.time()
@@ -193,7 +261,6 @@ class RouterCore(Passthrough):
             now=now,
         )
         live = rollout is not None and rollout.live(now)
-        plan = self.hybrid.plan(detector, output, request_id=request_id)  # InvalidArgument: 422
 
         arm_name, version = assignment.arm, assignment.version
         state = self.pool.state(model, version, engine_for(arm_name, isolated=self.isolated))
@@ -223,19 +290,28 @@ class RouterCore(Passthrough):
 
         latency = time.perf_counter() - started
         self._record(arm_name, endpoint, outcome, latency, counted=arm is not None)
-        labels = frozenset(outcome.result["taxonomy"])
+        if assignment.mirror and plan.pending and arm_name == CONTROL and live:
+            self._spawn(self._shadow(plan, frozenset(outcome.result["taxonomy"])))
+        if live:
+            outcome.result["provenance"]["router_arm"] = arm_name
+        mapped = Mapped(outcome.result, arm_name if live else None, version, outcome.findings)
+        return mapped, arm_name
+
+    def _remember(
+        self,
+        request_id: str,
+        scope: str | None,
+        tenant: str | None,
+        arm_name: str,
+        labels: Sequence[str],
+    ) -> None:
         self.feedback_log.remember(
             request_id,
             scope if scope is not None else tenant or "",
             arm_name,
-            labels,
+            frozenset(labels),
             self.windows.revision,
         )
-        if assignment.mirror and plan.pending and arm_name == CONTROL and live:
-            self._spawn(self._shadow(plan, labels))
-        if live:
-            outcome.result["provenance"]["router_arm"] = arm_name
-        return Mapped(outcome.result, arm_name if live else None, version)
 
     def _arm(self, arm_name: str, state: VersionState | None, live: bool) -> ModelArm | None:
         if self.engine is None or state is None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#llama_mapper/mapper/v1/mapper.proto\x12\x16llama_mapper.mapper.v1\"W\n\nMapRequest\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"r\n\tMapResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bresult_json\x18\x02 \x01(\t\x12\x12\n\nrouter_arm\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x04 \x01(\t\x12\x17\n\x0f\x61\x64\x61pter_version\x18\x05 \x01(\x03\"@\n\x0bMapResponse\x12\x31\n\x06result\x18\x01 \x01(\x0b\x32!.llama_mapper.mapper.v1.MapResult\"I\n\x0cMapBatchItem\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"V\n\x0fMapBatchRequest\x12\x33\n\x05items\x18\x01 \x03(\x0b\x32$.llama_mapper.mapper.v1.MapBatchItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"F\n\x10MapBatchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.llama_mapper.mapper.v1.MapResult2\xbe\x01\n\rMapperService\x12N\n\x03Map\x12\".llama_mapper.mapper.v1.MapRequest\x1a#.llama_mapper.mapper.v1.MapResponse\x12]\n\x08MapBatch\x12\'.llama_mapper.mapper.v1.MapBatchRequest\x1a(.llama_mapper.mapper.v1.MapBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#llama_mapper/mapper/v1/mapper.proto\x12\x16llama_mapper.mapper.v1\"W\n\nMapRequest\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"r\n\tMapResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bresult_json\x18\x02 \x01(\t\x12\x12\n\nrouter_arm\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x04 \x01(\t\x12\x17\n\x0f\x61\x64\x61pter_version\x18\x05 \x01(\x03\"@\n\x0bMapResponse\x12\x31\n\x06result\x18\x01 \x01(\x0b\x32!.llama_mapper.mapper.v1.MapResult\"I\n\x0cMapBatchItem\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"V\n\x0fMapBatchRequest\x12\x33\n\x05items\x18\x01 \x03(\x0b\x32$.llama_mapper.mapper.v1.MapBatchItem\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"F\n\x10MapBatchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.llama_mapper.mapper.v1.MapResult\"7\n\x0e\x44ocumentOutput\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\"\xa2\x01\n\x12MapDocumentRequest\x12\x37\n\x07outputs\x18\x01 \x03(\x0b\x32&.llama_mapper.mapper.v1.DocumentOutput\x12\x11\n\x04text\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x0btext_sha256\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\tB\x07\n\x05_text\"|\n\x13MapDocumentResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bresult_json\x18\x02 \x01(\t\x12\x12\n\nrouter_arm\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x04 \x01(\t\x12\x17\n\x0f\x61\x64\x61pter_version\x18\x05 \x01(\x03\x32\xa6\x02\n\rMapperService\x12N\n\x03Map\x12\".llama_mapper.mapper.v1.MapRequest\x1a#.llama_mapper.mapper.v1.MapResponse\x12]\n\x08MapBatch\x12\'.llama_mapper.mapper.v1.MapBatchRequest\x1a(.llama_mapper.mapper.v1.MapBatchResponse\x12\x66\n\x0bMapDocument\x12*.llama_mapper.mapper.v1.MapDocumentRequest\x1a+.llama_mapper.mapper.v1.MapDocumentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +44,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MAPBATCHREQUEST']._serialized_end=495
   _globals['_MAPBATCHRESPONSE']._serialized_start=497
   _globals['_MAPBATCHRESPONSE']._serialized_end=567
-  _globals['_MAPPERSERVICE']._serialized_start=570
-  _globals['_MAPPERSERVICE']._serialized_end=760
+  _globals['_DOCUMENTOUTPUT']._serialized_start=569
+  _globals['_DOCUMENTOUTPUT']._serialized_end=624
+  _globals['_MAPDOCUMENTREQUEST']._serialized_start=627
+  _globals['_MAPDOCUMENTREQUEST']._serialized_end=789
+  _globals['_MAPDOCUMENTRESPONSE']._serialized_start=791
+  _globals['_MAPDOCUMENTRESPONSE']._serialized_end=915
+  _globals['_MAPPERSERVICE']._serialized_start=918
+  _globals['_MAPPERSERVICE']._serialized_end=1212
 # @@protoc_insertion_point(module_scope)

@@ -62,3 +62,39 @@ class MapBatchResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[MapResult]
     def __init__(self, results: _Optional[_Iterable[_Union[MapResult, _Mapping]]] = ...) -> None: ...
+
+class DocumentOutput(_message.Message):
+    __slots__ = ("detector", "output_json")
+    DETECTOR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    detector: str
+    output_json: str
+    def __init__(self, detector: _Optional[str] = ..., output_json: _Optional[str] = ...) -> None: ...
+
+class MapDocumentRequest(_message.Message):
+    __slots__ = ("outputs", "text", "text_sha256", "request_id", "tenant")
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    outputs: _containers.RepeatedCompositeFieldContainer[DocumentOutput]
+    text: str
+    text_sha256: str
+    request_id: str
+    tenant: str
+    def __init__(self, outputs: _Optional[_Iterable[_Union[DocumentOutput, _Mapping]]] = ..., text: _Optional[str] = ..., text_sha256: _Optional[str] = ..., request_id: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class MapDocumentResponse(_message.Message):
+    __slots__ = ("request_id", "result_json", "router_arm", "adapter", "adapter_version")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_ARM_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    result_json: str
+    router_arm: str
+    adapter: str
+    adapter_version: int
+    def __init__(self, request_id: _Optional[str] = ..., result_json: _Optional[str] = ..., router_arm: _Optional[str] = ..., adapter: _Optional[str] = ..., adapter_version: _Optional[int] = ...) -> None: ...

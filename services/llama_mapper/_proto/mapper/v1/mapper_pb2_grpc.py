@@ -33,7 +33,8 @@ class MapperServiceStub:
     source of truth; its shape is deliberately not repeated here as messages.
 
     Errors: INVALID_ARGUMENT (unparsable output_json, bad detector name, payload over 64 KB,
-    more than 100 batch items; the message names the item and JSON path), RESOURCE_EXHAUSTED
+    more than 100 batch items or 32 document outputs, a span that is negative, reversed or past
+    the document's text; the message names the item and JSON path), RESOURCE_EXHAUSTED
     (the tenant's rate limit; the `retry-after` trailing metadata says when to retry),
     UNAUTHENTICATED / PERMISSION_DENIED when a token is configured. A model that is unavailable,
     slow or invalid is not an error: the rules or the fallback answer, as `method` records.
@@ -55,6 +56,11 @@ class MapperServiceStub:
                 request_serializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapBatchRequest.SerializeToString,
                 response_deserializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapBatchResponse.FromString,
                 _registered_method=True)
+        self.MapDocument = channel.unary_unary(
+                '/llama_mapper.mapper.v1.MapperService/MapDocument',
+                request_serializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentRequest.SerializeToString,
+                response_deserializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentResponse.FromString,
+                _registered_method=True)
 
 
 class MapperServiceServicer:
@@ -64,7 +70,8 @@ class MapperServiceServicer:
     source of truth; its shape is deliberately not repeated here as messages.
 
     Errors: INVALID_ARGUMENT (unparsable output_json, bad detector name, payload over 64 KB,
-    more than 100 batch items; the message names the item and JSON path), RESOURCE_EXHAUSTED
+    more than 100 batch items or 32 document outputs, a span that is negative, reversed or past
+    the document's text; the message names the item and JSON path), RESOURCE_EXHAUSTED
     (the tenant's rate limit; the `retry-after` trailing metadata says when to retry),
     UNAUTHENTICATED / PERMISSION_DENIED when a token is configured. A model that is unavailable,
     slow or invalid is not an error: the rules or the fallback answer, as `method` records.
@@ -85,6 +92,17 @@ class MapperServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MapDocument(self, request, context):
+        """Maps the outputs of up to 32 detectors that looked at one text into one document result
+        (schemas/document-output.json): findings whose spans overlap and whose labels agree are
+        merged with every source kept, overlapping findings with different labels are both kept
+        and flagged as a conflict. Every output is read first: one invalid output fails the call,
+        naming it. A document of N outputs costs N requests of the caller's rate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MapperServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +115,11 @@ def add_MapperServiceServicer_to_server(servicer, server):
                     servicer.MapBatch,
                     request_deserializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapBatchRequest.FromString,
                     response_serializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapBatchResponse.SerializeToString,
+            ),
+            'MapDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.MapDocument,
+                    request_deserializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentRequest.FromString,
+                    response_serializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -113,7 +136,8 @@ class MapperService:
     source of truth; its shape is deliberately not repeated here as messages.
 
     Errors: INVALID_ARGUMENT (unparsable output_json, bad detector name, payload over 64 KB,
-    more than 100 batch items; the message names the item and JSON path), RESOURCE_EXHAUSTED
+    more than 100 batch items or 32 document outputs, a span that is negative, reversed or past
+    the document's text; the message names the item and JSON path), RESOURCE_EXHAUSTED
     (the tenant's rate limit; the `retry-after` trailing metadata says when to retry),
     UNAUTHENTICATED / PERMISSION_DENIED when a token is configured. A model that is unavailable,
     slow or invalid is not an error: the rules or the fallback answer, as `method` records.
@@ -163,6 +187,33 @@ class MapperService:
             '/llama_mapper.mapper.v1.MapperService/MapBatch',
             llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapBatchRequest.SerializeToString,
             llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MapDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llama_mapper.mapper.v1.MapperService/MapDocument',
+            llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentRequest.SerializeToString,
+            llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentResponse.FromString,
             options,
             channel_credentials,
             insecure,
