@@ -96,6 +96,8 @@ def test_quick_demo_end_to_end(tmp_path):
     assert re.match(r"treatment [\d.]+ ms vs 20000 ms", rows["p95 vs target"]), rows[
         "p95 vs target"
     ]
+    # The gate ran on the evaluation above and let v1 take traffic, so the canary ran.
+    assert rows["gate"] == "passed (cpu-2core)", rows["gate"]
     assert re.match(r"(complete|rolled_back): ", rows["canary"]), rows["canary"]
     assert rows["champion"].startswith(("v", "none (rules only)"))
     assert (tmp_path / "demo" / "data" / "manifest.json").is_file()

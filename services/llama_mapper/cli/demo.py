@@ -44,10 +44,13 @@ class Demo:
         return self.root / "data"
 
     def mapperctl(
-        self, *args: str, capture: bool = False, echo: bool = True
+        self, *args: str, capture: bool = False, echo: bool = True, ok: tuple[int, ...] = (0,)
     ) -> subprocess.CompletedProcess:
         return self.run(
-            [str(Path(sys.executable).with_name("mapperctl")), *args], capture=capture, echo=echo
+            [str(Path(sys.executable).with_name("mapperctl")), *args],
+            capture=capture,
+            echo=echo,
+            ok=ok,
         )
 
     def run(
@@ -57,6 +60,7 @@ class Demo:
         capture: bool = False,
         echo: bool = True,
         env: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (0,),
     ) -> subprocess.CompletedProcess:
         print(f"$ {shlex.join(argv)}", flush=True)
         proc = subprocess.run(
@@ -70,7 +74,7 @@ class Demo:
             # echo=False: the progress lines only; the caller summarizes the JSON document.
             shown = proc.stdout if echo else proc.stdout[: _json_start(proc.stdout)]
             print(shown, end="", flush=True)
-        if proc.returncode != 0:
+        if proc.returncode not in ok:
             raise FailedPrecondition(f"`{shlex.join(argv)}` exited with {proc.returncode}")
         return proc
 
@@ -254,6 +258,12 @@ def _evaluate(demo: Demo, version: int, analyst: int) -> None:
         "--set", f"p95_latency_ms={P95_TARGET_MS}", "--set", "max_error_rate=0.05",
     )  # fmt: skip
     demo.facts["p95_target_ms"] = P95_TARGET_MS
+    # The registry lets no version take traffic without a passed gate on this profile: the
+    # gate judges the run above against the targets just set and records its verdict.
+    gate = demo.mapperctl(
+        "eval", "gate", "--model", "mapper", str(version), "--profile", PROFILE, ok=(0, 1)
+    )  # fmt: skip
+    demo.facts["gate"] = "passed" if gate.returncode == 0 else "failed"
 
 
 def _json_start(text: str) -> int:
@@ -291,6 +301,13 @@ def _serve_and_canary(demo: Demo, version: int) -> None:
         "--registry",
         service("registry").address,
     )
+    if demo.facts.get("gate") != "passed":
+        # Exactly what an operator meets: a version whose gate failed takes no traffic; the
+        # rules keep answering and step 6 shows them.
+        print(f"  v{version} failed its gate on {PROFILE}: no canary (see the table above)")
+        demo.facts["canary"] = "not started: the evaluation gate failed"
+        demo.facts["champion"] = "none (rules only)"
+        return
     steps = "50,100" if demo.quick else "5,25,50,100"
     canary_argv = [
         str(Path(sys.executable).with_name("mapperctl")),
@@ -338,6 +355,7 @@ def _closing_table(demo: Demo) -> None:
         ("analyst adapter", f"v{facts.get('analyst_version')}: {facts.get('analyst_steps')} steps in {facts.get('analyst_train_s')} s (job), {facts.get('analyst_tokens_per_s')} tokens/s; schema-valid {facts.get('analyst_schema_valid')}, risk-level accuracy {facts.get('analyst_risk_accuracy')}"),
         ("quality (hybrid, golden set)", f"accuracy {facts.get('accuracy')}, macro-F1 {facts.get('macro_f1')}, ECE {facts.get('ece')}"),
         ("p95 vs target", f"treatment {facts.get('bench_p95_ms')} ms vs {facts.get('p95_target_ms')} ms ({PROFILE}, last bench gate: {facts.get('bench_dir')})"),
+        ("gate", f"{facts.get('gate')} ({PROFILE})"),
         ("canary", f"{facts.get('canary')}"),
         ("champion", f"{facts.get('champion')}"),
         ("evaluation report", f"{facts.get('eval_report')} (report.json, summary.md, plots)"),
