@@ -136,7 +136,12 @@ class MapDocumentResponse(BaseModel):
 class AnalyzeRequest(BaseModel):
     framework: Literal["SOC2", "ISO27001", "HIPAA", "GDPR", "PCI_DSS"]
     finding: dict[str, JsonValue] = Field(
-        description="A canonical finding (label, confidence, ...)."
+        description="A canonical finding (label, confidence, ...), as a mapper result holds it."
+    )
+    context: dict[str, JsonValue] | None = Field(
+        None,
+        description="What moves the risk level (schemas/analyst-context.json): volume, location, "
+        "environment, data_subject_region, co_labels.",
     )
 
 
@@ -381,9 +386,9 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
             result=result, router_arm=mapped.arm, adapter_version=mapped.version
         )
 
-    @app.post("/v1/analyze", summary="Risk assessment of a canonical finding (analyst adapter)")
+    @app.post("/v1/analyze", summary="Risk assessment of a canonical finding (hybrid analyst)")
     async def analyze(body: AnalyzeRequest) -> dict[str, Any]:
-        return await core().analyze(body.framework, body.finding)
+        return await core().analyze(body.framework, body.finding, body.context)
 
     @app.post("/v1/feedback", summary="Report the correct labels (or a verdict) for a request")
     async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
