@@ -111,3 +111,31 @@ def test_async_path_gets_messages_and_the_framework_grammar():
     assert asyncio.run(analyze_async(Q, slow, deadline_s=0.05))["fallback_reason"] == "timeout"
     assert asyncio.run(analyze_async(Q, broken))["fallback_reason"] == "unavailable"
     assert asyncio.run(analyze_async(Q, None))["fallback_reason"] == "no_model"
+
+
+def test_vllm_analyst_decodes_each_framework_under_its_grammar_in_order():
+    from types import SimpleNamespace
+
+    from llama_mapper.inference.vllm_engine.offline import VllmAnalystModel
+
+    calls = []
+
+    class Engine:
+        config = SimpleNamespace(max_num_seqs=4)
+
+        def generate_json(self, conversations, adapter, json_schema, max_tokens):
+            ids = json_schema["properties"]["controls"]["items"]["enum"]
+            calls.append((len(conversations), adapter, ids, max_tokens))
+            return [(f" {ids[0]}:{c[1]['content'][-20:]} ", "stop") for c in conversations]
+
+    queries = [
+        rubric.query("SOC2", {"label": "pii.age"}),
+        rubric.query("GDPR", {"label": "pii.age"}),
+        rubric.query("SOC2", {"label": "pii.email_address"}),
+    ]
+    model = VllmAnalystModel(Engine(), "analyst-v2")
+    answers = model.analyze(queries)
+    assert model.batch_size == 4 and len(answers) == 3
+    assert [c[0] for c in calls] == [2, 1] and {c[1] for c in calls} == {"analyst-v2"}
+    assert answers[0].endswith('pii.age"}') and answers[2].endswith('email_address"}')
+    assert answers[1].startswith(calls[1][2][0]) and answers[0].startswith(calls[0][2][0])

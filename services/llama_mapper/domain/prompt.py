@@ -110,7 +110,7 @@ def parse_analyst_user_prompt(text: str) -> dict[str, Any] | None:
 
 # The analyst's answer budget in tokens, as served (/v1/analyze) and as evaluated: a risk level,
 # a few control ids and at most four short steps close well inside it.
-ANALYST_MAX_TOKENS = 192
+ANALYST_MAX_TOKENS = 256
 # The keys of the supervised target, in the order the model writes them: the risk level first, so
 # a model cut short has still answered it; then the controls; then the remediation.
 ANALYST_TARGET_KEYS = ("risk_level", "controls", "remediation")
