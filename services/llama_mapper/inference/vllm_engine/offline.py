@@ -69,9 +69,15 @@ class VllmEngine:
         for adapter in adapters:
             self.add_adapter(adapter)
 
-    def add_adapter(self, adapter: AdapterRef) -> None:
+    def add_adapter(self, adapter: AdapterRef, key: str | None = None) -> None:
+        """Loads `adapter` under `key` (its name by default); the same files again are a no-op,
+        so an engine kept between runs takes each version once."""
+        key = key or adapter.name
+        known = self._adapters.get(key)
+        if known is not None and known[0].path == adapter.path:
+            return
         check_adapter_dir(adapter.path, max_rank=self.config.max_lora_rank)
-        self._adapters[adapter.name] = (adapter, self._ids.new())
+        self._adapters[key] = (adapter, self._ids.new())
 
     def model(self, adapter: str | None = None) -> VllmMapperModel:
         if adapter is not None and adapter not in self._adapters:
