@@ -30,12 +30,11 @@ def load_config(path: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def channel_to(
-    address: str | None, dataset_uri: str = ""
-) -> Iterator[tuple[grpc.Channel, str | None]]:
+def channel_to(address: str | None, *readable: str) -> Iterator[tuple[grpc.Channel, str | None]]:
     """A channel to `address` (or MAPPER_VALIDATION_ADDRESS / the local stack's) and the token to
     send, when something answers there; otherwise to a service started in this process on a free
-    port, which may read `dataset_uri` only and signs with the local stack's key."""
+    port, which may read the `readable` datasets / golden set only and signs with the local
+    stack's key."""
     settings = ValidationSettings()
     target = address or settings.address
     channel = open_channel(target, ca_file=settings.ca_file)
@@ -44,7 +43,7 @@ def channel_to(
     except grpc.FutureTimeoutError:
         channel.close()
         log.info("no validation service at %s: starting one in-process", target)
-        with in_process_service(dataset_uri) as local:
+        with in_process_service(*readable) as local:
             yield local
         return
     try:
@@ -54,21 +53,22 @@ def channel_to(
 
 
 @contextmanager
-def in_process_service(dataset_uri: str) -> Iterator[tuple[grpc.Channel, str]]:
+def in_process_service(*readable: str) -> Iterator[tuple[grpc.Channel, str]]:
     """A validation service in this process on 127.0.0.1, with a token only this process knows, the
     signing key the training gate here checks (generated once under the var dir when unset), and
-    the dataset's own directory or bucket as its only readable place."""
+    the caller's own dataset (its directory or bucket) and golden set as its only readable places."""
     from llama_mapper.platform.stack import local_secret
     from llama_mapper.validation.server import create_server
 
     token = secrets.token_urlsafe(32)
     roots: list[Path] = []
     buckets: list[str] = []
-    if dataset_uri.startswith("s3://"):
-        buckets.append(dataset_uri[5:].partition("/")[0])
-    elif dataset_uri:
-        path = Path(dataset_uri)
-        roots.append(path.parent if path.suffix == ".json" else path)
+    for uri in filter(None, readable):
+        if uri.startswith("s3://"):
+            buckets.append(uri[5:].partition("/")[0])
+        elif "://" not in uri:
+            path = Path(uri).resolve()
+            roots.append(path.parent if path.suffix in {".json", ".jsonl"} else path)
     settings = ValidationSettings(
         host="127.0.0.1",
         port=0,
@@ -111,7 +111,7 @@ def validate_dataset(
             golden_set_uri=golden_set_uri,
         )
     )
-    with channel_to(address, uri) as (channel, token):
+    with channel_to(address, uri, golden_set_uri) as (channel, token):
         response = pb_grpc.ValidationServiceStub(channel).ValidateDataset(
             request, metadata=call_metadata(token), timeout=timeout_s
         )
