@@ -29,6 +29,12 @@ class ValidationSettings(GrpcServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MAPPER_VALIDATION_", extra="ignore")
 
     port: int = Field(DEFAULT_PORTS["validation"], ge=0, le=65535, description="gRPC port.")
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token every call needs (the server checks it, clients send it); "
+        "unset: MAPPER_REGISTRY_TOKEN. The server refuses to start with neither, whatever "
+        "ALLOW_INSECURE_WRITES or REQUIRE_AUTH_FOR_READS say.",
+    )
     max_workers: int = Field(4, ge=1, description="Concurrent RPCs (validations run in threads).")
     address: str = Field(
         local_address("validation"), description="host:port clients reach the service at."
@@ -48,14 +54,14 @@ class ValidationSettings(GrpcServiceSettings):
     )
     dataset_roots: list[Path] = Field(
         default_factory=list,
-        description="Local directories datasets may be read from (resolved; `..` and symlinks "
-        "cannot leave them); a path outside every root is PERMISSION_DENIED. Empty: no local "
-        "dataset is readable.",
+        description="Local directories datasets and golden sets may be read from, a JSON list "
+        '(["/data/datasets"]); paths are resolved, so `..` and symlinks cannot leave them; a '
+        "path outside every root is PERMISSION_DENIED. Empty: no local dataset is readable.",
     )
     s3_buckets: list[str] = Field(
         default_factory=list,
-        description="S3 buckets datasets may be read from (s3://<bucket>/...); any other bucket "
-        "is PERMISSION_DENIED. Empty: no s3:// dataset is readable.",
+        description='S3 buckets datasets may be read from, a JSON list (["mapper-data"]); any '
+        "other bucket is PERMISSION_DENIED. Empty: no s3:// dataset is readable.",
     )
     signing_key: SecretStr | None = Field(
         None,
