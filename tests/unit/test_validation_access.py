@@ -74,3 +74,41 @@ def test_buckets_outside_the_list_are_refused_before_any_call(tmp_path):
     assert "MAPPER_VALIDATION_S3_BUCKETS" in message
     _refusal(DatasetAccess.of([], []), "s3://datasets/prefix")
     _refusal(DatasetAccess.of([], ["datasets"]), str(tmp_path))  # no roots: no local dataset
+
+
+def test_token_falls_back_to_the_registrys_and_the_key_to_the_stacks_file(tmp_path, monkeypatch):
+    from llama_mapper.platform.settings.validation import SIGNING_KEY_FILE, ValidationSettings
+    from llama_mapper.platform.stack import LOCAL_SECRETS, local_secret
+
+    for name in ("MAPPER_VALIDATION_TOKEN", "MAPPER_VALIDATION_SIGNING_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MAPPER_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("MAPPER_REGISTRY_TOKEN", "registry-token-0123456789")
+    assert ValidationSettings().bearer() == "registry-token-0123456789"
+    monkeypatch.setenv("MAPPER_VALIDATION_TOKEN", "validation-token-0123456789")
+    assert ValidationSettings().bearer() == "validation-token-0123456789"
+    assert ValidationSettings().signing_secret() is None
+    # The local stack generates the key next to the registry token, readable by its owner only.
+    assert LOCAL_SECRETS["MAPPER_VALIDATION_SIGNING_KEY"] == SIGNING_KEY_FILE
+    key = local_secret("MAPPER_VALIDATION_SIGNING_KEY")
+    path = tmp_path / "var" / SIGNING_KEY_FILE
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert ValidationSettings().signing_secret() == key.encode()
+
+
+def test_the_server_refuses_to_start_without_a_token_or_a_signing_key(tmp_path, monkeypatch):
+    from llama_mapper.domain.errors import FailedPrecondition
+    from llama_mapper.platform.settings.validation import ValidationSettings
+    from llama_mapper.validation.server import create_server
+
+    for name in (
+        "MAPPER_VALIDATION_TOKEN",
+        "MAPPER_REGISTRY_TOKEN",
+        "MAPPER_VALIDATION_SIGNING_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MAPPER_VAR_DIR", str(tmp_path / "var"))
+    with pytest.raises(FailedPrecondition, match="MAPPER_VALIDATION_TOKEN"):
+        create_server(ValidationSettings(port=0, allow_insecure_writes=True))
+    with pytest.raises(FailedPrecondition, match="MAPPER_VALIDATION_SIGNING_KEY"):
+        create_server(ValidationSettings(port=0, token="validation-token-0123456789"))
