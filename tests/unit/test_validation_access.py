@@ -112,3 +112,22 @@ def test_the_server_refuses_to_start_without_a_token_or_a_signing_key(tmp_path, 
         create_server(ValidationSettings(port=0, allow_insecure_writes=True))
     with pytest.raises(FailedPrecondition, match="MAPPER_VALIDATION_SIGNING_KEY"):
         create_server(ValidationSettings(port=0, token="validation-token-0123456789"))
+
+
+def test_a_nul_in_a_path_is_invalid_argument_not_a_crash(tmp_path):
+    from llama_mapper.domain.errors import InvalidArgument
+
+    access = DatasetAccess.of([tmp_path], [])
+    for given in (access, None):
+        with pytest.raises(InvalidArgument, match="NUL"):
+            load_dataset(f"{tmp_path}/a\x00b", max_row_bytes=1 << 20, access=given)
+    with pytest.raises(InvalidArgument, match="golden set path"):
+        access.check_path("/x\x00", what="golden set")
+
+
+def test_a_path_too_long_is_invalid_argument_not_a_crash(tmp_path):
+    from llama_mapper.domain.errors import InvalidArgument
+
+    access = DatasetAccess.of([tmp_path], [])
+    with pytest.raises(InvalidArgument, match="cannot be read"):
+        load_dataset(str(tmp_path / ("x" * 5000)), max_row_bytes=1 << 20, access=access)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llama_mapper.domain.errors import PermissionDenied
+from llama_mapper.domain.errors import InvalidArgument, PermissionDenied
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class DatasetAccess:
 
     def check_path(self, path: Path | str, *, what: str = "dataset") -> Path:
         """The resolved path when it lies under a root; PermissionDenied otherwise."""
+        if "\x00" in str(path):
+            raise InvalidArgument(f"the {what} path contains a NUL character")
         resolved = Path(os.path.realpath(Path(path).expanduser()))
         if not any(resolved == root or resolved.is_relative_to(root) for root in self.roots):
             raise PermissionDenied(

@@ -45,9 +45,12 @@ class LocalStore:
         if self.access is not None:
             # Checked before existence, on the resolved path: a symlink cannot lead out.
             path = self.access.check_path(path)
-        if not path.is_file():
-            raise NotFound(f"{path} does not exist")
-        return open(path, "rb")
+        try:
+            if not path.is_file():
+                raise NotFound(f"{path} does not exist")
+            return open(path, "rb")
+        except OSError as exc:  # a name too long, a directory we may not list, ...
+            raise InvalidArgument(f"{path} cannot be read: {exc.strerror}") from None
 
 
 class _StreamingRaw(io.RawIOBase):
@@ -121,6 +124,8 @@ def open_store(
     PermissionDenied for a place `access` does not allow (None: whatever this process may read)."""
     if not uri:
         raise InvalidArgument("dataset_uri is empty: give a directory or s3://bucket/prefix")
+    if "\x00" in uri:
+        raise InvalidArgument("dataset_uri contains a NUL character")
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[5:].partition("/")
         if not bucket:
