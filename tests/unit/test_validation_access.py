@@ -131,3 +131,12 @@ def test_a_path_too_long_is_invalid_argument_not_a_crash(tmp_path):
     access = DatasetAccess.of([tmp_path], [])
     with pytest.raises(InvalidArgument, match="cannot be read"):
         load_dataset(str(tmp_path / ("x" * 5000)), max_row_bytes=1 << 20, access=access)
+
+
+def test_a_manifest_entry_that_is_not_an_object_is_invalid_argument(tmp_path):
+    from llama_mapper.domain.errors import InvalidArgument
+
+    dataset = _dataset(tmp_path / "d")
+    (dataset / "manifest.json").write_text(json.dumps({"files": {"a.jsonl": "0" * 64}}))
+    with pytest.raises(InvalidArgument, match=r"files\['a.jsonl'\] is not an object"):
+        load_dataset(str(dataset), max_row_bytes=1 << 20)

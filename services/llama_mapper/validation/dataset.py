@@ -172,6 +172,12 @@ def read_manifest(store: Store, name: str | None) -> tuple[dict[str, Any], str]:
         raise InvalidArgument(
             f"{name} has no `files` object: rebuild it with `mapperctl data build`"
         )
+    for entry_name, entry in manifest["files"].items():
+        if not isinstance(entry, dict):
+            raise InvalidArgument(
+                f"{name}: files[{entry_name!r}] is not an object with sha256 and rows: rebuild it "
+                "with `mapperctl data build`"
+            )
     return manifest, manifest_digest(manifest)
 
 
