@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from llama_mapper.datasets.analyst import analyst_finding, assess
+from llama_mapper.datasets.analyst import analyst_finding
+from llama_mapper.domain import rubric
 from llama_mapper.domain.errors import InvalidArgument, NotFound, PayloadTooLarge
 from llama_mapper.domain.findings import NormalizedFinding
 from llama_mapper.domain.frameworks import default_frameworks
@@ -37,7 +38,7 @@ def good() -> list[Row]:
         for i in range(2)
     ]
     finding = analyst_finding("financial.credit_card", TAXONOMY, "presidio", "CREDIT_CARD", 0.9)
-    assessment = assess("PCI_DSS", finding, default_frameworks())
+    assessment = rubric.assess(rubric.query("PCI_DSS", finding), default_frameworks())
     rows.append(Row(analyst_row("PCI_DSS", finding, assessment, "train"), "analyst-train.jsonl", 1))
     return rows
 

@@ -252,6 +252,7 @@ def _evaluate(demo: Demo, version: int, analyst: int) -> None:
     analyst_report = report.get("analyst") or {}
     demo.facts["analyst_schema_valid"] = analyst_report.get("schema_valid_rate")
     demo.facts["analyst_risk_accuracy"] = analyst_report.get("risk_level_accuracy")
+    demo.facts["analyst_control_f1"] = analyst_report.get("control_f1")
     print(
         f"  mapper v{version}: accuracy {_fmt(demo.facts['accuracy'])}, macro-F1 "
         f"{_fmt(demo.facts['macro_f1'])}, ECE {_fmt(demo.facts['ece'])}; analyst v{analyst}: "
@@ -358,7 +359,7 @@ def _closing_table(demo: Demo) -> None:
     rows = [
         ("dataset", f"{facts.get('mapper_rows')} mapper rows, {facts.get('analyst_rows')} analyst rows"),
         ("mapper adapter", f"v{facts.get('mapper_version')}: {facts.get('mapper_steps')} steps in {facts.get('mapper_train_s')} s (job), {facts.get('mapper_tokens_per_s')} tokens/s"),
-        ("analyst adapter", f"v{facts.get('analyst_version')}: {facts.get('analyst_steps')} steps in {facts.get('analyst_train_s')} s (job), {facts.get('analyst_tokens_per_s')} tokens/s; schema-valid {facts.get('analyst_schema_valid')}, risk-level accuracy {facts.get('analyst_risk_accuracy')}"),
+        ("analyst adapter", f"v{facts.get('analyst_version')}: {facts.get('analyst_steps')} steps in {facts.get('analyst_train_s')} s (job), {facts.get('analyst_tokens_per_s')} tokens/s; schema-valid {facts.get('analyst_schema_valid')}, risk-level accuracy {facts.get('analyst_risk_accuracy')}, control F1 {facts.get('analyst_control_f1')}"),
         ("quality (hybrid, golden set)", f"accuracy {facts.get('accuracy')}, macro-F1 {facts.get('macro_f1')}, ECE {facts.get('ece')}"),
         ("p95 vs target", f"treatment {facts.get('bench_p95_ms')} ms vs {facts.get('p95_target_ms')} ms ({PROFILE}, last bench gate: {facts.get('bench_dir')})"),
         ("gate", f"{facts.get('gate')} ({PROFILE})"),

@@ -18,6 +18,7 @@ SCHEMA_NAMES = (
     "mapper-output",
     "document-input",
     "document-output",
+    "analyst-context",
     "analyst-output",
     "training-config",
 )
