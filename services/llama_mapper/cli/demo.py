@@ -23,7 +23,7 @@ from typing import Any
 from llama_mapper.domain.errors import FailedPrecondition, NotFound
 from llama_mapper.platform.settings.serving import ServingSettings
 from llama_mapper.platform.settings.stack import RaySettings, var_dir
-from llama_mapper.platform.stack import service
+from llama_mapper.platform.stack import default_dataset_roots, service
 from llama_mapper.platform.terminal import print_table
 
 PROFILE = "cpu-2core"
@@ -148,6 +148,12 @@ def run_demo(demo: Demo) -> int:
             "RAY_JOB_ADDRESS": RaySettings().dashboard_url,
             "MAPPER_SERVING_URL": _serving_url(),
         }
+    )
+    # The stack's validation service reads datasets only under its roots: the demo's own
+    # directory is one of them wherever --root puts it.
+    os.environ.setdefault(
+        "MAPPER_VALIDATION_DATASET_ROOTS",
+        json.dumps([*default_dataset_roots(var_dir()), str(demo.root.resolve())]),
     )
     with demo.step("1. start the stack (validation, registry, evaluation, Ray head)", "stack up"):
         demo.mapperctl("stack", "up")
