@@ -1,7 +1,7 @@
 """What we ship is secure by default: TLS and a token for every service, checked on the manifests.
 
 compose.yaml and the Kubernetes manifests must give each gRPC service (registry, validation,
-evaluation) a TLS certificate and key, never probe it in plaintext, give every container that
+evaluation) a TLS certificate and key and its token (validation also its report signing key), never probe it in plaintext, give every container that
 talks to the registry the CA to check it with, and give the serving endpoint a bearer token.
 Usage: python deploy/check_secure.py DEPLOY_DIR ; exit 1 naming each gap with its file.
 """
@@ -16,6 +16,12 @@ from typing import Any
 import yaml
 
 SERVICES = {"registry": "REGISTRY", "validation": "VALIDATION", "evaluation": "EVALUATION"}
+# Beyond TLS: what each service must be given to authenticate callers and sign what it vouches for.
+SECRETS = {
+    "registry": ("MAPPER_REGISTRY_TOKEN",),
+    "validation": ("MAPPER_VALIDATION_TOKEN", "MAPPER_VALIDATION_SIGNING_KEY"),
+    "evaluation": ("MAPPER_REGISTRY_TOKEN",),
+}
 
 
 def _k8s_env(env: list[dict[str, Any]] | None) -> set[str]:
@@ -43,6 +49,9 @@ def check_compose(path: Path) -> list[str]:
         for key in (f"MAPPER_{prefix}_TLS_CERT_FILE", f"MAPPER_{prefix}_TLS_KEY_FILE"):
             if key not in env:
                 problems.append(f"{path}: service {name} sets no {key}")
+        for key in SECRETS[name]:
+            if key not in env:
+                problems.append(f"{path}: service {name} is given no {key}")
         probe = " ".join(services[name].get("healthcheck", {}).get("test", []))
         if "health_probe" in probe and "--ca-file" not in probe:
             problems.append(f"{path}: service {name} is probed without TLS")
@@ -68,6 +77,9 @@ def check_k8s(path: Path) -> list[str]:
                 for key in (f"MAPPER_{prefix}_TLS_CERT_FILE", f"MAPPER_{prefix}_TLS_KEY_FILE"):
                     if key not in env:
                         problems.append(f"{path}: container {name} sets no {key}")
+                for key in SECRETS[name]:
+                    if key not in env:
+                        problems.append(f"{path}: container {name} is given no {key}")
                 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                     if "grpc" in (container.get(probe) or {}):
                         problems.append(f"{path}: {name}'s {probe} is a plaintext gRPC probe")

@@ -102,6 +102,10 @@ def test_secure_check_names_each_gap_in_a_weakened_copy(tmp_path: Path) -> None:
         .replace("      MAPPER_EVALUATION_TLS_KEY_FILE:", "      # dropped:")
         .replace("      MAPPER_SERVING_AUTH_TOKEN:", "      # dropped:")
     )
+    validation = copy / "k8s" / "core" / "validation.yaml"
+    validation.write_text(
+        validation.read_text().replace("- name: MAPPER_VALIDATION_SIGNING_KEY", "- name: X")
+    )
     registry = copy / "k8s" / "core" / "registry.yaml"
     registry.write_text(
         registry.read_text().replace(
@@ -120,6 +124,7 @@ def test_secure_check_names_each_gap_in_a_weakened_copy(tmp_path: Path) -> None:
     out = result.stdout
     assert "service evaluation sets no MAPPER_EVALUATION_TLS_KEY_FILE" in out
     assert "serving runs without MAPPER_SERVING_AUTH_TOKEN" in out
+    assert "container validation is given no MAPPER_VALIDATION_SIGNING_KEY" in out
     assert "registry's readinessProbe is a plaintext gRPC probe" in out
     assert "RayService container" in out and "without its CA" in out
     shipped = subprocess.run(
