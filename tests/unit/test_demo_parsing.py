@@ -1,5 +1,7 @@
 """The demo reads the JSON documents its commands print between their progress lines."""
 
+import json
+
 from llama_mapper.cli.demo import _json_start, _last_json_document
 
 
@@ -20,3 +22,25 @@ def test_json_start_splits_progress_from_the_document():
     assert text[: _json_start(text)] == "run 1: hybrid\n  golden: 5 cases\n"
     assert _json_start('{"a": 1}') == 0
     assert _json_start("no document\n") == len("no document\n")
+
+
+def test_remediation_counts_read_mapperctl_analyze_lines():
+    from llama_mapper.cli.demo import remediation_counts
+
+    def line(*methods):
+        return json.dumps(
+            {"line": 1, "assessments": [{"methods": {"remediation": m}} for m in methods]}
+        )
+
+    text = "\n".join([line("model", "fallback"), "", line("model"), line()]) + "\n"
+    assert remediation_counts(text) == {"model": 2, "fallback": 1}
+    assert remediation_counts("") == {}
+
+
+def test_demo_analyst_targets_are_registry_target_fields_the_analyst_gate_reads():
+    from llama_mapper.cli.demo import ANALYST_TARGETS
+    from llama_mapper.evaluation.comparison import ANALYST_TARGETS as GATE
+    from llama_mapper.registry.domain import TARGET_FIELDS
+
+    assert set(ANALYST_TARGETS) <= set(TARGET_FIELDS)
+    assert set(ANALYST_TARGETS) == {field for _, field, _, _ in GATE}
