@@ -313,7 +313,7 @@ class EvaluationService:
                     request.analyst_model,
                     request.analyst_version,
                     gates.analyst_registry_metrics(report),
-                    eval_set_sha256=eval_set.sha256,
+                    eval_set_sha256=(inputs.analyst_set or eval_set).sha256,
                     temperature=None,
                     report_uri=str(report_dir),
                 )
@@ -418,14 +418,12 @@ class EvaluationService:
 
         def evaluated(r: RunInfo) -> bool:
             if analyst:
-                return (r.analyst_model, r.analyst_version) == (model, version) and bool(
-                    load_report(Path(r.report_dir)).get("analyst")
-                )
-            return (
-                r.model == model
-                and r.version == version
-                and not load_report(Path(r.report_dir)).get("truncated")
-            )
+                if (r.analyst_model, r.analyst_version) != (model, version):
+                    return False
+            elif (r.model, r.version) != (model, version):
+                return False
+            report = load_report(Path(r.report_dir))
+            return not report.get("truncated") and (not analyst or bool(report.get("analyst")))
 
         candidates = [
             r
