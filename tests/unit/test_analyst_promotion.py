@@ -1,5 +1,5 @@
-"""The analyst takes traffic by promotion, held to the registry's traffic check (a passed gate
-for the profile); a canary of the analyst is refused with the way to do it."""
+"""The analyst takes traffic by promotion, which the registry holds to its traffic check (a
+passed gate for the profile); a canary of the analyst is refused with the way to do it."""
 
 import argparse
 from types import SimpleNamespace
@@ -9,17 +9,89 @@ import pytest
 from llama_mapper.cli import registry as registry_cli
 from llama_mapper.cli import serving as serving_cli
 from llama_mapper.domain.errors import FailedPrecondition, NotFound
-from llama_mapper.registry.domain import gate_problems
+from llama_mapper.registry import domain as d
+from llama_mapper.registry.artifacts import FileEntry
+from llama_mapper.registry.db import make_engine, migrate
+from llama_mapper.registry.store import RegistryStore
+
+CALLER = d.Caller("test")
 
 
-def _gate(profile, passed, summary=""):
-    return SimpleNamespace(hardware_profile=profile, passed=passed, summary=summary)
+@pytest.fixture
+def store(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    migrate(engine)
+    store = RegistryStore(engine)
+    for model in ("analyst", "mapper"):
+        for n in (1, 2):
+            artifact = d.PublishedArtifact(
+                f"{model}-{n}",
+                (FileEntry("adapter_config.json", f"{n}" * 64, 10),),
+                f"{n}" * 64,
+                8,
+                ("q_proj",),
+            )
+            store.register(d.VersionSpec(model, d.Lineage("base", "c" * 64)), artifact, CALLER)
+    yield store
+    engine.dispose()
+
+
+def _gate(store, model, version, profile, passed):
+    summary = "passed" if passed else "failed: min_control_f1"
+    store.record_gate(model, version, d.GateResult(profile, passed, summary), CALLER)
+
+
+def _promote(store, model, version, expected=0, **kw):
+    alias, _ = store.set_alias(
+        model, "champion", version, expected_version=expected, caller=CALLER, **kw
+    )
+    return alias.version
+
+
+def test_gate_problems_is_the_traffic_check():
+    assert d.gate_problems(None, "cpu-2core") == [
+        "no gate result for 'cpu-2core' (run `mapperctl eval gate`)"
+    ]
+    failed = SimpleNamespace(passed=False, summary="too slow")
+    assert d.gate_problems(failed, "x") == ["its latest 'x' gate failed (too slow)"]
+    assert d.gate_problems(SimpleNamespace(passed=True, summary=""), "x") == []
+
+
+def test_the_analyst_champion_needs_a_passed_gate_on_the_profile(store):
+    with pytest.raises(FailedPrecondition, match="no gate result for 'cpu-2core'"):
+        _promote(store, "analyst", 1)
+    _gate(store, "analyst", 1, "h100", True)  # another profile's gate does not count
+    with pytest.raises(FailedPrecondition, match="no gate result for 'cpu-2core'"):
+        _promote(store, "analyst", 1)
+    assert _promote(store, "analyst", 1, hardware_profile="h100") == 1
+    _gate(store, "analyst", 2, "cpu-2core", True)
+    _gate(store, "analyst", 2, "cpu-2core", False)  # the latest counts
+    with pytest.raises(FailedPrecondition, match="min_control_f1"):
+        _promote(store, "analyst", 2, expected=1)
+    _gate(store, "analyst", 2, "cpu-2core", True)
+    assert _promote(store, "analyst", 2, expected=1) == 2
+    assert store.resolve_alias("analyst", "champion").version == 2
+
+
+def test_a_forced_analyst_promotion_needs_a_reason(store):
+    from llama_mapper.domain.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="reason"):
+        _promote(store, "analyst", 1, force=True)
+    assert _promote(store, "analyst", 1, force=True, reason="hotfix") == 1
+    entry = store.history("analyst", subject="champion")[-1]
+    assert entry.reason == "hotfix"
+
+
+def test_the_mapper_champion_keeps_its_rule_only_a_failed_gate_blocks(store):
+    assert _promote(store, "mapper", 1) == 1  # no gate: the canary is its traffic gate
+    _gate(store, "mapper", 2, "cpu-2core", False)
+    with pytest.raises(FailedPrecondition, match="failed its latest gate"):
+        _promote(store, "mapper", 2, expected=1)
 
 
 class FakeRegistry:
-    def __init__(self, gates, champion=0):
-        self.gates = gates
-        self.champion = champion
+    def __init__(self):
         self.moves = []
 
     def __enter__(self):
@@ -28,66 +100,26 @@ class FakeRegistry:
     def __exit__(self, *exc):
         return False
 
-    def get_version(self, model, version):
-        return SimpleNamespace(gate_results=self.gates)
-
     def resolve_alias(self, model, alias):
-        if not self.champion:
-            raise NotFound("no alias")
-        return SimpleNamespace(version=self.champion)
+        raise NotFound("no alias")
 
     def set_alias(self, model, alias, version, **kw):
-        self.moves.append((model, alias, version, kw["expected_version"], kw["force"]))
+        self.moves.append((model, alias, version, kw))
 
 
-def _promote(monkeypatch, fake, model="analyst", **kw):
+def test_mapperctl_promote_names_the_profile_and_needs_a_reason_to_force(monkeypatch):
+    fake = FakeRegistry()
     monkeypatch.setattr(registry_cli, "_client", lambda args: fake)
-    args = argparse.Namespace(
-        model=model,
-        version=3,
-        alias="champion",
-        reason=kw.get("reason", ""),
-        force=kw.get("force", False),
-        profile="cpu-2core",
-    )
-    return registry_cli.cmd_promote(args)
 
+    def promote(**kw):
+        args = {"model": "analyst", "version": 3, "alias": "champion", "reason": "", "force": False}
+        return registry_cli.cmd_promote(argparse.Namespace(**{**args, "profile": "h100", **kw}))
 
-def test_gate_problems_is_the_traffic_check():
-    assert gate_problems(None, "cpu-2core") == [
-        "no gate result for 'cpu-2core' (run `mapperctl eval gate`)"
-    ]
-    assert "failed (too slow)" in gate_problems(_gate("cpu-2core", False, "too slow"), "x")[0]
-    assert gate_problems(_gate("cpu-2core", True), "cpu-2core") == []
-
-
-def test_analyst_promotion_needs_a_passed_gate_on_the_profile(monkeypatch):
-    fake = FakeRegistry([_gate("h100", True)])
-    with pytest.raises(FailedPrecondition, match="no gate result for 'cpu-2core'"):
-        _promote(monkeypatch, fake)
-    fake.gates.append(_gate("cpu-2core", True))
-    fake.gates.append(_gate("cpu-2core", False, "failed: min_control_f1"))
-    with pytest.raises(FailedPrecondition, match="min_control_f1"):
-        _promote(monkeypatch, fake)  # the latest gate counts
-    assert fake.moves == []
-    fake.gates.append(_gate("cpu-2core", True))
-    fake.champion = 2
-    assert _promote(monkeypatch, fake) == 0
-    assert fake.moves == [("analyst", "champion", 3, 2, False)]
-
-
-def test_forced_analyst_promotion_needs_a_reason_and_skips_the_check(monkeypatch):
-    fake = FakeRegistry([])
     with pytest.raises(FailedPrecondition, match="--reason"):
-        _promote(monkeypatch, fake, force=True)
-    assert _promote(monkeypatch, fake, force=True, reason="hotfix") == 0
-    assert fake.moves == [("analyst", "champion", 3, 0, True)]
-
-
-def test_mapper_promotion_is_left_to_the_registry(monkeypatch):
-    fake = FakeRegistry([])  # no gate: the registry's own rule (a failed gate blocks) decides
-    assert _promote(monkeypatch, fake, model="mapper") == 0
-    assert fake.moves == [("mapper", "champion", 3, 0, False)]
+        promote(force=True)
+    assert promote() == 0
+    ((_, _, version, kw),) = fake.moves
+    assert version == 3 and kw["hardware_profile"] == "h100" and kw["expected_version"] == 0
 
 
 def test_canary_of_the_analyst_points_to_promotion():

@@ -5,18 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
 from llama_mapper.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from llama_mapper.platform.settings.registry import RegistryClientSettings
-from llama_mapper.platform.settings.serving import ServingSettings
 from llama_mapper.platform.terminal import print_table
 from llama_mapper.registry.client import RegistryClient
-from llama_mapper.registry.domain import TARGET_FIELDS, gate_problems
+from llama_mapper.registry.domain import TARGET_FIELDS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -88,9 +85,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     promote.add_argument(
         "--profile",
-        default="cpu-2core",
-        help="hardware profile whose passed gate the analyst's champion needs (default: "
-        "%(default)s)",
+        default="",
+        help="hardware profile whose passed gate a model without a canary (the analyst) needs "
+        "(default: the registry's, MAPPER_REGISTRY_DEFAULT_HARDWARE_PROFILE)",
     )
     promote.set_defaults(func=cmd_promote)
 
@@ -368,36 +365,12 @@ def _action(value: int) -> str:
     return pb.HistoryAction.Name(value).removeprefix("HISTORY_ACTION_").lower()
 
 
-def latest_gate(gate_results: Sequence[Any], profile: str) -> Any:
-    """The latest of a version's gate results (oldest first) for `profile`; None: none."""
-    for result in reversed(gate_results):
-        if result.hardware_profile == profile:
-            return result
-    return None
-
-
-def check_analyst_promotion(
-    client: RegistryClient, model: str, version: int, alias: str, profile: str
-) -> None:
-    """The analyst has no canary (/v1/analyze follows its champion only), so promotion is how
-    an analyst version takes traffic, and it is held to the registry's traffic check: a passed
-    gate for `profile`. FailedPrecondition names what is missing."""
-    details = client.get_version(model, version)
-    problems = gate_problems(latest_gate(details.gate_results, profile), profile)
-    if problems:
-        raise FailedPrecondition(
-            f"v{version} of {model} cannot become {alias!r}: {'; '.join(problems)}; run "
-            f"`mapperctl eval gate --model {model} {version} --profile {profile}`, or promote "
-            "with --force and a reason"
-        )
-
-
 def cmd_promote(args: argparse.Namespace) -> int:
+    """The registry decides: a gated alias refuses a version whose latest gate failed and, for a
+    model without a canary (the analyst), one without a passed gate for the profile."""
+    if args.force and not args.reason:
+        raise FailedPrecondition("--force needs --reason (the history records why)")
     with _client(args) as client:
-        if args.force and not args.reason:
-            raise FailedPrecondition("--force needs --reason (the history records why)")
-        if args.model == ServingSettings().analyst_model and not args.force:
-            check_analyst_promotion(client, args.model, args.version, args.alias, args.profile)
         current = _current(client, args.model, args.alias)
         client.set_alias(
             args.model,
@@ -406,6 +379,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             expected_version=current,
             reason=args.reason,
             force=args.force,
+            hardware_profile=args.profile,
         )
     print(f"{args.model} {args.alias}: {current or '(unset)'} -> {args.version}")
     return 0
