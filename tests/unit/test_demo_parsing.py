@@ -44,3 +44,37 @@ def test_demo_analyst_targets_are_registry_target_fields_the_analyst_gate_reads(
 
     assert set(ANALYST_TARGETS) <= set(TARGET_FIELDS)
     assert set(ANALYST_TARGETS) == {field for _, field, _, _ in GATE}
+
+
+class _Recorder:
+    """A Demo whose mapperctl records the argv and answers with `gate_rc` for `eval gate`."""
+
+    def __init__(self, gate_rc):
+        self.gate_rc, self.calls, self.facts = gate_rc, [], {}
+
+    def mapperctl(self, *args, ok=(0,), **kw):
+        from types import SimpleNamespace
+
+        self.calls.append(args)
+        return SimpleNamespace(returncode=self.gate_rc if args[:2] == ("eval", "gate") else 0)
+
+
+def test_demo_gates_the_analyst_and_promotes_it_only_when_it_passed():
+    from llama_mapper.cli.demo import PROFILE, _gate_and_promote_analyst
+
+    demo = _Recorder(gate_rc=0)
+    _gate_and_promote_analyst(demo, 2)
+    targets, gate, promote = demo.calls
+    assert targets[:5] == ("registry", "targets", "analyst", "--profile", PROFILE)
+    assert "min_accuracy=0.5" in targets and "min_macro_f1=0.5" in targets
+    assert gate == ("eval", "gate", "--model", "analyst", "2", "--profile", PROFILE)
+    assert promote[:6] == ("registry", "promote", "analyst", "2", "--profile", PROFILE)
+    assert demo.facts == {"analyst_gate": "passed", "analyst_champion": "v2"}
+
+    failed = _Recorder(gate_rc=1)
+    _gate_and_promote_analyst(failed, 2)
+    assert [c[:2] for c in failed.calls] == [("registry", "targets"), ("eval", "gate")]
+    assert failed.facts == {
+        "analyst_gate": "failed",
+        "analyst_champion": "none (rubric catalogue)",
+    }
