@@ -225,3 +225,30 @@ def test_healthz_says_the_catalogue_answers_without_a_ready_analyst(
             task.cancel()
 
     asyncio.run(go())
+
+
+def test_an_analyst_adapter_is_warmed_under_every_framework_grammar():
+    engine_module = pytest.importorskip("llama_mapper.serving.engine")
+
+    class Engine:
+        def __init__(self):
+            self.chats, self.predicts = [], []
+
+        async def chat(self, messages, adapter, **kw):
+            self.chats.append((adapter, kw))
+            return {"text": "{", "finish_reason": "length"}
+
+        async def predict(self, queries, adapter):
+            self.predicts.append(adapter)
+            return []
+
+    replica = engine_module.EngineReplica.__new__(engine_module.EngineReplica)
+    replica.settings, replica.engine = ServingSettings(), Engine()
+    asyncio.run(replica._warm_adapter("analyst-v3"))
+    asyncio.run(replica._warm_adapter("mapper-v1"))
+    assert [kw["json_schema"] for _, kw in replica.engine.chats] == [
+        rubric.completion_schema(f) for f in rubric.FRAMEWORKS
+    ]
+    assert {adapter for adapter, _ in replica.engine.chats} == {"analyst-v3"}
+    assert all(kw["max_tokens"] == 1 for _, kw in replica.engine.chats)
+    assert replica.engine.predicts == ["mapper-v1"]  # the mapper's label grammar, as before
