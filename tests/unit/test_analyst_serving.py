@@ -164,3 +164,94 @@ def test_grpc_analyze_over_a_channel():
             await server.stop(None)
 
     asyncio.run(go())
+
+
+class NoChampions(Champions):
+    def champion(self, model, alias):
+        return None
+
+
+class SlowEngine(AnalystEngine):
+    async def load_version(self, model, version):
+        await asyncio.sleep(3600)
+
+
+def test_healthz_shows_the_analyst_champion_loaded_by_role():
+    async def go():
+        engine = AnalystEngine()
+        core, client = _client(engine, Champions())
+        async with client:
+            await core.refresh(force=True)
+            for _ in range(200):  # the loads run in the background; a busy CPU slows them
+                health = (await client.get("/healthz")).json()
+                if health["analyst"]["status"] == "ready" and "mapper-v1" in engine.loaded:
+                    break
+                await asyncio.sleep(0.02)
+            # Loaded as the mapper's champion is, by its registry alias, on the main engine.
+            assert engine.loaded == {"mapper-v1": 1, "analyst-v3": 3}
+            assert health["champions"] == {"mapper": 1, "analyst": 3}
+            assert health["adapters"]["analyst-v3"] == "ready"
+            assert health["analyst"] == {
+                "model": "analyst",
+                "champion": 3,
+                "status": "ready",
+                "remediation": "model",
+            }
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("engine", "source", "champion", "status"),
+    [
+        (None, None, None, "none"),  # rules-only serving
+        (AnalystEngine(), NoChampions(), None, "none"),  # no analyst champion yet
+        (SlowEngine(), Champions(), 3, "loading"),
+    ],
+)
+def test_healthz_says_the_catalogue_answers_without_a_ready_analyst(
+    engine, source, champion, status
+):
+    async def go():
+        core, client = _client(engine, source)
+        async with client:
+            await core.refresh(force=True)
+            await asyncio.sleep(0.02)
+            health = (await client.get("/healthz")).json()
+            assert health["analyst"]["champion"] == champion
+            assert health["analyst"]["status"] == status
+            assert health["analyst"]["remediation"] == "catalogue"
+            body = (await client.post("/v1/analyze", json=BODY)).json()
+            assert body["assessment"]["methods"]["remediation"] == "fallback"
+            assert body["provenance"] == {"adapter": None, "adapter_version": None}
+        for task in list(core._background):
+            task.cancel()
+
+    asyncio.run(go())
+
+
+def test_an_analyst_adapter_is_warmed_under_every_framework_grammar():
+    engine_module = pytest.importorskip("llama_mapper.serving.engine")
+
+    class Engine:
+        def __init__(self):
+            self.chats, self.predicts = [], []
+
+        async def chat(self, messages, adapter, **kw):
+            self.chats.append((adapter, kw))
+            return {"text": "{", "finish_reason": "length"}
+
+        async def predict(self, queries, adapter):
+            self.predicts.append(adapter)
+            return []
+
+    replica = engine_module.EngineReplica.__new__(engine_module.EngineReplica)
+    replica.settings, replica.engine = ServingSettings(), Engine()
+    asyncio.run(replica._warm_adapter("analyst-v3"))
+    asyncio.run(replica._warm_adapter("mapper-v1"))
+    assert [kw["json_schema"] for _, kw in replica.engine.chats] == [
+        rubric.completion_schema(f) for f in rubric.FRAMEWORKS
+    ]
+    assert {adapter for adapter, _ in replica.engine.chats} == {"analyst-v3"}
+    assert all(kw["max_tokens"] == 1 for _, kw in replica.engine.chats)
+    assert replica.engine.predicts == ["mapper-v1"]  # the mapper's label grammar, as before

@@ -72,6 +72,22 @@ class Passthrough:
             },
         }
 
+    def analyst_health(self) -> dict[str, Any]:
+        """The analyst's champion as /healthz shows it: which version, its adapter's load state,
+        and what writes the remediation now (the model once the adapter is ready, else the
+        rubric's catalogue; risk and controls always come from the rubric)."""
+        model = self.settings.analyst_model
+        version = self.champion.get(model)
+        state = self.pool.state(model, version) if version is not None else None
+        ready = self.engine is not None and state is not None and state.ready
+        return {
+            "model": model,
+            "champion": version,
+            "status": state.status if state is not None else "none",
+            "remediation": "model" if ready else "catalogue",
+            **({"error": state.error} if state is not None and state.error else {}),
+        }
+
     def resolve_chat_model(self, name: str) -> Any:
         """OpenAI `model`: a registry model name (its champion), `<model>-v<N>`, or the base id
         (None: the main engine's base model). The main engine's copy is preferred."""
