@@ -36,7 +36,7 @@ STRINGS: dict[str, str] = {
     "rtl_override": "\u202etxt.exe",
     "zero_width": "EMAIL\u200b_ADDRESS",
     "bom": "\ufeffmapper",
-    "homoglyph": "EМAIL_АDDRESS",  # Cyrillic М and А
+    "homoglyph": "E\u041cAIL_\u0410DDRESS",  # Cyrillic Em and A
     "combining": "e\u0301" * 50,
     "emoji": "🔑" * 30,
     "newline_end": "mapper\n",
