@@ -34,6 +34,8 @@ def resolve_path(value: str) -> str:
     """Absolute path for a local path (s3:// URIs pass through)."""
     if "://" in value:
         return value
+    if "\x00" in value:  # os.path raises ValueError on it: the caller's error, not a crash
+        raise InvalidArgument("a path must not contain NUL characters")
     path = Path(os.path.expandvars(value)).expanduser()
     if path.is_absolute():
         return str(path)

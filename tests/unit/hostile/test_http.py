@@ -237,7 +237,10 @@ async def _post(endpoint, **kw):
     core, client = client_for(**kw.pop("settings", {}))
     async with client:
         await core.refresh(force=True)
-        await asyncio.sleep(0.02)  # adapter loads run as tasks
+        for _ in range(200):  # adapter loads run as tasks: mapper and analyst, on a busy machine
+            await asyncio.sleep(0.01)
+            if all(state.ready for state in core.versions.values()) and len(core.versions) >= 2:
+                break
         return await client.post(endpoint, **kw)
 
 
