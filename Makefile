@@ -29,9 +29,10 @@ proto: setup ## Regenerate the gRPC code in services/llama_mapper/_proto from pr
 	@$(PY) scripts/gen_proto.py
 
 .PHONY: lint
-lint: setup ## ruff, ruff format --check, the layer contract, buf lint, generated-code freshness, deploy manifests
+lint: setup ## ruff, ruff format --check, the layer contract, no unsafe loads, buf lint, generated-code freshness, deploy manifests
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
+	@$(PY) scripts/check_unsafe_loads.py
 	@set -o pipefail; $(BIN)/lint-imports --no-cache --no-logo | grep -E "KEPT|BROKEN|not allowed|^- "
 	@$(BUF) lint proto
 	@$(PY) scripts/gen_proto.py --check

@@ -82,6 +82,10 @@ envfiles=("$DEPLOY"/compose.yaml "$DEPLOY"/env.example "$DEPLOY"/docker/*.Docker
 check "MAPPER_* variables set in deploy/ are read by the code (${#envfiles[@]} files)" \
   python "$DEPLOY/check_env.py" "${envfiles[@]}"
 
+# 7. Secure by default: TLS for every gRPC service and its clients, a token on serving
+check "TLS on every gRPC service and client, a token on serving" \
+  python "$DEPLOY/check_secure.py" "$DEPLOY"
+
 if [ "$failures" -gt 0 ]; then
   echo "deploy lint: $failures check(s) failed"
   exit 1

@@ -84,7 +84,8 @@ def test_quick_demo_end_to_end(tmp_path):
     assert re.match(r"v\d+: 8 steps in \d+ s \(job\), [\d.]+ tokens/s", rows["mapper adapter"])
     assert re.match(
         r"v\d+: \d+ steps in \d+ s \(job\), [\d.]+ tokens/s; "
-        r"schema-valid [\d.]+, risk-level accuracy [\d.]+",
+        r"schema-valid [\d.]+, risk-level accuracy [\d.]+, control F1 [\d.]+, "
+        r"remediation by the model [\d.]+",
         rows["analyst adapter"],
     ), rows["analyst adapter"]
     quality = re.fullmatch(
@@ -100,15 +101,28 @@ def test_quick_demo_end_to_end(tmp_path):
     assert rows["gate"] == "passed (cpu-2core)", rows["gate"]
     assert re.match(r"(complete|rolled_back): ", rows["canary"]), rows["canary"]
     assert rows["champion"].startswith(("v", "none (rules only)"))
+    # The analyst's own gate (risk and controls from the rubric pass its generous targets) made
+    # it the analyst's champion, and the served app answered step 7's /v1/analyze with it.
+    analyst_version = rows["analyst adapter"].split(":")[0]
+    assert rows["analyst gate"] == "passed (cpu-2core)", rows["analyst gate"]
+    assert rows["analyst champion"] == analyst_version, rows["analyst champion"]
+    assert re.fullmatch(
+        rf"\d+ assessments, remediation by the model \d+ \(adapter {analyst_version} ready\)",
+        rows["analyst served"],
+    ), rows["analyst served"]
     assert (tmp_path / "demo" / "data" / "manifest.json").is_file()
     assert Path(rows["evaluation report"].split()[0], "report.json").is_file()
 
     # Step 6 mapped every example through the live endpoint.
     examples = (ROOT / "examples" / "detector-outputs.jsonl").read_text().splitlines()
-    mapped = out[out.index("==> 6. map the examples") : out.index("==> stop the stack")]
+    mapped = out[out.index("==> 6. map the examples") : out.index("==> 7. assess")]
     assert len(re.findall(r"\[(rule|model|fallback)[^\]]*\]$", mapped, flags=re.M)) == len(
         [line for line in examples if line.strip()]
     )
+
+    # Step 7 assessed the mapped findings through /v1/analyze.
+    assessed = out[out.index("==> 7. assess") : out.index("==> stop the stack")]
+    assert re.search(r"^  remediation by (model|fallback): \d+$", assessed, flags=re.M), assessed
 
     # `stack down` left nothing running (a process may take a moment to let go of its port).
     deadline = time.monotonic() + 30

@@ -1,12 +1,14 @@
-"""Day two on the real stack: three releases, a redeploy, a hung registry and a dead controller.
+"""Day two on the real stack: a second release, a redeploy and a hung registry.
 
 The local stack (`mapperctl stack up`: validation, registry, evaluation as processes, a Ray head)
 on ports and a var dir of its own, the Serve app with the vLLM engine (`mapperctl serve deploy`),
 small random-init adapters registered with `mapperctl registry register`, evaluated and gated
 through the evaluation service, and canaried with `mapperctl canary start --follow` while a
 thread sends traffic. After each step every model-bound answer must name the champion.
-Figures (promotion to 100 %, latency with the registry paused, lease expiry) are written to
-var/lifecycle-figures.json and printed.
+Figures (promotion to 100 %, latency with the registry paused) are written to
+var/lifecycle-figures.json and printed. A failed canary's rollback and a dead controller's lease
+expiring to control are proven on a live Serve app by test_serving_app.py and against the
+registry by test_serving_controller.py; this test keeps what only the whole stack shows.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import threading
 import time
 
@@ -25,7 +26,7 @@ import pytest
 
 from tests.support.eval_cases import build_eval_set
 from tests.support.serving import make_lora_adapter
-from tests.support.stack import MAPPERCTL, Stack
+from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -99,10 +100,9 @@ def stack(local_stack):
     stack = local_stack
     base = prepare_base_model()
     stack.adapters = {
-        # Close to the base: each answers as well as the base does, so canaries pass on merit
-        # and v3 fails only on the gate the test sets for it.
+        # Close to the base: each answers as well as the base does, so canaries pass on merit.
         seed: make_lora_adapter(base.path, stack.root / f"adapter-{seed}", seed=seed, std=0.001)
-        for seed in (1, 2, 3, 4)
+        for seed in (1, 2)
     }
     stack.eval_set = build_eval_set(stack.root / "eval-set", per_detector=1)
     stack.deploy()
@@ -145,9 +145,9 @@ def evaluate_and_gate(stack: Stack, version: int) -> None:
 
 
 @pytest.mark.timeout(3600)
-def test_three_releases_a_redeploy_a_hung_registry_and_a_dead_controller(stack):
+def test_a_second_release_a_redeploy_and_a_hung_registry(stack):
     # -- register v1, v2, v3 as adapters trained elsewhere ------------------------------------------
-    for seed in (1, 2, 3):
+    for seed in (1, 2):
         out = json.loads(
             stack.mapperctl(
                 "registry", "register", "mapper", str(stack.adapters[seed]), "--json"
@@ -177,22 +177,6 @@ def test_three_releases_a_redeploy_a_hung_registry_and_a_dead_controller(stack):
     history = stack.mapperctl("registry", "history", "mapper", "--subject", "champion").stdout
     assert "rollout complete" in history
 
-    # -- canary v3 fails a gate (p95 over a 1 ms target) -> rolled back ------------------------------
-    evaluate_and_gate(stack, 3)
-    stack.mapperctl(
-        "registry", "targets", "mapper", "--profile", "cpu-2core", "--set", "p95_latency_ms=1",
-        "--reason", "make v3 fail its canary",
-    )  # fmt: skip
-    with Traffic(stack.url, stack.headers):
-        failed = stack.mapperctl(
-            "canary", "start", "--treatment", "3", "--follow", *CANARY, check=False, timeout=900
-        )
-    assert failed.returncode == 1 and "p95" in failed.stdout, failed.stdout + failed.stderr
-    assert set(model_bound_versions(stack)) == {2}
-    stack.mapperctl(
-        "registry", "targets", "mapper", "--profile", "cpu-2core", "--set", "p95_latency_ms=600000",
-    )  # fmt: skip
-
     # -- redeploy the app: still the champion ----------------------------------------------------------
     stack.deploy()
     assert set(model_bound_versions(stack)) == {2}
@@ -213,7 +197,7 @@ def test_three_releases_a_redeploy_a_hung_registry_and_a_dead_controller(stack):
                 )
         return out
 
-    healthy = rules_latencies(10)
+    healthy = rules_latencies(5)
     registry = stack.pid("registry")
     os.kill(registry, signal.SIGSTOP)
     try:
@@ -230,40 +214,3 @@ def test_three_releases_a_redeploy_a_hung_registry_and_a_dead_controller(stack):
     stack.figures["rules_latency_registry_healthy"] = quantiles(healthy)
     stack.figures["rules_latency_registry_paused"] = quantiles(paused)
     assert max(paused) < 2000, stack.figures["rules_latency_registry_paused"]
-
-    # -- kill the controller mid-canary: the lease expires to control ------------------------------------
-    stack.mapperctl("registry", "register", "mapper", str(stack.adapters[4]))
-    evaluate_and_gate(stack, 4)
-    with Traffic(stack.url, stack.headers) as traffic:
-        controller = subprocess.Popen(
-            [MAPPERCTL, "canary", "start", "--treatment", "4", "--follow", "--lease", "8",
-             "--interval", "2", "--min-requests", "100000", "--steps", "50,100"],
-            env=stack.env, cwd=stack.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if any(version == 4 for _, version, _ in traffic.answers[-20:]):
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the treatment never answered")
-        controller.kill()  # the controller dies mid-canary
-        killed = time.monotonic()
-        controller.wait(30)
-        while time.monotonic() - killed < 120:
-            recent = [v for t, v, _ in traffic.answers if t > time.monotonic() - 2]
-            if recent and set(recent) == {2}:
-                break
-            time.sleep(0.5)
-        stack.figures["lease_expiry_to_control_s"] = round(time.monotonic() - killed, 2)
-    assert set(model_bound_versions(stack)) == {2}
-    status = stack.mapperctl("canary", "status", check=False).stdout
-    deadline = time.monotonic() + 30
-    while "aborted" not in status and time.monotonic() < deadline:
-        time.sleep(1)
-        status = stack.mapperctl("canary", "status", check=False).stdout
-    assert "aborted" in status, status
-    rollout_history = stack.mapperctl(
-        "registry", "history", "mapper", "--subject", "rollout"
-    ).stdout
-    assert "lease ended" in rollout_history

@@ -22,7 +22,7 @@ from tests.support.registry import TOKEN, lineage, make_adapter, postgres_databa
 pytestmark = pytest.mark.integration
 
 WORKERS = 8
-OPS = int(os.environ.get("REGISTRY_CONCURRENCY_OPS", "200"))
+OPS = int(os.environ.get("REGISTRY_CONCURRENCY_OPS", "80"))  # 8 x 80 ops on two servers
 ALIASES = ("champion", "challenger")
 MODEL = "mapper"
 

@@ -1,5 +1,6 @@
 """The training job end to end on a real local Ray cluster: 2 gloo workers, checkpoints, resume, a
-killed worker, the gate refusing before any step, and a few steps of the real SmolLM2 base."""
+killed worker, the gate refusing before any step. The real SmolLM2 base trains on two workers in
+`make demo` (tests/integration/test_demo.py), through `ray job submit`."""
 
 from __future__ import annotations
 
@@ -180,20 +181,3 @@ def test_refused_before_any_training_step(
     }[problem]
     assert expected in err
     assert not (tmp_path / "runs").exists()
-
-
-@pytest.mark.slow
-def test_real_default_base_trains_a_few_steps(ray_cluster, tmp_path) -> None:
-    """SmolLM2-135M-Instruct, the bundled default: two steps on two workers, loss is finite."""
-    dataset = write_dataset(tmp_path / "data", n_train=32, n_eval=4)
-    config = _config(
-        tmp_path, "smollm2-135m-instruct", dataset,
-        batch_size=2, max_steps=2, eval_steps=2, max_seq_length=256,
-    )  # fmt: skip
-    config["checkpoint"]["every_n_steps"] = 2
-    summary = run_job(config)
-    assert summary["steps"] == 2
-    assert summary["base_model"]["sha256"] == prepare_base_model().sha256
-    first, last = summary["losses"][0][1], summary["losses"][-1][1]
-    assert 0 < last < 20 and 0 < first < 20
-    assert (Path(summary["adapter_dir"]) / "adapter_model.safetensors").stat().st_size > 1_000_000

@@ -36,6 +36,9 @@ CONFIG = {
     "training": {"batch_size": 4, "learning_rate": 1e-4, "num_epochs": 1, "max_seq_length": 512},
 }
 MAX_ROW_BYTES = 64 * 1024
+TOKEN = "validation-test-token-0123456789"
+SIGNING_KEY = "validation-test-signing-key-0123456789"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 
 @pytest.fixture(scope="session")
@@ -46,13 +49,24 @@ def built(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server_port() -> Iterator[int]:
-    server, port = create_server(ValidationSettings(port=0, max_row_bytes=MAX_ROW_BYTES))
-    server.start()
-    try:
-        yield port
-    finally:
-        server.stop(None)
+def server_port(tmp_path_factory) -> Iterator[int]:
+    """The service as deployed: a token, a signing key, and the test's temp dirs as its only root
+    (mapperctl and the training gate here read the same token and key from the environment)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MAPPER_VALIDATION_TOKEN", TOKEN)
+        env.setenv("MAPPER_VALIDATION_SIGNING_KEY", SIGNING_KEY)
+        settings = ValidationSettings(
+            port=0,
+            max_row_bytes=MAX_ROW_BYTES,
+            dataset_roots=[tmp_path_factory.getbasetemp()],
+            s3_buckets=["datasets"],
+        )
+        server, port = create_server(settings)
+        server.start()
+        try:
+            yield port
+        finally:
+            server.stop(None)
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +95,7 @@ def _validate(stub, uri, config=None, **policy) -> pb.ValidationReport:
             policy_overrides=pb.ValidationPolicy(**policy),
         )
     )
-    return stub.ValidateDataset(request, timeout=300).report
+    return stub.ValidateDataset(request, metadata=AUTH, timeout=300).report
 
 
 def _failed(report: pb.ValidationReport) -> set[str]:
@@ -151,7 +165,7 @@ def test_stream_reports_progress_checks_and_ends_with_the_report(stub, built):
     request = pb.ValidateDatasetStreamRequest(
         input=pb.ValidationInput(dataset_uri=str(built), training_config_json=json.dumps(CONFIG))
     )
-    events = list(stub.ValidateDatasetStream(request, timeout=300))
+    events = list(stub.ValidateDatasetStream(request, metadata=AUTH, timeout=300))
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[-1] == "report" and kinds.count("check_finished") == 9 and "progress" in kinds
     assert events[-1].report.verdict == pb.VERDICT_PASSED
@@ -167,6 +181,55 @@ def test_health_and_reflection(channel):
     )
     names = {s.name for r in responses for s in r.list_services_response.service}
     assert "llama_mapper.validation.v1.ValidationService" in names
+
+
+def test_every_call_needs_the_token(stub, built):
+    request = pb.ValidateDatasetRequest(
+        input=pb.ValidationInput(dataset_uri=str(built), training_config_json=json.dumps(CONFIG))
+    )
+    stream = pb.ValidateDatasetStreamRequest(input=request.input)
+    for metadata in ((), (("authorization", "Bearer not-the-token-at-all-000"),)):
+        with pytest.raises(grpc.RpcError) as error:
+            stub.ValidateDataset(request, metadata=metadata, timeout=30)
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as error:
+            list(stub.ValidateDatasetStream(stream, metadata=metadata, timeout=30))
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_outside_the_roots_is_permission_denied_alike_whether_or_not_it_exists(stub, built):
+    refusals = []
+    for uri in ("/etc", "/etc/definitely-not-here", str(built) + "/../../../../etc"):
+        with pytest.raises(grpc.RpcError) as error:
+            _validate(stub, uri)
+        assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        refusals.append(error.value.details().replace(uri, "<uri>"))
+    assert len(set(refusals)) == 1 and "MAPPER_VALIDATION_DATASET_ROOTS" in refusals[0]
+    request = pb.ValidateDatasetRequest(
+        input=pb.ValidationInput(
+            dataset_uri=str(built),
+            training_config_json=json.dumps(CONFIG),
+            golden_set_uri="/etc/hostname",
+        )
+    )
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ValidateDataset(request, metadata=AUTH, timeout=60)
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as error:
+        _validate(stub, "s3://someone-elses-bucket/data")
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_report_is_signed_over_manifest_config_and_policy(stub, built):
+    from llama_mapper.domain.report_digest import verify_report
+    from llama_mapper.validation.client import report_dict
+
+    report = report_dict(_validate(stub, built))
+    assert len(report["report_signature"]) == 64
+    assert verify_report(report, SIGNING_KEY.encode())
+    assert not verify_report(report, b"another-key-0123456789abcdef")
+    report["effective_policy"]["max_seq_length"] = "100000"
+    assert not verify_report(report, SIGNING_KEY.encode())
 
 
 @pytest.mark.parametrize(
@@ -283,6 +346,13 @@ def _email_in_output(d: Path) -> None:
     _rewrite(d, "analyst-train.jsonl", rows)
 
 
+def _email_and_ssn_in_prompt(d: Path) -> None:
+    rows = _rows(d, "mapper-train.jsonl")
+    user = next(m for m in rows[0]["input"] if m["role"] == "user")
+    user["content"] += " Reach Dana Whitfield at dana.whitfield@example.com, SSN 078-05-1120."
+    _rewrite(d, "mapper-train.jsonl", rows)
+
+
 def _tampered(d: Path) -> None:
     with open(d / "mapper-eval.jsonl", "a") as handle:
         handle.write((d / "mapper-eval.jsonl").read_text().splitlines()[0] + "\n")
@@ -296,6 +366,7 @@ def _tampered(d: Path) -> None:
         (_duplicated_block, "duplicates"),
         (_golden_copied, "leakage"),
         (_email_in_output, "pii"),
+        (_email_and_ssn_in_prompt, "pii"),
         (_tampered, "manifest"),
     ],
     ids=[
@@ -304,6 +375,7 @@ def _tampered(d: Path) -> None:
         "duplicated-block",
         "golden-copied",
         "email",
+        "email-ssn-in-prompt",
         "tampered",
     ],
 )
@@ -352,8 +424,28 @@ def test_cli_report_is_what_the_training_gate_accepts(server_port, copy, tmp_pat
     (copy / REPORT_NAME).write_text(json.dumps(report))
     with pytest.raises(FailedPrecondition, match="edited after validation"):
         check_dataset(copy, ["mapper-train.jsonl"])
+    # Only the service's key makes a report the gate accepts.
+    assert cli.main([*args, "--address", f"127.0.0.1:{server_port}"]) == 0
+    with pytest.raises(
+        FailedPrecondition, match="does not verify with MAPPER_VALIDATION_SIGNING_KEY"
+    ):
+        check_dataset(copy, ["mapper-train.jsonl"], signing_key=b"not-the-service-key-0123456789")
     # A failed validation leaves a failed report, which the gate refuses naming the check.
     _unknown_label(copy)
     assert cli.main([*args, "--address", f"127.0.0.1:{server_port}"]) == 1
     with pytest.raises(FailedPrecondition, match=r"did not pass.*labels"):
         check_dataset(copy, ["mapper-train.jsonl"])
+
+
+def test_cli_without_a_service_validates_in_process_and_the_gate_accepts_it(copy, tmp_path):
+    """No service at --address: one in this process, on its own token, signing with the key the
+    gate here checks (MAPPER_VALIDATION_SIGNING_KEY, set by the server fixture's environment)."""
+    from llama_mapper.training.validation_gate import check_dataset
+
+    config = tmp_path / "mapper.json"
+    config.write_text(json.dumps(CONFIG))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MAPPER_VALIDATION_SIGNING_KEY", SIGNING_KEY)
+        args = ["data", "validate", str(copy), "--config", str(config), "--address", "127.0.0.1:1"]
+        assert cli.main(args) == 0
+        assert check_dataset(copy, ["mapper-train.jsonl"]).report_digest

@@ -2,7 +2,9 @@
 
 Mapper rows come from the shipped mapping tables (raw label -> canonical label), in the data
 builder's row shape (schemas/mapper-example.json: `input` messages, `output` label). The report is written the way the validation service
-writes one: `passed`, `dataset_manifest_digest` and `report_digest` over the canonical JSON.
+writes one: `passed`, `dataset_manifest_digest` and `report_digest` over the canonical JSON, and a
+`report_signature` with the key the training gate checks (MAPPER_VALIDATION_SIGNING_KEY, else the
+local stack's <var dir>/validation-signing-key, generated once when absent).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from llama_mapper.domain.prompt import mapper_messages
+from llama_mapper.domain.report_digest import sign_report
+from llama_mapper.platform.stack import local_secret
 from llama_mapper.training.validation_gate import (
     MANIFEST_NAME,
     REPORT_NAME,
@@ -85,6 +89,8 @@ def write_report(directory: Path, *, passed: bool = True) -> dict[str, Any]:
         "checks": [{"name": "schema", "passed": passed}],
     }
     report["report_digest"] = report_digest(report)
+    key = local_secret("MAPPER_VALIDATION_SIGNING_KEY").encode("utf-8")
+    report["report_signature"] = sign_report(report, key)
     (directory / REPORT_NAME).write_text(json.dumps(report, indent=2))
     return report
 

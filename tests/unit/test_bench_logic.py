@@ -18,8 +18,10 @@ from llama_mapper.bench.payloads import write_payloads
 from llama_mapper.bench.shapes import plan_stages, stage_at
 from llama_mapper.bench.targets import judge
 from llama_mapper.bench.traffic import TenantMix, arm_name, parse_weights, split_arm
+from llama_mapper.domain import rubric
 from llama_mapper.domain.errors import InvalidArgument
 from llama_mapper.domain.readers.base import known_detectors, read
+from llama_mapper.domain.schemas import validate
 
 HEADER = (
     "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
@@ -159,6 +161,64 @@ def test_arm_rows_merge_histograms(tmp_path):
     assert text.splitlines()[0].split()[:4] == ["type", "name", "requests", "errors"]
 
 
+def test_route_rows_merge_arms_per_route(tmp_path):
+    csv_path = tmp_path / "locust_stats.csv"
+    csv_path.write_text(
+        STATS.replace(
+            ",Aggregated",
+            "POST,analyze [none],20,1,40,40,30,90,500,2.5,0.1,40,40,40,40,40,90,90,90,90,90,90\n"
+            ",Aggregated",
+        )
+    )
+    rows = report.read_stats_csv(csv_path)
+    entries = [
+        {"name": "map [control]", "response_times": {"10": 198}, "max_response_time": 20},
+        {"name": "map [treatment]", "response_times": {"60": 57}, "max_response_time": 70},
+        {"name": "batch [control]", "response_times": {"100": 3}, "max_response_time": 101},
+        {"name": "analyze [none]", "response_times": {"40": 19, "90": 1}, "max_response_time": 95},
+        {"name": "Aggregated", "response_times": {"1": 1}, "max_response_time": 1},
+    ]
+    stats_json = tmp_path / "locust.json"
+    stats_json.write_text(json.dumps(entries))
+    routes = {r.name: r for r in report.route_rows(stats_json, rows)}
+    assert set(routes) == {"analyze", "batch", "map"}
+    assert (routes["map"].requests, routes["map"].failures, routes["map"].type) == (255, 3, "route")
+    assert routes["map"].p95_ms == 60 and routes["map"].arm is None
+    assert (routes["analyze"].requests, routes["analyze"].failures) == (20, 1)
+    assert routes["analyze"].p50_ms == 40
+    # The arms still see only what they answered: /v1/analyze has no arm ("none").
+    arms = {a.name: a.requests for a in report.arm_rows(stats_json, rows)}
+    assert arms == {"control": 201, "treatment": 57, "none": 20}
+
+
+def test_bench_values_report_each_route():
+    from llama_mapper.bench.locust_run import BenchResult
+    from llama_mapper.bench.targets import BenchTargets, Verdict
+
+    def row(kind, name, requests, failures, p95):
+        return report.Row(kind, name, None, requests, failures, 1.0, 1.0, p95, p95, p95)
+
+    aggregate = row("", "Aggregated", 30, 1, 50.0)
+    result = BenchResult(
+        model="mapper",
+        version=1,
+        targets=BenchTargets("mapper", 1, "cpu-2core", 100.0, 0.05),
+        verdict=Verdict(True, ()),
+        aggregate=aggregate,
+        judged=aggregate,
+        arms=[],
+        rows=[aggregate],
+        report_dir=Path(),
+        duration_s=1.0,
+        routes=[row("route", "map", 20, 0, 40.0), row("route", "analyze", 10, 1, 80.0)],
+    )
+    values = result.values()
+    assert values["route.analyze.requests"] == 10.0
+    assert values["route.analyze.error_rate"] == pytest.approx(0.1)
+    assert values["route.analyze.p95_latency_ms"] == 80.0
+    assert values["route.map.p95_latency_ms"] == 40.0
+
+
 def test_history_and_plot(tmp_path):
     history = tmp_path / "locust_stats_history.csv"
     head = (
@@ -264,8 +324,15 @@ def test_payloads_are_native_outputs_the_readers_accept(tmp_path):
         if record["detector"] in readers:
             read(record["detector"], record["output"])  # raises on a shape the API would refuse
     assert len({r["detector"] for r in maps} - readers) >= 5, "unknown detectors for the model path"
-    analyze = next(r for r in records if r["kind"] == "analyze")
-    assert set(analyze) == {"kind", "framework", "finding"} and "label" in analyze["finding"]
+    analyses = [r for r in records if r["kind"] == "analyze"]
+    assert len(analyses) == result.analyze_count
+    assert all(set(r) == {"kind", "framework", "finding", "context"} for r in analyses)
+    # Every body is one /v1/analyze takes, and the contexts move the rubric's risk.
+    for body in analyses:
+        validate("analyst-context", body["context"])
+        rubric.query(body["framework"], body["finding"], body["context"])
+    assert {r["framework"] for r in analyses} == set(rubric.FRAMEWORKS)
+    assert sum(bool(r["context"]) for r in analyses) > len(analyses) / 2
 
 
 def test_compare_ratios():

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from llama_mapper.datasets import golden as golden_build
-from llama_mapper.datasets.analyst import INHERENT_RISK, analyst_finding, assess
+from llama_mapper.datasets.analyst import analyst_finding
 from llama_mapper.datasets.builder import HELDOUT_DETECTOR, HELDOUT_PAIRS, split_of
 from llama_mapper.datasets.generators import vendors
 from llama_mapper.datasets.generators.variants import VariantGenerator
-from llama_mapper.domain import golden
+from llama_mapper.domain import golden, rubric
 from llama_mapper.domain.findings import NormalizedFinding
 from llama_mapper.domain.frameworks import default_frameworks
 from llama_mapper.domain.readers.base import read
@@ -69,15 +69,18 @@ def test_splits_hold_out_a_detector_and_pairs():
 
 def test_rubric_escalates_governed_data_and_lowers_unsure_findings():
     frameworks = default_frameworks()
+
+    def assess(framework, finding):
+        return rubric.assess(rubric.query(framework, finding), frameworks)
+
     card = analyst_finding("financial.credit_card", TAXONOMY, "presidio", "CREDIT_CARD", 0.95)
-    assert assess("PCI_DSS", card, frameworks)["risk_level"] == "critical"
-    assert assess("SOC2", card, frameworks)["risk_level"] == "high"
+    assert assess("PCI_DSS", card)["risk_level"] == "critical"
+    assert assess("SOC2", card)["risk_level"] == "high"
     unsure = analyst_finding("financial.credit_card", TAXONOMY, "presidio", "CREDIT_CARD", 0.4)
-    assert assess("SOC2", unsure, frameworks)["risk_level"] == "medium"
+    assert assess("SOC2", unsure)["risk_level"] == "medium"
     insult = analyst_finding("toxicity.insult", TAXONOMY, "detoxify", "insult", 0.9)
-    out = assess("HIPAA", insult, frameworks)
+    out = assess("HIPAA", insult)
     assert out["controls"] == [] and "No HIPAA control applies" in out["remediation"][-1]
-    assert set(INHERENT_RISK) == set(TAXONOMY.names)
 
 
 def test_golden_set_is_frozen_large_and_labelled():

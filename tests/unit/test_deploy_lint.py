@@ -90,3 +90,45 @@ def test_broken_copy_fails_on_every_layer(tmp_path: Path) -> None:
     assert "FAIL  MAPPER_* variables set in deploy/ are read by the code" in out
     assert "MAPPER_SERVING_BASE_MODEL is read by nothing" in out
     assert "deploy lint: 6 check(s) failed" in out
+
+
+def test_secure_check_names_each_gap_in_a_weakened_copy(tmp_path: Path) -> None:
+    """TLS and tokens are checked, not assumed: drop them from a copy and each gap is named."""
+    copy = tmp_path / "deploy"
+    shutil.copytree(REPO / "deploy", copy)
+    compose = copy / "compose.yaml"
+    compose.write_text(
+        compose.read_text()
+        .replace("      MAPPER_EVALUATION_TLS_KEY_FILE:", "      # dropped:")
+        .replace("      MAPPER_SERVING_AUTH_TOKEN:", "      # dropped:")
+    )
+    validation = copy / "k8s" / "core" / "validation.yaml"
+    validation.write_text(
+        validation.read_text().replace("- name: MAPPER_VALIDATION_SIGNING_KEY", "- name: X")
+    )
+    registry = copy / "k8s" / "core" / "registry.yaml"
+    registry.write_text(
+        registry.read_text().replace(
+            "exec: {command: [python, -m, llama_mapper.platform.rpc.health_probe, "
+            '"localhost:50052", --ca-file, /etc/llama-mapper/tls/ca.pem]}',
+            "grpc: {port: 50052}",
+        )
+    )
+    service = copy / "k8s" / "cpu" / "rayservice.yaml"
+    service.write_text(service.read_text().replace("- name: MAPPER_REGISTRY_CA_FILE", "- name: X"))
+    result = subprocess.run(
+        [sys.executable, str(copy / "check_secure.py"), str(copy)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    out = result.stdout
+    assert "service evaluation sets no MAPPER_EVALUATION_TLS_KEY_FILE" in out
+    assert "serving runs without MAPPER_SERVING_AUTH_TOKEN" in out
+    assert "container validation is given no MAPPER_VALIDATION_SIGNING_KEY" in out
+    assert "registry's readinessProbe is a plaintext gRPC probe" in out
+    assert "RayService container" in out and "without its CA" in out
+    shipped = subprocess.run(
+        [sys.executable, str(REPO / "deploy" / "check_secure.py"), str(REPO / "deploy")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shipped.returncode == 0, shipped.stdout

@@ -4,6 +4,9 @@ import json
 
 import pytest
 
+from llama_mapper.domain import rubric
+from llama_mapper.domain.prompt import analyst_completion
+from llama_mapper.domain.rows import analyst_row
 from llama_mapper.evaluation.analyst import analyst_metrics, evaluate_analyst, parse_assessment
 from llama_mapper.evaluation.evalset import AnalystCase, analyst_case
 
@@ -32,15 +35,27 @@ def test_metrics_by_hand():
     assert m["risk_level_accuracy"] == pytest.approx(1 / 4)
     assert m["control_precision"] == pytest.approx(3 / 4)  # 3 right of 4 named
     assert m["control_recall"] == pytest.approx(3 / 8)  # 3 right of 8 expected
+    assert m["control_f1"] == pytest.approx(2 * 0.75 * 0.375 / 1.125)
     assert parse_assessment("[1]") is None
 
 
-def test_evaluate_with_a_model_and_rows_from_the_builder_format():
-    row = {
+def _built_row(framework, label, context, split="eval"):
+    q = rubric.query(framework, {"label": label, "confidence": 0.9}, context)
+    finding = {"label": label, "confidence": 0.9}
+    return analyst_row(framework, finding, rubric.assess(q), split, context)
+
+
+def test_cases_from_builder_rows_carry_the_context():
+    row = _built_row("GDPR", "pii.email_address", {"location": "output", "volume": 300})
+    case = analyst_case(row)
+    assert case.framework == "GDPR" and case.finding == {
+        "label": "pii.email_address",
+        "confidence": 0.9,
+    }
+    assert case.context == {"location": "output", "volume": 300}
+    assert case.expected["risk_level"] == "critical"
+    legacy = {
         "id": "a-1",
-        "task": "analyst",
-        "framework": "SOC2",
-        "label": "credentials.api_key",
         "input": [
             {"role": "system", "content": "s"},
             {
@@ -49,22 +64,42 @@ def test_evaluate_with_a_model_and_rows_from_the_builder_format():
             },
         ],
         "output": json.dumps(EXPECTED),
-        "split": "eval",
     }
-    case = analyst_case(row)
-    assert case.framework == "SOC2" and case.finding == {"label": "credentials.api_key"}
+    assert analyst_case(legacy).framework == "SOC2"
 
-    class Echo:
+
+def test_the_evaluated_analyst_is_the_served_hybrid():
+    rows = [
+        _built_row("SOC2", "credentials.api_key", {"environment": "dev"}),
+        _built_row("PCI_DSS", "financial.credit_card", {"location": "output"}),
+        _built_row("HIPAA", "toxicity.insult", {}),
+    ]
+    cases = [analyst_case(r) for r in rows]
+
+    class Junk:
         def analyze(self, queries):
-            return [json.dumps(EXPECTED) for _ in queries]
+            return ["{not json", '{"remediation": 3}', '{"risk_level": "low"}'][: len(queries)]
 
-    m = evaluate_analyst(Echo(), [case, case])
-    assert m == {
-        "case_count": 2,
-        "schema_valid_rate": 1.0,
-        "risk_level_accuracy": 1.0,
-        "control_precision": 1.0,
-        "control_recall": 1.0,
+    m = evaluate_analyst(Junk(), cases)
+    # The model's junk cannot cost risk or controls: the rubric answers them.
+    assert m["schema_valid_rate"] == m["risk_level_accuracy"] == 1.0
+    assert m["control_f1"] == 1.0 or not any(c.expected["controls"] for c in cases)
+    assert m["remediation_model_rate"] == 0.0 and m["fallback_reasons"] == {"invalid": 3}
+    assert m["remediation_catalogue_rate"] == 1.0
+
+    class Good:
+        def analyze(self, queries):
+            return [
+                analyst_completion({**r, "remediation": ["Rotate it now."]})
+                for r in (json.loads(row["output"]) for row in rows)
+            ][: len(queries)]
+
+    m = evaluate_analyst(Good(), cases, batch_size=8)
+    assert m["remediation_model_rate"] == 1.0 and m["fallback_reasons"] == {}
+    assert m["remediation_catalogue_rate"] == 0.0  # its own words, not the catalogue's
+    rules_only = evaluate_analyst(None, cases)
+    assert rules_only["risk_level_accuracy"] == 1.0 and rules_only["fallback_reasons"] == {
+        "no_model": 3
     }
 
 

@@ -90,7 +90,11 @@ def test_cross_imports_point_into_the_generated_package() -> None:
                 "CheckGate": False,
             },
         ),
-        (mapper_pb2, "MapperService", {"Map": False, "MapBatch": False, "MapDocument": False}),
+        (
+            mapper_pb2,
+            "MapperService",
+            {"Map": False, "MapBatch": False, "MapDocument": False, "Analyze": False},
+        ),
     ],
 )
 def test_service_contracts(module, service: str, methods: dict[str, bool]) -> None:
@@ -273,7 +277,12 @@ def test_mapper_result_is_json_text_not_a_copy_of_the_schema() -> None:
         "DocumentOutput",
         "MapDocumentRequest",
         "MapDocumentResponse",
+        "AnalyzeRequest",
+        "AnalyzeResponse",
     }
+    # The assessment is JSON text too (schemas/analyst-output.json).
+    field = mapper_pb2.AnalyzeResponse.DESCRIPTOR.fields_by_name["assessment_json"]
+    assert field.type == FieldDescriptor.TYPE_STRING
     # A document's result is JSON text too, against schemas/document-output.json; its `text` is
     # optional, so an unset text (positions as reported) differs from an empty one.
     field = mapper_pb2.MapDocumentResponse.DESCRIPTOR.fields_by_name["result_json"]

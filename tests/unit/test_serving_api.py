@@ -146,12 +146,13 @@ def test_errors_on_the_wire():
             assert malformed.status_code == 422
             too_many = {"items": [{"detector": "presidio", "output": []}] * 101}
             assert (await client.post("/v1/map/batch", json=too_many)).status_code == 422
-            assert (
-                await client.post(
-                    "/v1/analyze",
-                    json={"framework": "GDPR", "finding": {"label": "pii.email_address"}},
-                )
-            ).status_code == 503
+            # No analyst adapter: the rubric answers, its catalogue writes the remediation.
+            analyzed = await client.post(
+                "/v1/analyze",
+                json={"framework": "GDPR", "finding": {"label": "pii.email_address"}},
+            )
+            assert analyzed.status_code == 200
+            assert analyzed.json()["assessment"]["fallback_reason"] == "no_model"
             assert (await client.get("/openapi.json")).json()["paths"]["/v1/map"]
 
     run(go())
@@ -633,3 +634,38 @@ def test_crosswalk_query_adds_the_block_on_every_map_route():
             ).status_code == 422
 
     run(go())
+
+
+def test_chat_stream_true_is_what_the_openai_client_streams():
+    """`stream=True` answers server-sent `chat.completion.chunk` events and `[DONE]`: the openai
+    client's stream yields the role, the content and the finish reason, and usage when asked."""
+    from openai import AsyncOpenAI
+
+    async def go():
+        core, client = make_client(StaticSource(), TableEngine({"mapper-v1": {}}))
+        async with client:
+            await _settle(client, core)
+            oai = AsyncOpenAI(base_url="http://t/v1", api_key="unused", http_client=client)
+            stream = await oai.chat.completions.create(
+                model="mapper",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            chunks = [chunk async for chunk in stream]
+            raw = await client.post(
+                "/v1/chat/completions",
+                json={"model": "mapper", "messages": [{"role": "user", "content": "hi"}],
+                      "stream": True},
+            )  # fmt: skip
+        return chunks, raw
+
+    chunks, raw = run(go())
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content == "echo:mapper-v1"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    assert len({c.id for c in chunks}) == 1 and chunks[0].object == "chat.completion.chunk"
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert raw.text.rstrip().endswith("data: [DONE]")

@@ -9,13 +9,26 @@ from pathlib import Path
 import pytest
 
 from llama_mapper.domain.errors import DataLoss, FailedPrecondition
+from llama_mapper.domain.report_digest import sign_report
+from llama_mapper.training import validation_gate
 from llama_mapper.training.validation_gate import (
     MANIFEST_NAME,
     REPORT_NAME,
     canonical_digest,
-    check_dataset,
     report_digest,
 )
+
+KEY = b"test-signing-key-0123456789abcdef"
+
+
+def check_dataset(directory: Path, required=(), *, signing_key: bytes = KEY):
+    return validation_gate.check_dataset(directory, required, signing_key=signing_key)
+
+
+def _write(directory: Path, report: dict, key: bytes | None = KEY) -> None:
+    if key is not None:
+        report["report_signature"] = sign_report(report, key)
+    (directory / REPORT_NAME).write_text(json.dumps(report))
 
 
 def _dataset(directory: Path, *, passed: bool = True) -> Path:
@@ -35,7 +48,7 @@ def _dataset(directory: Path, *, passed: bool = True) -> Path:
     report = {"passed": passed, "dataset_manifest_digest": canonical_digest(manifest),
               "checks": [{"name": "labels_closed", "passed": passed}]}  # fmt: skip
     report["report_digest"] = report_digest(report)
-    (directory / REPORT_NAME).write_text(json.dumps(report))
+    _write(directory, report)
     return directory
 
 
@@ -116,7 +129,7 @@ def test_manifest_entry_escaping_the_dataset_is_refused(tmp_path: Path) -> None:
     manifest = {"files": {"../outside.jsonl": "0" * 64}}
     (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
     report = {"passed": True, "dataset_manifest_digest": canonical_digest(manifest)}
-    (directory / REPORT_NAME).write_text(json.dumps(report))
+    _write(directory, report)
     with pytest.raises(FailedPrecondition, match="outside the dataset"):
         check_dataset(directory)
 
@@ -129,9 +142,66 @@ def test_validation_service_report_fields_are_understood(tmp_path: Path) -> None
               "checks": [{"name": "schema", "passed": True}], "started_at": 1.0, "duration_s": 2.0}  # fmt: skip
     report["report_sha256"] = report_digest(report)
     report["check_durations_s"] = {"schema": 0.1}
-    (directory / REPORT_NAME).write_text(json.dumps(report))
+    _write(directory, report)
     assert check_dataset(directory).report_digest == report["report_sha256"]
     report["verdict"] = "VERDICT_FAILED"
     (directory / REPORT_NAME).write_text(json.dumps(report))
     with pytest.raises(FailedPrecondition, match="did not pass"):
         check_dataset(directory)
+
+
+def _service_report(directory: Path, **fields) -> dict:
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    report = {"verdict": "VERDICT_PASSED", "dataset_manifest_sha256": canonical_digest(manifest),
+              "training_config_sha256": "c" * 64, "effective_policy": {"max_seq_length": "512"},
+              "checks": [{"name": "pii", "passed": True}], **fields}  # fmt: skip
+    report["report_sha256"] = report_digest(report)
+    return report
+
+
+def test_unsigned_report_is_refused_naming_the_signature(tmp_path: Path) -> None:
+    directory = _dataset(tmp_path / "d")
+    _write(directory, _service_report(directory), key=None)
+    with pytest.raises(FailedPrecondition, match="has no report_signature"):
+        check_dataset(directory)
+
+
+def test_report_signed_with_another_key_is_refused(tmp_path: Path) -> None:
+    directory = _dataset(tmp_path / "d")
+    _write(directory, _service_report(directory), key=b"another-key-entirely-0123456789")
+    with pytest.raises(
+        FailedPrecondition, match="does not verify with MAPPER_VALIDATION_SIGNING_KEY"
+    ):
+        check_dataset(directory)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"training_config_sha256": "d" * 64},
+        {"effective_policy": {"max_seq_length": "100000"}},
+        {"verdict": "VERDICT_PASSED", "checks": []},
+    ],
+    ids=["config-hash", "policy", "checks"],
+)
+def test_a_signed_field_edited_with_the_digest_recomputed_is_refused(tmp_path, edit) -> None:
+    """The digest is public; only the key makes a report: recomputing it after an edit is refused."""
+    directory = _dataset(tmp_path / "d")
+    report = _service_report(directory)
+    _write(directory, report)
+    assert check_dataset(directory).report_digest == report["report_sha256"]
+    report.update(edit)
+    report["report_sha256"] = report_digest(report)
+    (directory / REPORT_NAME).write_text(json.dumps(report))
+    with pytest.raises(FailedPrecondition, match="does not verify"):
+        check_dataset(directory)
+
+
+def test_no_signing_key_is_refused_naming_the_variable(tmp_path: Path, monkeypatch) -> None:
+    directory = _dataset(tmp_path / "d")
+    monkeypatch.delenv("MAPPER_VALIDATION_SIGNING_KEY", raising=False)
+    monkeypatch.setenv("MAPPER_VAR_DIR", str(tmp_path / "var"))
+    with pytest.raises(FailedPrecondition, match="set MAPPER_VALIDATION_SIGNING_KEY"):
+        validation_gate.check_dataset(directory)
+    monkeypatch.setenv("MAPPER_VALIDATION_SIGNING_KEY", KEY.decode())
+    assert validation_gate.check_dataset(directory).manifest_digest

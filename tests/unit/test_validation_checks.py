@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from llama_mapper.datasets.analyst import analyst_finding, assess
+from llama_mapper.datasets.analyst import analyst_finding
+from llama_mapper.domain import rubric
 from llama_mapper.domain.errors import InvalidArgument, NotFound, PayloadTooLarge
 from llama_mapper.domain.findings import NormalizedFinding
 from llama_mapper.domain.frameworks import default_frameworks
@@ -37,7 +38,7 @@ def good() -> list[Row]:
         for i in range(2)
     ]
     finding = analyst_finding("financial.credit_card", TAXONOMY, "presidio", "CREDIT_CARD", 0.9)
-    assessment = assess("PCI_DSS", finding, default_frameworks())
+    assessment = rubric.assess(rubric.query("PCI_DSS", finding), default_frameworks())
     rows.append(Row(analyst_row("PCI_DSS", finding, assessment, "train"), "analyst-train.jsonl", 1))
     return rows
 
@@ -105,7 +106,7 @@ def test_leakage(good):
     assert checks.check_leakage(good, ["nothing like any row"], POLICY).passed
 
 
-def test_pii_scans_outputs_and_free_text_only(good):
+def test_pii_scans_every_text_of_a_row(good):
     def scan(texts):
         return ["@" in t for t in texts]
 
@@ -116,6 +117,26 @@ def test_pii_scans_outputs_and_free_text_only(good):
     finding = NormalizedFinding("acme", "flagged", attributes={"reason": "mail bob@example.org"})
     reason = Row(mapper_row(Candidate.of(finding, ("pii.email_address",), VENDOR), "train"), "m", 1)
     assert "mail bob@example.org" in checks.free_text(reason)
+    assert "mail bob@example.org" in checks.row_texts(reason)
+
+
+def test_pii_fails_a_row_whose_prompt_carries_an_email_and_an_ssn(good):
+    """The prompt is scanned too, not only the output and the finding's prose fields."""
+
+    def scan(texts):
+        return ["@" in t or "078-05-1120" in t for t in texts]
+
+    data = json.loads(json.dumps(good[0].data))
+    user = next(m for m in data["input"] if m["role"] == "user")
+    user["content"] += " Contact jane.doe@example.com, SSN 078-05-1120."
+    leaked = Row(data, "mapper-train.jsonl", 7)
+    assert any("jane.doe@example.com" in t for t in checks.row_texts(leaked))
+    result = checks.check_pii([*good, leaked], scan, POLICY)
+    assert not result.passed and result.offending_row_ids == [leaked.ref]
+    assert "prompt" in result.message
+    system = json.loads(json.dumps(good[1].data))
+    system["input"][0]["content"] += " Escalate to ops@example.com."
+    assert checks.check_pii([Row(system, "m.jsonl", 2)], scan, POLICY).offending_row_count == 1
 
 
 def test_manifest():

@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -121,6 +121,8 @@ class BenchResult:
     rows: list[report.Row]
     report_dir: Path
     duration_s: float
+    # One row per route (map, batch, analyze; Map, MapBatch over gRPC) across arms.
+    routes: list[report.Row] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -146,6 +148,10 @@ class BenchResult:
         for arm in self.arms:
             values[f"{arm.name}.error_rate"] = arm.error_rate
             values[f"{arm.name}.p95_latency_ms"] = arm.p95_ms
+        for route in self.routes:
+            values[f"route.{route.name}.requests"] = float(route.requests)
+            values[f"route.{route.name}.error_rate"] = route.error_rate
+            values[f"route.{route.name}.p95_latency_ms"] = route.p95_ms
         return {k: v for k, v in values.items() if not math.isnan(v)}
 
 
@@ -193,20 +199,6 @@ def served_models(host: str, token: str | None = None, *, timeout_s: float = 10.
         for entry in listing.get("data", [])
         if entry.get("kind") == "adapter" and entry.get("status") == "ready"
     }
-
-
-def without_unserved_tasks(tasks: str, served: set[str]) -> tuple[str, list[str]]:
-    """The task weights minus `analyze` when no analyst adapter is served (every such request
-    would be a 503 that says nothing about the mapper's latency), and what was left out."""
-    weights = parse_weights(tasks)
-    if weights.get("analyze", 0) <= 0 or "analyst" in served:
-        return tasks, []
-    kept = {name: weight for name, weight in weights.items() if name != "analyze"}
-    if not any(kept.values()):
-        raise InvalidArgument(
-            "--tasks asks for /v1/analyze only, and the router serves no analyst adapter"
-        )
-    return ",".join(f"{k}={v:g}" for k, v in kept.items()), ["analyze"]
 
 
 def _free_port() -> int:
@@ -333,6 +325,7 @@ def collect(
     """Reads Locust's files back, judges, plots; pure of the registry."""
     rows = report.read_stats_csv(report_dir / f"{PREFIX}{report.STATS_SUFFIX}")
     arms = report.arm_rows(report_dir / f"{PREFIX}.json", rows)
+    routes = report.route_rows(report_dir / f"{PREFIX}.json", rows)
     aggregate = report.aggregate(rows)
     judged = aggregate
     if config.arm:
@@ -368,6 +361,7 @@ def collect(
         rows=rows,
         report_dir=report_dir,
         duration_s=duration_s,
+        routes=routes,
     )
 
 
@@ -391,14 +385,9 @@ def run_bench(config: BenchConfig, client: RegistryClient) -> BenchResult:
     targets = load_targets(client, config.model, version, config.profile)
     check_reachable(config.host, config.grpc_host)
     token = config.token or ServingClientSettings().bearer()
-    tasks, left_out = without_unserved_tasks(config.tasks, served_models(config.host, token))
-    if left_out:
-        print(
-            f"no analyst adapter is served at {config.host}: {', '.join(left_out)} left out "
-            f"(tasks {tasks})",
-            file=sys.stderr,
-        )
-        config = replace(config, tasks=tasks)
+    # /v1/analyze is in the mix either way: without an analyst adapter the rubric's catalogue
+    # writes the remediation, and the summary says which answered.
+    analyst = "adapter" if "analyst" in served_models(config.host, token) else "catalogue"
     report_dir = new_report_dir(config.report_root)
     payloads = write_payloads(report_dir / "payloads.jsonl")
     log.info("bench %s v%s: report in %s", config.model, version, report_dir)
@@ -414,6 +403,8 @@ def run_bench(config: BenchConfig, client: RegistryClient) -> BenchResult:
         "reasons": list(result.verdict.reasons),
         "values": result.values(),
         "rows": [report.row_dict(r) for r in [*result.rows, *result.arms]],
+        "routes": {r.name: report.row_dict(r) for r in result.routes},
+        "analyst": analyst,
         "config": json.loads(config_json),
         "payloads": {
             "map": payloads.map_count,
@@ -440,7 +431,10 @@ def print_result(result: BenchResult, stream=None) -> None:
         f"target p95 <= {targets.p95_latency_ms:g} ms, errors <= {budget}",
         file=out,
     )
-    print(report.format_rows([*result.rows[:-1], *result.arms, result.aggregate]), file=out)
+    print(
+        report.format_rows([*result.rows[:-1], *result.arms, *result.routes, result.aggregate]),
+        file=out,
+    )
     judged = "aggregate" if result.judged is result.aggregate else f"arm {result.judged.name}"
     if result.passed:
         print(

@@ -12,7 +12,7 @@ import csv
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -98,39 +98,58 @@ def percentile(histogram: Mapping[float, int], percent: float) -> float:
 def arm_rows(stats_json: Path, csv_rows: list[Row]) -> list[Row]:
     """One row per arm over every call it answered: counts and rps summed from the CSV rows (as
     Locust's own table), percentiles from the merged histograms."""
+    return _grouped_rows(stats_json, csv_rows, "arm", lambda name: split_arm(name)[1])
+
+
+def route_rows(stats_json: Path, csv_rows: list[Row]) -> list[Row]:
+    """One row per route (`map`, `batch`, `analyze` over HTTP; `Map`, `MapBatch` over gRPC) over
+    every arm that answered it, merged the way arm_rows merges arms."""
+    return _grouped_rows(
+        stats_json,
+        csv_rows,
+        "route",
+        lambda name: None if name == AGGREGATED else split_arm(name)[0],
+    )
+
+
+def _grouped_rows(
+    stats_json: Path, csv_rows: list[Row], kind: str, group_of: Callable[[str], str | None]
+) -> list[Row]:
+    """Rows of `kind`, one per group the stats names fall in (a name in no group: None)."""
     entries = json.loads(stats_json.read_text(encoding="utf-8"))
     histograms: dict[str, Counter[float]] = {}
     counts: Counter[str] = Counter()
     failures: Counter[str] = Counter()
     maxima: dict[str, float] = {}
     for entry in entries:
-        arm = split_arm(entry["name"])[1]
-        if arm is None:
+        group = group_of(entry["name"])
+        if group is None:
             continue
-        histogram = histograms.setdefault(arm, Counter())
+        histogram = histograms.setdefault(group, Counter())
         for value, count in entry["response_times"].items():
             histogram[float(value)] += count
-        maxima[arm] = max(maxima.get(arm, 0.0), entry["max_response_time"] or 0.0)
+        maxima[group] = max(maxima.get(group, 0.0), entry["max_response_time"] or 0.0)
     rps: Counter[str] = Counter()
     for row in csv_rows:
-        if row.arm is not None:
-            counts[row.arm] += row.requests
-            failures[row.arm] += row.failures
-            rps[row.arm] += 0.0 if math.isnan(row.rps) else row.rps
+        group = group_of(row.name)
+        if group is not None:
+            counts[group] += row.requests
+            failures[group] += row.failures
+            rps[group] += 0.0 if math.isnan(row.rps) else row.rps
     return [
         Row(
-            type="arm",
-            name=arm,
-            arm=arm,
-            requests=counts[arm],
-            failures=failures[arm],
-            rps=rps[arm],
-            p50_ms=percentile(histograms[arm], 0.50),
-            p95_ms=percentile(histograms[arm], 0.95),
-            p99_ms=percentile(histograms[arm], 0.99),
-            max_ms=maxima[arm],
+            type=kind,
+            name=group,
+            arm=group if kind == "arm" else None,
+            requests=counts[group],
+            failures=failures[group],
+            rps=rps[group],
+            p50_ms=percentile(histograms[group], 0.50),
+            p95_ms=percentile(histograms[group], 0.95),
+            p99_ms=percentile(histograms[group], 0.99),
+            max_ms=maxima[group],
         )
-        for arm in sorted(histograms)
+        for group in sorted(histograms)
     ]
 
 

@@ -14,7 +14,10 @@
 # - map = 8: detectors call the mapper inline, one output per scanned message; most traffic.
 # - batch = 1: backfills and log scans send up to 100 outputs at once (MAPPER_BENCH_BATCH_SIZE,
 #   default 10); rarer but each one is heavy.
-# - analyze = 1: an analyst opens a finding and asks for the framework assessment.
+# - analyze = 1: an analyst opens a finding and asks for the framework assessment, with the
+#   finding's context (volume, location, environment, region, co-labels). /v1/analyze answers
+#   with or without an analyst adapter (the rubric's catalogue then remediates), so it is always
+#   in the mix; it has no arm (`analyze [none]`), and the summary reports it per route.
 # User classes: MapperHttpUser (weight 3) and MapperGrpcUser (weight 1, when the runner names it),
 # as most detector integrations speak HTTP and the high-volume ones gRPC.
 #

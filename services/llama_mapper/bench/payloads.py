@@ -87,8 +87,11 @@ def native_output(case: MapperCase, rng: random.Random) -> Any:
 
 
 def analyze_body(case: MapperCase, framework: str, rng: random.Random) -> dict[str, Any] | None:
-    """An /v1/analyze body: a framework and the canonical finding the mapper returns for the case."""
-    from llama_mapper.datasets.analyst import analyst_finding
+    """An /v1/analyze body: a framework, the canonical finding the mapper returns for the case
+    and a context (schemas/analyst-context.json) drawn as the analyst's training data draws it,
+    so the load exercises the rubric's modifiers and the adapter's prompts as served."""
+    from llama_mapper.datasets.analyst import analyst_finding, sample_context
+    from llama_mapper.domain import rubric
     from llama_mapper.domain.taxonomy import default_taxonomy
 
     taxonomy = default_taxonomy()
@@ -97,16 +100,21 @@ def analyze_body(case: MapperCase, framework: str, rng: random.Random) -> dict[s
         return None
     raw = str(case.finding.get("label", ""))
     finding = analyst_finding(label, taxonomy, case.detector, raw, rng.uniform(0.3, 0.99))
-    return {"framework": framework, "finding": finding}
+    context = sample_context(rng, label)
+    try:
+        rubric.query(framework, finding, context, taxonomy=taxonomy)  # as the router reads it
+    except MapperError:
+        return None  # a body the router would refuse says nothing about its latency
+    return {"framework": framework, "finding": finding, "context": context}
 
 
 def write_payloads(path: Path, *, golden: Path | None = None) -> PayloadSet:
     """One JSON object per line: {"kind": "map", "detector", "output"} or {"kind": "analyze", ...}."""
-    from llama_mapper.domain.frameworks import default_frameworks
+    from llama_mapper.domain.rubric import FRAMEWORKS
 
     rows, digest = load_golden(golden)
     rng = random.Random(PAYLOAD_SEED)  # noqa: S311 - reproducible load, not cryptography
-    frameworks = sorted(default_frameworks().frameworks)
+    frameworks = sorted(FRAMEWORKS)  # the frameworks /v1/analyze takes
     readers = set(known_detectors())
     result = PayloadSet(path=path, golden_sha256=digest)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """`make demo`: the main job end to end on embedded defaults, one command per step as a user types it."""
 
 # stack up -> data build -> validate (gRPC) -> ray job submit (mapper, analyst) -> evaluate + targets
-# -> serve -> canary with a bench gate -> promote -> map the examples through the live endpoint ->
+# (the analyst: its own gate, promoted when it passes) -> serve -> canary with a bench gate ->
+# promote -> map the examples through the live endpoint -> assess them through /v1/analyze ->
 # closing table. Every step runs the same `mapperctl` / `ray` command the README documents, so the
 # demo is also the integration test of the whole product (`make test` runs it in quick mode).
 
@@ -23,12 +24,17 @@ from typing import Any
 from llama_mapper.domain.errors import FailedPrecondition, NotFound
 from llama_mapper.platform.settings.serving import ServingSettings
 from llama_mapper.platform.settings.stack import RaySettings, var_dir
-from llama_mapper.platform.stack import service
+from llama_mapper.platform.stack import default_dataset_roots, service
 from llama_mapper.platform.terminal import print_table
 
 PROFILE = "cpu-2core"
 ANALYST_CASES, QUICK_ANALYST_CASES = 48, 8
 P95_TARGET_MS = 20000  # a 2-core CPU shared with Locust itself: the demo's target is generous
+# The analyst's targets on the demo's profile, generous like the mapper's: risk and controls come
+# from the rubric; the gate guards against an adapter that breaks the schema. For the analyst,
+# min_accuracy is the risk-level accuracy and min_macro_f1 the control F1 (docs/REGISTRY.md).
+ANALYST_TARGETS = {"min_schema_valid_rate": 0.9, "min_accuracy": 0.5, "min_macro_f1": 0.5}
+ANALYZE_FRAMEWORK = "SOC2"
 
 
 @dataclass
@@ -149,6 +155,12 @@ def run_demo(demo: Demo) -> int:
             "MAPPER_SERVING_URL": _serving_url(),
         }
     )
+    # The stack's validation service reads datasets only under its roots: the demo's own
+    # directory is one of them wherever --root puts it.
+    os.environ.setdefault(
+        "MAPPER_VALIDATION_DATASET_ROOTS",
+        json.dumps([*default_dataset_roots(var_dir()), str(demo.root.resolve())]),
+    )
     with demo.step("1. start the stack (validation, registry, evaluation, Ray head)", "stack up"):
         demo.mapperctl("stack", "up")
     from llama_mapper.platform.stack import use_local_token
@@ -211,6 +223,46 @@ def _pipeline(demo: Demo) -> None:
             print(f"  {', '.join(result.get('taxonomy', [])) or result}  [{', '.join(methods)}]")
         if proc.returncode != 0:
             raise FailedPrecondition(f"mapping the examples failed: {proc.stderr.strip()}")
+    with demo.step(
+        f"7. assess the mapped findings for {ANALYZE_FRAMEWORK} through /v1/analyze", "analyze"
+    ):
+        _analyze_mapped(demo, proc.stdout)
+
+
+def _analyze_mapped(demo: Demo, mapped: str) -> None:
+    """`mapperctl analyze` on step 6's results, through the live endpoint (the served analyst)."""
+    argv = [
+        str(Path(sys.executable).with_name("mapperctl")),
+        "analyze", "--framework", ANALYZE_FRAMEWORK, "--url", _serving_url(),
+    ]  # fmt: skip
+    print(f"$ {shlex.join(argv)} < (step 6's results)", flush=True)
+    proc = subprocess.run(argv, input=mapped, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise FailedPrecondition(f"assessing the mapped findings failed: {proc.stderr.strip()}")
+    counts = remediation_counts(proc.stdout)
+    for method, n in sorted(counts.items()):
+        print(f"  remediation by {method}: {n}")
+    import httpx
+
+    health = httpx.get(f"{_serving_url()}/healthz", timeout=10).json().get("analyst") or {}
+    served = health.get("champion")
+    adapter = f"v{served} {health.get('status')}" if served else "none: catalogue"
+    demo.facts["analyst_served"] = (
+        f"{sum(counts.values())} assessments, remediation by the model "
+        f"{counts.get('model', 0)} (adapter {adapter})"
+    )
+
+
+def remediation_counts(lines: str) -> dict[str, int]:
+    """How many assessments of `mapperctl analyze`'s JSON Lines each remediation method wrote."""
+    counts: dict[str, int] = {}
+    for line in lines.splitlines():
+        if not line.strip():
+            continue
+        for assessment in json.loads(line).get("assessments", []):
+            method = assessment["methods"]["remediation"]
+            counts[method] = counts.get(method, 0) + 1
+    return counts
 
 
 def _analyst_set(demo: Demo) -> Path:
@@ -246,6 +298,8 @@ def _evaluate(demo: Demo, version: int, analyst: int) -> None:
     analyst_report = report.get("analyst") or {}
     demo.facts["analyst_schema_valid"] = analyst_report.get("schema_valid_rate")
     demo.facts["analyst_risk_accuracy"] = analyst_report.get("risk_level_accuracy")
+    demo.facts["analyst_control_f1"] = analyst_report.get("control_f1")
+    demo.facts["analyst_remediation_model_rate"] = analyst_report.get("remediation_model_rate")
     print(
         f"  mapper v{version}: accuracy {_fmt(demo.facts['accuracy'])}, macro-F1 "
         f"{_fmt(demo.facts['macro_f1'])}, ECE {_fmt(demo.facts['ece'])}; analyst v{analyst}: "
@@ -264,6 +318,29 @@ def _evaluate(demo: Demo, version: int, analyst: int) -> None:
         "eval", "gate", "--model", "mapper", str(version), "--profile", PROFILE, ok=(0, 1)
     )  # fmt: skip
     demo.facts["gate"] = "passed" if gate.returncode == 0 else "failed"
+    _gate_and_promote_analyst(demo, analyst)
+
+
+def _gate_and_promote_analyst(demo: Demo, analyst: int) -> None:
+    """The analyst's own targets and gate; a passed gate makes it the analyst's champion, which
+    the app started in step 5 loads next to the mapper's and /v1/analyze answers with."""
+    demo.mapperctl(
+        "registry", "targets", "analyst", "--profile", PROFILE,
+        *(arg for name, value in ANALYST_TARGETS.items() for arg in ("--set", f"{name}={value:g}")),
+    )  # fmt: skip
+    gate = demo.mapperctl(
+        "eval", "gate", "--model", "analyst", str(analyst), "--profile", PROFILE, ok=(0, 1)
+    )  # fmt: skip
+    demo.facts["analyst_gate"] = "passed" if gate.returncode == 0 else "failed"
+    if gate.returncode != 0:
+        # A version whose gate failed answers nothing: /v1/analyze remediates from the catalogue.
+        demo.facts["analyst_champion"] = "none (rubric catalogue)"
+        return
+    demo.mapperctl(
+        "registry", "promote", "analyst", str(analyst), "--profile", PROFILE,
+        "--reason", f"demo: passed its {PROFILE} gate",
+    )  # fmt: skip
+    demo.facts["analyst_champion"] = f"v{analyst}"
 
 
 def _json_start(text: str) -> int:
@@ -352,12 +429,15 @@ def _closing_table(demo: Demo) -> None:
     rows = [
         ("dataset", f"{facts.get('mapper_rows')} mapper rows, {facts.get('analyst_rows')} analyst rows"),
         ("mapper adapter", f"v{facts.get('mapper_version')}: {facts.get('mapper_steps')} steps in {facts.get('mapper_train_s')} s (job), {facts.get('mapper_tokens_per_s')} tokens/s"),
-        ("analyst adapter", f"v{facts.get('analyst_version')}: {facts.get('analyst_steps')} steps in {facts.get('analyst_train_s')} s (job), {facts.get('analyst_tokens_per_s')} tokens/s; schema-valid {facts.get('analyst_schema_valid')}, risk-level accuracy {facts.get('analyst_risk_accuracy')}"),
+        ("analyst adapter", f"v{facts.get('analyst_version')}: {facts.get('analyst_steps')} steps in {facts.get('analyst_train_s')} s (job), {facts.get('analyst_tokens_per_s')} tokens/s; schema-valid {facts.get('analyst_schema_valid')}, risk-level accuracy {facts.get('analyst_risk_accuracy')}, control F1 {facts.get('analyst_control_f1')}, remediation by the model {facts.get('analyst_remediation_model_rate')}"),
         ("quality (hybrid, golden set)", f"accuracy {facts.get('accuracy')}, macro-F1 {facts.get('macro_f1')}, ECE {facts.get('ece')}"),
         ("p95 vs target", f"treatment {facts.get('bench_p95_ms')} ms vs {facts.get('p95_target_ms')} ms ({PROFILE}, last bench gate: {facts.get('bench_dir')})"),
         ("gate", f"{facts.get('gate')} ({PROFILE})"),
         ("canary", f"{facts.get('canary')}"),
         ("champion", f"{facts.get('champion')}"),
+        ("analyst gate", f"{facts.get('analyst_gate')} ({PROFILE})"),
+        ("analyst champion", f"{facts.get('analyst_champion')}"),
+        ("analyst served", f"{facts.get('analyst_served')}"),
         ("evaluation report", f"{facts.get('eval_report')} (report.json, summary.md, plots)"),
         ("Ray dashboard", RaySettings().dashboard_url),
     ]  # fmt: skip

@@ -251,6 +251,7 @@ def _cmd_frameworks_show(args: argparse.Namespace) -> int:
 
 # Each service contributes its own subcommands through `add_parser(subparsers)`.
 _SUBCOMMAND_MODULES = (
+    "llama_mapper.cli.analyze",
     "llama_mapper.cli.stack",
     "llama_mapper.cli.demo",
     "llama_mapper.cli.training",

@@ -83,6 +83,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     promote.add_argument(
         "--force", action="store_true", help="promote despite a failed gate (needs --reason)"
     )
+    promote.add_argument(
+        "--profile",
+        default="",
+        help="hardware profile whose passed gate a model without a canary (the analyst) needs "
+        "(default: the registry's, MAPPER_REGISTRY_DEFAULT_HARDWARE_PROFILE)",
+    )
     promote.set_defaults(func=cmd_promote)
 
     rollback = commands.add_parser(
@@ -360,6 +366,10 @@ def _action(value: int) -> str:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    """The registry decides: a gated alias refuses a version whose latest gate failed and, for a
+    model without a canary (the analyst), one without a passed gate for the profile."""
+    if args.force and not args.reason:
+        raise FailedPrecondition("--force needs --reason (the history records why)")
     with _client(args) as client:
         current = _current(client, args.model, args.alias)
         client.set_alias(
@@ -369,6 +379,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             expected_version=current,
             reason=args.reason,
             force=args.force,
+            hardware_profile=args.profile,
         )
     print(f"{args.model} {args.alias}: {current or '(unset)'} -> {args.version}")
     return 0

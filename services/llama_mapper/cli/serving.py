@@ -147,10 +147,19 @@ def _bench_gate_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _controller(args: argparse.Namespace) -> Any:
+    from llama_mapper.platform.settings.serving import ServingSettings
     from llama_mapper.serving.canary import Gates
     from llama_mapper.serving.controller import CanaryController, http_stats
     from llama_mapper.serving.registry_source import RegistrySource
 
+    analyst = ServingSettings().analyst_model
+    if args.model == analyst:
+        # /v1/analyze answers from the analyst's champion only (no arms, no per-arm windows).
+        raise FailedPrecondition(
+            f"{analyst} versions take traffic by promotion, not by canary: gate the version "
+            f"(`mapperctl eval gate --model {analyst} N`), then "
+            f"`mapperctl registry promote {analyst} N` (docs/REGISTRY.md)"
+        )
     steps = tuple(float(s) / 100 for s in getattr(args, "steps", "5,10,25,50,100").split(","))
     if not steps or any(not 0 < s <= 1 for s in steps) or list(steps) != sorted(steps):
         raise FailedPrecondition("--steps must be increasing percentages in (0, 100]")

@@ -192,15 +192,17 @@ def build(
     sources = [(r["output"], r["detector"], r["raw_label"]) for r in mapper_rows.get("train", [])]
     analyst_rows: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
     seen_ids: set[str] = set()
-    for framework, finding, assessment in analyst.analyst_examples(
+    for example in analyst.analyst_examples(
         sources, default_taxonomy(), default_frameworks(), spec.analyst_rows, seed
     ):
-        row = analyst_row(framework, finding, assessment, "train")
+        # The split is the example's held-out combination, never the row's hash: no eval
+        # combination (label x framework x context) is ever trained on.
+        row = analyst_row(
+            example.framework, example.finding, example.assessment, example.split, example.context
+        )
         if row["id"] in seen_ids:
             continue
         seen_ids.add(row["id"])
-        bucket = int(row["id"][2:10], 16) / 0xFFFFFFFF
-        row["split"] = "eval" if bucket < EVAL_FRACTION else "train"
         analyst_rows[row["split"]].append(row)
     for split in analyst_rows:
         analyst_rows[split] = _drop_near_duplicates(

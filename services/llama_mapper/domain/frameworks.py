@@ -18,7 +18,7 @@ from llama_mapper.domain.taxonomy import Taxonomy, default_taxonomy
 _DIGITS = re.compile(r"(\d+)")
 
 
-def _control_order(control: str) -> tuple[tuple[int, int | str], ...]:
+def control_order(control: str) -> tuple[tuple[int, int | str], ...]:
     """Natural order, as auditors read ids: A.5.5 before A.5.10, 3.4.1 before 12.5.2."""
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(control))
 
@@ -61,7 +61,7 @@ class FrameworkMappings:
     def controls_for(self, labels: Iterable[str]) -> list[dict[str, str]]:
         """The union of controls the labels touch, each once, in framework then control order."""
         seen = {ref for label in labels for ref in self.controls(label)}
-        ordered = sorted(seen, key=lambda r: (r.framework, _control_order(r.control)))
+        ordered = sorted(seen, key=lambda r: (r.framework, control_order(r.control)))
         return [ref.to_dict() for ref in ordered]
 
 

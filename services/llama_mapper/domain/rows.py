@@ -17,7 +17,7 @@ from llama_mapper.domain.prompt import (
 )
 
 # Bump when a generator changes what it writes for the same seed: it is part of the manifest.
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 
 # Where a row's input came from (the `source` field of schemas/mapper-example.json).
 REAL = "real"  # the detector ran here (Presidio, detect-secrets) on synthetic text
@@ -89,9 +89,13 @@ def mapper_row(candidate: Candidate, split: str) -> dict[str, Any]:
 
 
 def analyst_row(
-    framework: str, finding: dict[str, Any], assessment: dict[str, Any], split: str
+    framework: str,
+    finding: dict[str, Any],
+    assessment: dict[str, Any],
+    split: str,
+    context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    messages = analyst_messages(framework, finding)
+    messages = analyst_messages(framework, finding, context)
     output = analyst_completion(assessment)
     return {
         "id": "a-" + sha256_text(canonical_json([messages, output]))[:16],

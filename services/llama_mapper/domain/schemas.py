@@ -19,6 +19,7 @@ SCHEMA_NAMES = (
     "mapper-output",
     "document-input",
     "document-output",
+    "analyst-context",
     "analyst-output",
     "training-config",
 )

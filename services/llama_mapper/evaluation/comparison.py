@@ -137,17 +137,57 @@ TARGETS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("max_p95_ms", "p95_latency_ms", ("latency", "p95_ms"), False),
 )
 
+# The analyst's gate, on the `analyst` section of the run that evaluated it. Its targets are stored
+# under the analyst's own model name with the registry's target fields: for the analyst,
+# min_accuracy is the risk-level accuracy and min_macro_f1 the control F1.
+ANALYST_TARGETS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
+    (
+        "min_schema_valid_rate",
+        "min_schema_valid_rate",
+        ("analyst", "schema_valid_rate"),
+        True,
+    ),
+    ("min_risk_level_accuracy", "min_accuracy", ("analyst", "risk_level_accuracy"), True),
+    ("min_control_f1", "min_macro_f1", ("analyst", "control_f1"), True),
+)
+
+# The analyst's figures written to the registry on its own version (like registry_metrics).
+ANALYST_METRICS = (
+    "schema_valid_rate",
+    "risk_level_accuracy",
+    "control_precision",
+    "control_recall",
+    "control_f1",
+    "remediation_model_rate",
+    "remediation_catalogue_rate",
+    "case_count",
+)
+
+
+def analyst_registry_metrics(report: Mapping[str, Any]) -> dict[str, float]:
+    """The analyst section's flat values, recorded on the analyst version."""
+    section = report.get("analyst") or {}
+    return {
+        name: float(section[name])
+        for name in ANALYST_METRICS
+        if isinstance(section.get(name), int | float)
+    }
+
 
 def check_gate(
-    report: Mapping[str, Any], targets: Mapping[str, float], comparison: Mapping[str, Any] | None
+    report: Mapping[str, Any],
+    targets: Mapping[str, float],
+    comparison: Mapping[str, Any] | None,
+    criteria_table: Sequence[tuple[str, str, tuple[str, ...], bool]] = TARGETS,
 ) -> list[Criterion]:
-    """Every criterion whose target is set, plus no significant regression against the champion.
+    """Every criterion of `criteria_table` (the mapper's TARGETS, or ANALYST_TARGETS) whose target
+    is set, plus no significant regression against the champion when a comparison is given.
 
     ECE is judged after temperature scaling when a temperature was fitted (that is what serving
     applies), else before. A target with no measured value fails: a gate never passes on absence.
     """
     criteria = []
-    for name, field, path, at_least in TARGETS:
+    for name, field, path, at_least in criteria_table:
         if field not in targets:
             continue
         target = float(targets[field])

@@ -18,6 +18,7 @@ from typing import Any
 from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from llama_mapper.domain.findings import NormalizedFinding
+from llama_mapper.domain.prompt import parse_analyst_user_prompt
 
 MANIFEST = "manifest.json"
 _USER_PREFIX = "Detector output: "
@@ -63,13 +64,14 @@ class MapperCase:
 
 @dataclass(frozen=True)
 class AnalystCase:
-    """(framework, canonical finding) with the rubric's assessment."""
+    """(framework, canonical finding, context) with the rubric's assessment."""
 
     id: str
     framework: str
     finding: Mapping[str, Any]
     expected: Mapping[str, Any]
     split: str = "test"
+    context: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,17 +147,33 @@ def analyst_case(row: Mapping[str, Any]) -> AnalystCase:
         expected = jsonio.loads(expected, what=f"analyst row {row.get('id')!r}: output")
     finding = row.get("finding")
     framework = row.get("framework")
-    if finding is None or framework is None:
-        for message in row.get("input") or ():
-            if message.get("role") == "user" and message.get("content", "").startswith("Context: "):
-                body_text = message["content"][len("Context: ") :].rsplit(" Analyze", 1)[0]
-                body = jsonio.loads(body_text, what=f"analyst row {row.get('id')!r}")
-                finding = finding if finding is not None else body["finding"]
-                framework = framework or body["compliance_framework"]
+    context = row.get("context")
+    for message in row.get("input") or ():
+        if message.get("role") != "user":
+            continue
+        content = message.get("content", "")
+        body = parse_analyst_user_prompt(content)
+        if body is not None:
+            # The builder's prompt: framework, label, confidence, context.
+            found = {k: body[k] for k in ("label", "confidence") if k in body}
+            finding = finding if finding is not None else found
+            framework = framework or body.get("framework")
+            context = context if context is not None else body.get("context")
+        elif content.startswith("Context: "):
+            # The first builder's prompt (analyst rows before the rubric module).
+            body_text = content[len("Context: ") :].rsplit(" Analyze", 1)[0]
+            old = jsonio.loads(body_text, what=f"analyst row {row.get('id')!r}")
+            finding = finding if finding is not None else old["finding"]
+            framework = framework or old["compliance_framework"]
     if finding is None or framework is None or not isinstance(expected, dict):
         raise InvalidArgument(f"analyst row {row.get('id')!r} lacks framework, finding or output")
     return AnalystCase(
-        str(row.get("id")), str(framework), dict(finding), expected, str(row.get("split") or "test")
+        str(row.get("id")),
+        str(framework),
+        dict(finding),
+        expected,
+        str(row.get("split") or "test"),
+        dict(context or {}),
     )
 
 

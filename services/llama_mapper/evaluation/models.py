@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,32 @@ def _vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+# vLLM engines kept between runs (a long-lived evaluation service), one per base model: starting
+# one costs about a minute on CPU, a LoRA adapter on a running one milliseconds.
+_WARM_ENGINES: dict[str, Any] = {}
+_WARM_LOCK = threading.Lock()
+
+
+def _vllm_engine(base_path: Path, keep: bool) -> Any:
+    from llama_mapper.inference.vllm_engine import VllmEngine, VllmEngineConfig
+
+    if not keep:
+        return VllmEngine(VllmEngineConfig(base_model=str(base_path)))
+    with _WARM_LOCK:
+        engine = _WARM_ENGINES.get(str(base_path))
+        if engine is None:
+            engine = VllmEngine(VllmEngineConfig(base_model=str(base_path)))
+            _WARM_ENGINES[str(base_path)] = engine
+        return engine
+
+
+def shutdown_warm_engines() -> None:
+    with _WARM_LOCK:
+        for engine in _WARM_ENGINES.values():
+            engine.shutdown()
+        _WARM_ENGINES.clear()
+
+
 def load_model(
     base_model: str,
     adapter_dir: Path | None,
@@ -41,8 +68,12 @@ def load_model(
     version: int | None,
     engine: str = "auto",
     expected_base_sha256: str = "",
+    keep_engine: bool = False,
 ) -> LoadedModel:
-    """A MapperModel for `adapter_dir` on `base_model`; refuses a base whose weights differ."""
+    """A MapperModel for `adapter_dir` on `base_model`; refuses a base whose weights differ.
+
+    `keep_engine`: the vLLM engine outlives the run (closing the model leaves it running) and
+    the next run on the same base reuses it."""
     base = prepare_base_model(base_model or DEFAULT_MODEL_ID, common().cache_dir)
     if expected_base_sha256 and expected_base_sha256 != base.sha256:
         raise FailedPrecondition(
@@ -57,14 +88,17 @@ def load_model(
     }
     if engine in ("auto", "vllm") and (_vllm_available() or engine == "vllm"):
         try:
-            from llama_mapper.inference.vllm_engine import AdapterRef, VllmEngine, VllmEngineConfig
+            from llama_mapper.inference.vllm_engine import AdapterRef
 
-            adapters = [AdapterRef(name, adapter_dir, version)] if adapter_dir else []
-            vllm = VllmEngine(VllmEngineConfig(base_model=str(base.path)), adapters)
+            vllm = _vllm_engine(base.path, keep_engine)
+            key = None
+            if adapter_dir:
+                # Keyed by its directory (model, version, artifact digest): unique per files.
+                key = f"{adapter_dir.name}"
+                vllm.add_adapter(AdapterRef(name, adapter_dir, version), key=key)
             info["engine"] = "vllm"
-            return LoadedModel(
-                vllm.model(name if adapter_dir else None), info, vllm.shutdown, engine=vllm
-            )
+            close = (lambda: None) if keep_engine else vllm.shutdown
+            return LoadedModel(vllm.model(key), info, close, engine=vllm)
         except Exception as exc:
             if engine == "vllm":
                 raise
@@ -86,11 +120,17 @@ class RegistryModels:
     """Resolves versions and aliases and downloads adapters through the registry client."""
 
     def __init__(
-        self, client_factory: Callable[[], Any], adapters_dir: Path, engine: str = "auto"
+        self,
+        client_factory: Callable[[], Any],
+        adapters_dir: Path,
+        engine: str = "auto",
+        *,
+        keep_engine: bool = False,
     ) -> None:
         self.client_factory = client_factory
         self.adapters_dir = adapters_dir
         self.engine = engine
+        self.keep_engine = keep_engine
 
     def resolve(self, model: str, version: int | None, alias: str | None) -> int:
         client = self.client_factory()
@@ -128,6 +168,7 @@ class RegistryModels:
             version=version,
             engine=self.engine,
             expected_base_sha256=lineage.base_model_sha256,
+            keep_engine=self.keep_engine,
         )
         loaded.info["artifact_sha256"] = record.artifact_sha256
         # What serving applies today; a run that fits a new one answers with that instead.

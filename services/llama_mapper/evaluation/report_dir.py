@@ -117,7 +117,9 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
             "",
             f"{analyst['case_count']} cases: schema-valid {_pct(analyst['schema_valid_rate'])}, "
             f"risk-level accuracy {_pct(analyst['risk_level_accuracy'])}, control precision "
-            f"{analyst['control_precision']:.3f}, recall {analyst['control_recall']:.3f}.",
+            f"{analyst['control_precision']:.3f}, recall {analyst['control_recall']:.3f}, F1 "
+            f"{analyst.get('control_f1', 0.0):.3f}; remediation by the model "
+            f"{_pct(analyst.get('remediation_model_rate', 0.0))}.",
         ]
     worst = sorted((x for x in q["per_label"] if x["support"]), key=lambda x: x["f1"])[:5]
     if worst:

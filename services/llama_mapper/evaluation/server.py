@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from llama_mapper._proto.evaluation.v1 import evaluation_pb2_grpc as pb_grpc
 from llama_mapper.domain.errors import MapperError
-from llama_mapper.evaluation.models import RegistryModels
+from llama_mapper.evaluation.models import RegistryModels, shutdown_warm_engines
 from llama_mapper.evaluation.service import EvaluationService
 from llama_mapper.evaluation.servicer import SERVICE_NAME, WRITE_METHODS, EvaluationServicer
 from llama_mapper.platform.logs import configure_logging
@@ -26,7 +26,7 @@ from llama_mapper.platform.settings.evaluation import EvaluationSettings
 log = logging.getLogger(__name__)
 
 
-def registry_models(settings: EvaluationSettings) -> RegistryModels:
+def registry_models(settings: EvaluationSettings, *, keep_engine: bool = False) -> RegistryModels:
     """Registry access, connected lazily: rules-only runs work without a registry."""
     from llama_mapper.registry.client import RegistryClient
 
@@ -45,15 +45,19 @@ def registry_models(settings: EvaluationSettings) -> RegistryModels:
                 )
             return client[0]
 
-    return RegistryModels(factory, settings.adapters_dir, settings.engine)
+    return RegistryModels(factory, settings.adapters_dir, settings.engine, keep_engine=keep_engine)
 
 
 def build_service(
-    settings: EvaluationSettings, models: RegistryModels | None = None
+    settings: EvaluationSettings,
+    models: RegistryModels | None = None,
+    *,
+    keep_engine: bool = False,
 ) -> EvaluationService:
+    """`keep_engine`: a long-lived server keeps its vLLM engine between runs (settings.keep_engine)."""
     return EvaluationService(
         settings.reports_dir,
-        models if models is not None else registry_models(settings),
+        models if models is not None else registry_models(settings, keep_engine=keep_engine),
         batch_size=settings.batch_size,
         hardware_profile=settings.hardware_profile,
         default_eval_set=settings.default_eval_set,
@@ -74,7 +78,7 @@ def create_server(
     """Wire the service, auth, health and reflection, bind the port; the caller starts and stops
     it. FailedPrecondition without a caller token unless allow_insecure_writes."""
     check_credentials(settings)
-    service = service or build_service(settings)
+    service = service or build_service(settings, keep_engine=settings.keep_engine)
     servicer = EvaluationServicer(service, stream_interval_s=settings.stream_interval_s)
     return build_server(
         settings,
@@ -96,7 +100,10 @@ def serve(settings: EvaluationSettings) -> None:
         settings.reports_dir,
         "" if settings.caller_token() else " (no token: every call accepted)",
     )
-    run_until_signal(server, health_servicer, settings.grace_s)
+    try:
+        run_until_signal(server, health_servicer, settings.grace_s)
+    finally:
+        shutdown_warm_engines()
 
 
 def main() -> int:

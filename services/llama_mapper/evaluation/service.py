@@ -83,6 +83,9 @@ class RunInfo:
     cases_per_second: float = 0.0
     elapsed_s: float = 0.0
     finished_at: str = ""
+    # The analyst version the run evaluated next to the mapper (its `analyst` report section).
+    analyst_model: str = ""
+    analyst_version: int | None = None
     # Every phase entered, in order: a watcher that polls between two fast phases still reports
     # each one.
     phases: list[str] = field(default_factory=list)
@@ -197,6 +200,8 @@ class EvaluationService:
                 report_dir=str((self.reports_dir / run_id).resolve()),
                 created_at=_now(),
                 eval_set_sha256=eval_set.sha256,
+                analyst_model=request.analyst_model,
+                analyst_version=request.analyst_version if request.analyst_model else None,
             )
             self._runs[run_id] = info
             self._persist(info)
@@ -304,6 +309,16 @@ class EvaluationService:
                     threshold=calibration.get("threshold"),
                 )
                 recorded = True
+            if request.record_in_registry and request.analyst_version and report.get("analyst"):
+                # The analyst's figures on its own version, as the mapper's are on the mapper's.
+                self._require_models().record_metrics(
+                    request.analyst_model,
+                    request.analyst_version,
+                    gates.analyst_registry_metrics(report),
+                    eval_set_sha256=(inputs.analyst_set or eval_set).sha256,
+                    temperature=None,
+                    report_uri=str(report_dir),
+                )
             report["recorded_in_registry"] = recorded
             report["run"] = {
                 k: v
@@ -401,21 +416,34 @@ class EvaluationService:
                 continue
         return found
 
-    def latest_run(self, model: str, version: int, eval_set_sha256: str = "") -> RunInfo:
-        """The latest succeeded, untruncated model or hybrid run of a version (on one eval set)."""
+    def latest_run(
+        self, model: str, version: int, eval_set_sha256: str = "", *, analyst: bool = False
+    ) -> RunInfo:
+        """The latest succeeded, untruncated model or hybrid run of a version (on one eval set);
+        `analyst`: the latest succeeded run that evaluated `model` v`version` as its analyst."""
+
+        def evaluated(r: RunInfo) -> bool:
+            if analyst:
+                if (r.analyst_model, r.analyst_version) != (model, version):
+                    return False
+            elif (r.model, r.version) != (model, version):
+                return False
+            report = load_report(Path(r.report_dir))
+            return not report.get("truncated") and (not analyst or bool(report.get("analyst")))
+
         candidates = [
             r
             for r in self.runs()
             if r.state == SUCCEEDED
-            and r.model == model
-            and r.version == version
             and (not eval_set_sha256 or r.eval_set_sha256 == eval_set_sha256)
-            and not load_report(Path(r.report_dir)).get("truncated")
+            and evaluated(r)
         ]
         if not candidates:
             on = f" on eval set {eval_set_sha256[:12]}" if eval_set_sha256 else ""
+            command = f"mapperctl eval run --analyst-version {version}" if analyst else ""
             raise NotFound(
-                f"no succeeded evaluation run of {model} v{version}{on}: run `mapperctl eval run` first"
+                f"no succeeded evaluation run of {model} v{version}{on}: run "
+                f"`{command or 'mapperctl eval run'}` first"
             )
         return max(candidates, key=lambda r: (r.finished_at, r.run_id))
 
@@ -442,18 +470,35 @@ class EvaluationService:
         )
         return cand_run, base_run, comparison
 
+    def _gated_run(self, model: str, version: int) -> tuple[RunInfo, bool]:
+        """The latest run that evaluated the version, as the mapper or as the analyst (True)."""
+        found, missing = [], None
+        for as_analyst in (False, True):
+            try:
+                found.append((self.latest_run(model, version, analyst=as_analyst), as_analyst))
+            except NotFound as exc:
+                missing = missing or exc
+        if not found:
+            assert missing is not None
+            raise missing
+        return max(found, key=lambda pair: (pair[0].finished_at, pair[0].run_id))
+
     def gate(
         self, model: str, version: int, hardware_profile: str = "", alpha: float = 0.0
     ) -> dict[str, Any]:
+        """The version's latest run judged against its targets for the profile, recorded in the
+        registry. A version evaluated as the analyst (`eval run --analyst-version`) is judged on
+        the run's analyst section (ANALYST_TARGETS), without a paired comparison: analyst runs
+        keep no per-case results to pair."""
         models = self._require_models()
         profile = hardware_profile or self.hardware_profile
         targets = models.targets(model, profile)
-        run = self.latest_run(model, version)
+        run, as_analyst = self._gated_run(model, version)
         report = load_report(Path(run.report_dir))
         champion = models.champion(model)
         comparison = None
         baseline_run = None
-        if champion is not None and champion != version:
+        if not as_analyst and champion is not None and champion != version:
             try:
                 _, baseline_run, comparison = self.compare(
                     model, version, champion, run.eval_set_sha256, alpha
@@ -465,7 +510,14 @@ class EvaluationService:
                     champion,
                     run.eval_set_sha256[:12],
                 )
-        criteria = gates.check_gate(report, targets, comparison)
+        table = gates.ANALYST_TARGETS if as_analyst else gates.TARGETS
+        criteria = gates.check_gate(report, targets, comparison, table)
+        if as_analyst and not criteria:
+            # A gate with nothing to judge would pass on absence.
+            raise FailedPrecondition(
+                f"the targets of {model} on {profile!r} set none of "
+                f"{', '.join(sorted({t[1] for t in table}))}"
+            )
         passed = all(c.passed for c in criteria)
         outcome = {
             "passed": passed,

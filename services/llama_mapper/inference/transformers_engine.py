@@ -18,8 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llama_mapper.domain.prompt import ANALYST_MAX_TOKENS, analyst_messages, mapper_messages
+from llama_mapper.domain.prompt import ANALYST_MAX_TOKENS, mapper_messages
+from llama_mapper.domain.rubric import Query
 from llama_mapper.domain.taxonomy import UNKNOWN, Taxonomy, default_taxonomy
+from llama_mapper.inference.analyst import messages as analyst_prompt
 from llama_mapper.inference.model import MapperQuery, Prediction
 
 log = logging.getLogger(__name__)
@@ -188,12 +190,12 @@ class HFAnalystModel:
         self.model = model.eval()
         self.max_new_tokens = max_new_tokens
 
-    def analyze(self, queries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    def analyze(self, queries: Sequence[Query]) -> list[str]:
         prompts = [
             self.tokenizer.apply_chat_template(
-                analyst_messages(f, finding), add_generation_prompt=True, tokenize=False
+                analyst_prompt(q), add_generation_prompt=True, tokenize=False
             )
-            for f, finding in queries
+            for q in queries
         ]
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with self._torch.inference_mode():

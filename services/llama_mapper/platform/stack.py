@@ -23,7 +23,7 @@ from llama_mapper.platform.rpc.channel import open_channel
 from llama_mapper.platform.settings.evaluation import EvaluationSettings
 from llama_mapper.platform.settings.registry import RegistrySettings
 from llama_mapper.platform.settings.stack import RAY_WORKER_PORTS, RaySettings, var_dir
-from llama_mapper.platform.settings.validation import ValidationSettings
+from llama_mapper.platform.settings.validation import SIGNING_KEY_FILE, ValidationSettings
 from llama_mapper.platform.tls import LocalTls, local_tls
 
 START_TIMEOUT_S = 120.0
@@ -33,6 +33,7 @@ TOKEN_FILE = "registry-token"  # noqa: S105 - a file name, not a secret
 LOCAL_SECRETS = {
     "MAPPER_REGISTRY_TOKEN": TOKEN_FILE,
     "MAPPER_SERVING_AUTH_TOKEN": "serving-token",
+    "MAPPER_VALIDATION_SIGNING_KEY": SIGNING_KEY_FILE,
 }
 
 
@@ -76,6 +77,21 @@ def local_secret(variable: str) -> str:
 
 def registry_token() -> str:
     return local_secret("MAPPER_REGISTRY_TOKEN")
+
+
+def _service_env(name: str, env: dict[str, str]) -> dict[str, str]:
+    """What one service gets: the signing key only where reports are signed (validation; the Ray
+    head's training jobs check them), not in the registry or evaluation."""
+    if name == "validation":
+        return env
+    return {k: v for k, v in env.items() if k != "MAPPER_VALIDATION_SIGNING_KEY"}
+
+
+def default_dataset_roots(var: Path) -> list[str]:
+    """Where the local stack's validation service may read datasets unless
+    MAPPER_VALIDATION_DATASET_ROOTS says otherwise: its var dir (the demo builds under var/demo)
+    and the checkout's data/ (`mapperctl data build --out data/`)."""
+    return [str(var.resolve()), str((Path.cwd() / "data").resolve())]
 
 
 def use_local_token() -> None:
@@ -217,6 +233,9 @@ class LocalStack:
             **{variable: local_secret(variable) for variable in LOCAL_SECRETS},
             "MAPPER_REGISTRY_ADDRESS": service("registry").address,
             "MAPPER_VAR_DIR": str(self.var),
+            "MAPPER_VALIDATION_DATASET_ROOTS": os.environ.get(
+                "MAPPER_VALIDATION_DATASET_ROOTS", json.dumps(default_dataset_roots(self.var))
+            ),
             "PYTHONUNBUFFERED": "1",
         }
         if certificates is not None:
@@ -242,6 +261,10 @@ class LocalStack:
                 self._stop_pid(name)
             raise
         lines.append(f"registry token: {self.var / TOKEN_FILE} (or MAPPER_REGISTRY_TOKEN)")
+        lines.append(
+            f"validation: datasets under {env['MAPPER_VALIDATION_DATASET_ROOTS']}; reports signed "
+            f"with {self.var / SIGNING_KEY_FILE} (or MAPPER_VALIDATION_SIGNING_KEY)"
+        )
         if certificates is not None:
             lines.append(f"TLS: every service; the stack's CA is {certificates.ca_file}")
         return lines
@@ -259,7 +282,10 @@ class LocalStack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**env, f"MAPPER_{svc.name.upper()}_PORT": str(svc.port)},
+                env={
+                    **_service_env(svc.name, env),
+                    f"MAPPER_{svc.name.upper()}_PORT": str(svc.port),
+                },
                 start_new_session=True,
             )
         self._pid_path(svc.name).write_text(str(proc.pid))

@@ -169,8 +169,11 @@ class RegistryClient:
         expected_version: int,
         reason: str = "",
         force: bool = False,
+        hardware_profile: str = "",
     ) -> pb.SetAliasResponse:
-        """Compare-and-set; raises errors.Aborted when the alias moved meanwhile (0: expect unset)."""
+        """Compare-and-set; raises errors.Aborted when the alias moved meanwhile (0: expect unset).
+        `hardware_profile`: whose passed gate a model promoted without a canary (the analyst)
+        needs; empty: the registry's default."""
         request = pb.SetAliasRequest(
             model=model,
             alias=alias,
@@ -178,6 +181,7 @@ class RegistryClient:
             expected_version=expected_version,
             reason=reason,
             force=force,
+            hardware_profile=hardware_profile,
         )
         return self._call(self._stub.SetAlias, request)
 

@@ -6,6 +6,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from llama_mapper.domain.errors import InvalidArgument
 from llama_mapper.registry.artifacts import FileEntry
@@ -180,6 +181,16 @@ class GateResult:
     report_uri: str = ""
     recorded_at: datetime | None = None
     recorded_by: str = ""
+
+
+def gate_problems(latest: Any, profile: str) -> list[str]:
+    """Why a version whose latest gate for `profile` is `latest` (anything with `passed` and
+    `summary`: a store row, a GateResult, the wire message; None: no gate) may not take traffic."""
+    if latest is None:
+        return [f"no gate result for {profile!r} (run `mapperctl eval gate`)"]
+    if not latest.passed:
+        return [f"its latest {profile!r} gate failed ({latest.summary or 'no summary'})"]
+    return []
 
 
 @dataclass(frozen=True)

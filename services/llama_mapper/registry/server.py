@@ -73,6 +73,7 @@ def create_server(
         engine,
         gated_aliases=settings.gated_aliases,
         default_hardware_profile=settings.default_hardware_profile,
+        promotion_gated_models=settings.promotion_gated_models,
     )
     registrar = Registrar(
         store,

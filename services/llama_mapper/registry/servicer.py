@@ -173,6 +173,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             caller=_caller(context),
             reason=request.reason,
             force=request.force,
+            hardware_profile=request.hardware_profile,
         )
         return pb.SetAliasResponse(alias=to_message(pb.Alias, alias), previous_version=previous)
 

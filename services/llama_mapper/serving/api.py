@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -14,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, JsonValue, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -137,7 +138,12 @@ class MapDocumentResponse(BaseModel):
 class AnalyzeRequest(BaseModel):
     framework: Literal["SOC2", "ISO27001", "HIPAA", "GDPR", "PCI_DSS"]
     finding: dict[str, JsonValue] = Field(
-        description="A canonical finding (label, confidence, ...)."
+        description="A canonical finding (label, confidence, ...), as a mapper result holds it."
+    )
+    context: dict[str, JsonValue] | None = Field(
+        None,
+        description="What moves the risk level (schemas/analyst-context.json): volume, location, "
+        "environment, data_subject_region, co_labels.",
     )
 
 
@@ -163,6 +169,43 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int = Field(64, ge=1, le=1024)
     temperature: float = Field(0.0, ge=0, le=2)
+    stream: bool = Field(
+        False, description="Server-sent events as the OpenAI API streams: chunks, then [DONE]."
+    )
+    stream_options: dict[str, bool] | None = Field(
+        None, description='{"include_usage": true}: a last chunk with the token counts.'
+    )
+
+
+def chat_stream_events(
+    answer: dict[str, Any],
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool = False,
+) -> list[str]:
+    """A finished completion as OpenAI's `chat.completion.chunk` server-sent events: the role,
+    the content, the finish reason, optionally the usage, then `data: [DONE]`."""
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created}
+    base["model"] = model
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> str:
+        return f"data: {json.dumps({**base, 'choices': choices, **extra})}\n\n"
+
+    events = [
+        event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]),
+        event([{"index": 0, "delta": {"content": answer["text"]}, "finish_reason": None}]),
+        event([{"index": 0, "delta": {}, "finish_reason": answer["finish_reason"]}]),
+    ]
+    if include_usage:
+        usage = {
+            "prompt_tokens": answer["prompt_tokens"],
+            "completion_tokens": answer["completion_tokens"],
+            "total_tokens": answer["prompt_tokens"] + answer["completion_tokens"],
+        }
+        events.append(event([], usage=usage))
+    return [*events, "data: [DONE]\n\n"]
 
 
 def json_path(loc: tuple[Any, ...]) -> str:
@@ -391,9 +434,9 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
             result=result, router_arm=mapped.arm, adapter_version=mapped.version
         )
 
-    @app.post("/v1/analyze", summary="Risk assessment of a canonical finding (analyst adapter)")
+    @app.post("/v1/analyze", summary="Risk assessment of a canonical finding (hybrid analyst)")
     async def analyze(body: AnalyzeRequest) -> dict[str, Any]:
-        return await core().analyze(body.framework, body.finding)
+        return await core().analyze(body.framework, body.finding, body.context)
 
     @app.post("/v1/feedback", summary="Report the correct labels (or a verdict) for a request")
     async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
@@ -410,17 +453,33 @@ def build_app(core: Callable[[], RouterCore]) -> FastAPI:
         return {"object": "list", "data": core().models()}
 
     @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completion; model = adapter")
-    async def chat(body: ChatCompletionRequest) -> dict[str, Any]:
+    async def chat(body: ChatCompletionRequest) -> Any:
         answer = await core().chat(
             body.model,
             [m.model_dump() for m in body.messages],
             max_tokens=body.max_tokens,
             temperature=body.temperature,
         )
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if body.stream:
+            # The engine answers a completion whole (a mapper label is a few tokens), so errors
+            # are still a status code, never a broken stream; the events are the OpenAI format.
+            events = chat_stream_events(
+                answer,
+                completion_id=completion_id,
+                created=created,
+                model=body.model,
+                include_usage=bool((body.stream_options or {}).get("include_usage")),
+            )
+            return StreamingResponse(
+                iter(events),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            )
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "id": completion_id,
             "object": "chat.completion",
-            "created": int(time.time()),
+            "created": created,
             "model": body.model,
             "choices": [
                 {

@@ -90,6 +90,18 @@ class MapperClient:
     def map_batch(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         return [r["result"] for r in self._post("/v1/map/batch", {"items": list(items)})["results"]]
 
+    def analyze(
+        self,
+        framework: str,
+        finding: Mapping[str, Any],
+        context: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The hybrid analyst's assessment of one canonical finding (POST /v1/analyze)."""
+        body: dict[str, Any] = {"framework": framework, "finding": dict(finding)}
+        if context:
+            body["context"] = dict(context)
+        return self._post("/v1/analyze", body)["assessment"]
+
     def map_document(
         self,
         outputs: Sequence[Mapping[str, Any]],

@@ -108,7 +108,21 @@ class EngineReplica:
     async def _warm_adapter(self, name: str) -> None:
         # The router marks an adapter ready when this returns: its first real request must not pay
         # for the label grammar's compilation (~15 s on CPU the first time).
+        if name.startswith(f"{self.settings.analyst_model}-"):
+            await self._warm_analyst(name)
+            return
         await self.engine.predict([MapperQuery("warm-up", {"label": "EMAIL_ADDRESS"})], name)
+
+    async def _warm_analyst(self, name: str) -> None:
+        """The analyst answers chats under its framework's grammar (risk levels, that framework's
+        control ids): one one-token chat per framework compiles them before /v1/analyze's
+        first request, which would otherwise spend its deadline compiling."""
+        from llama_mapper.domain import rubric
+        from llama_mapper.inference.analyst import messages, schema
+
+        for framework in rubric.FRAMEWORKS:
+            q = rubric.query(framework, {"label": "credentials.api_key"})
+            await self.engine.chat(messages(q), name, max_tokens=1, json_schema=schema(q))
 
     async def warm_up(self) -> float:
         """One request per loaded adapter (and the base): compiles the label grammar before traffic."""

@@ -78,8 +78,8 @@ app = build_app(_core)
 @serve.deployment(name="MapperRouter", max_ongoing_requests=512)
 @serve.ingress(app)
 class MapperRouter:
-    """HTTP via FastAPI; gRPC methods `Map` / `MapBatch` / `MapDocument` via Serve's gRPC
-    ingress."""
+    """HTTP via FastAPI; gRPC methods `Map` / `MapBatch` / `MapDocument` / `Analyze` via Serve's
+    gRPC ingress."""
 
     def __init__(
         self,
@@ -193,6 +193,28 @@ class MapperRouter:
         except MapperError as exc:
             _abort(grpc_context, exc)
             return pb.MapDocumentResponse()
+
+    async def Analyze(  # noqa: N802 - Serve calls the gRPC method by name
+        self, request: pb.AnalyzeRequest, grpc_context: Any = None
+    ) -> pb.AnalyzeResponse:
+        try:
+            self._check_size(request)
+            _check_fields("-", request.tenant, "")
+            self._admit(grpc_context)
+            finding = _parse(request.finding_json, "$.finding_json")
+            context = (
+                _parse(request.context_json, "$.context_json") if request.context_json else None
+            )
+            answer = await self.core.analyze(request.framework, finding, context)
+            provenance = answer["provenance"]
+            return pb.AnalyzeResponse(
+                assessment_json=json.dumps(answer["assessment"], sort_keys=True),
+                adapter=provenance["adapter"] or "",
+                adapter_version=provenance["adapter_version"] or 0,
+            )
+        except MapperError as exc:
+            _abort(grpc_context, exc)
+            return pb.AnalyzeResponse()
 
     def _check_size(self, request: Any) -> None:
         """The HTTP body limit for gRPC too (Serve's own proxy accepts up to 2 GiB); a batch may

@@ -3,14 +3,13 @@ model list. A mixin of RouterCore, which holds the engines, the adapter pool and
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from llama_mapper.domain.errors import InvalidArgument, NotFound, Unavailable
-from llama_mapper.domain.prompt import ANALYST_MAX_TOKENS, analyst_messages
-from llama_mapper.domain.schemas import load_schema, validate
+from llama_mapper.domain import rubric
+from llama_mapper.domain.errors import NotFound, Unavailable
+from llama_mapper.domain.prompt import ANALYST_MAX_TOKENS
+from llama_mapper.inference.analyst import analyze_async
 from llama_mapper.serving.arms import CONTROL, MAIN_ENGINE, TREATMENT
 
 
@@ -34,29 +33,59 @@ class Passthrough:
             raise Unavailable(f"no {model!r} adapter is loaded")
         return state
 
-    async def analyze(self, framework: str, finding: Mapping[str, Any]) -> dict[str, Any]:
+    async def analyze(
+        self,
+        framework: Any,
+        finding: Any,
+        context: Any = None,
+        *,
+        where: str = "$",
+    ) -> dict[str, Any]:
+        """The hybrid analyst (inference/analyst.py, as evaluated): risk and controls from the
+        rubric, the remediation from the analyst adapter when one is loaded and answers in time,
+        else from the rubric's catalogue. Bad input is INVALID_ARGUMENT naming the path."""
         self.start()
-        state = self._adapter_for(self.settings.analyst_model)
-        schema = load_schema("analyst-output")
-        answer = await asyncio.wait_for(
-            self.engines[state.engine].chat(
-                analyst_messages(framework, finding),
-                state.adapter,
-                max_tokens=ANALYST_MAX_TOKENS,
-                json_schema=schema,
-            ),
-            timeout=max(self.settings.deadline_s, 30.0),
-        )
+        q = rubric.query(framework, finding, context, where=where)
         try:
-            assessment = json.loads(answer["text"])
-            validate("analyst-output", assessment)
-        except (ValueError, InvalidArgument) as exc:
-            raise Unavailable(
-                f"the analyst's answer failed validation ({exc}): try again"
-            ) from None
+            state = self._adapter_for(self.settings.analyst_model)
+        except Unavailable:
+            state = None  # rules-only serving, or no analyst version yet: the catalogue answers
+        complete = None
+        if state is not None:
+            engine, adapter = self.engines[state.engine], state.adapter
+
+            async def complete(messages: list[dict[str, str]], json_schema: dict[str, Any]) -> str:
+                answer = await engine.chat(
+                    messages, adapter, max_tokens=ANALYST_MAX_TOKENS, json_schema=json_schema
+                )
+                return str(answer["text"])
+
+        assessment = await analyze_async(q, complete, deadline_s=self.settings.analyst_deadline_s)
+        by_model = assessment["methods"]["remediation"] == "model"
         return {
             "assessment": assessment,
-            "provenance": {"adapter": state.model, "adapter_version": state.version or None},
+            "provenance": {
+                "adapter": state.model if state is not None and by_model else None,
+                "adapter_version": (state.version or None)
+                if state is not None and by_model
+                else None,
+            },
+        }
+
+    def analyst_health(self) -> dict[str, Any]:
+        """The analyst's champion as /healthz shows it: which version, its adapter's load state,
+        and what writes the remediation now (the model once the adapter is ready, else the
+        rubric's catalogue; risk and controls always come from the rubric)."""
+        model = self.settings.analyst_model
+        version = self.champion.get(model)
+        state = self.pool.state(model, version) if version is not None else None
+        ready = self.engine is not None and state is not None and state.ready
+        return {
+            "model": model,
+            "champion": version,
+            "status": state.status if state is not None else "none",
+            "remediation": "model" if ready else "catalogue",
+            **({"error": state.error} if state is not None and state.error else {}),
         }
 
     def resolve_chat_model(self, name: str) -> Any:

@@ -510,6 +510,7 @@ class RouterCore(Passthrough):
                 )
                 for s in self.versions.values()
             },
+            "analyst": self.analyst_health(),
         }
 
 

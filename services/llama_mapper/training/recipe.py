@@ -523,7 +523,8 @@ class LoRARecipe:
             directory = Path(directory)
             weights = load_file(directory / "adapter_model.safetensors")
             set_peft_model_state_dict(self.peft_model, weights)
-            state = torch.load(directory / STATE_FILE, weights_only=False)
+            # Tensors and plain data only: a checkpoint from storage must not run code (no pickle).
+            state = torch.load(directory / STATE_FILE, weights_only=True)
             trainer_state = json.loads((directory / TRAINER_STATE_FILE).read_text())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

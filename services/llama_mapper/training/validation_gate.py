@@ -4,7 +4,9 @@
 # names `passed`, `dataset_manifest_digest`, `report_digest` are read too) lies in
 # `validation-report.json` next to the dataset's `manifest.json`. The
 # gate recomputes everything it can instead of trusting the report: the manifest digest the report
-# names, the sha256 of every file the manifest lists, and the report's own digest.
+# names, the sha256 of every file the manifest lists, and the report's own digest. A digest anyone
+# can recompute, so the report's `report_signature` (HMAC-SHA256 with the validation service's
+# MAPPER_VALIDATION_SIGNING_KEY) is what proves the service wrote it: missing or wrong, refused.
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from llama_mapper.domain.errors import DataLoss, FailedPrecondition, InvalidArgument
-from llama_mapper.domain.report_digest import canonical_digest, report_digest
+from llama_mapper.domain.report_digest import canonical_digest, report_digest, verify_report
 from llama_mapper.inference.base_model import file_sha256
+from llama_mapper.platform.settings.validation import ValidationSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +70,35 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return value
 
 
-def check_dataset(dataset_dir: str | Path, required_files: Iterable[str] = ()) -> GateResult:
-    """Raise FailedPrecondition / DataLoss with the reason unless the dataset may be trained on."""
+def check_signature(report: Mapping[str, Any], key: bytes | None) -> None:
+    """FailedPrecondition naming what is wrong unless the validation service signed `report`."""
+    if key is None:
+        raise FailedPrecondition(
+            "no report signing key to check the validation report with: set "
+            "MAPPER_VALIDATION_SIGNING_KEY to the validation service's key (the local stack "
+            "keeps it in <var dir>/validation-signing-key)"
+        )
+    if not report.get("report_signature"):
+        raise FailedPrecondition(
+            f"{REPORT_NAME} has no report_signature: it was not written by the validation "
+            "service; run `mapperctl data validate` again"
+        )
+    if not verify_report(report, key):
+        raise FailedPrecondition(
+            f"the report_signature of {REPORT_NAME} does not verify with "
+            "MAPPER_VALIDATION_SIGNING_KEY: the report was edited, or signed by a validation "
+            "service with another key"
+        )
+
+
+def check_dataset(
+    dataset_dir: str | Path,
+    required_files: Iterable[str] = (),
+    *,
+    signing_key: bytes | None = None,
+) -> GateResult:
+    """Raise FailedPrecondition / DataLoss with the reason unless the dataset may be trained on.
+    `signing_key` None: the validation service's key from the settings."""
     if "://" in str(dataset_dir):
         raise InvalidArgument(
             f"{dataset_dir}: the training gate reads local datasets; copy the dataset locally first"
@@ -101,6 +131,7 @@ def check_dataset(dataset_dir: str | Path, required_files: Iterable[str] = ()) -
         raise FailedPrecondition(
             f"{REPORT_NAME} was edited after validation (report digest mismatch)"
         )
+    check_signature(report, signing_key or ValidationSettings().signing_secret())
 
     digest = canonical_digest(manifest)
     claimed_manifest = _claimed(report, "dataset_manifest_digest", "dataset_manifest_sha256")

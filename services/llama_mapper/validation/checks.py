@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -349,15 +349,34 @@ def free_text(row: Row) -> list[str]:
     return texts
 
 
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def row_texts(row: Row) -> list[str]:
+    """Every text a row carries: each message of the prompt (system and user turns), the output,
+    every other string field, and the prose values of the finding inside the prompt."""
+    texts = dict.fromkeys(t for t in _strings(row.data) if t.strip())
+    texts.update(dict.fromkeys(t for t in free_text(row) if t))
+    return list(texts)
+
+
 Scanner = Callable[[list[str]], list[bool]]
 
 
 def check_pii(rows: Sequence[Row], scan: Scanner, policy: Policy) -> CheckResult:
-    """No output and no free-text field carries raw personal data (Presidio, at or above
-    pii_min_score). Each distinct text is scanned once."""
+    """No text of a row — prompt, output or any other field — carries raw personal data
+    (Presidio, at or above pii_min_score). Each distinct text is scanned once."""
     if not policy.pii_scan:
         return CheckResult("pii", True, "PII scan disabled by policy (pii_scan: false)")
-    per_row = [free_text(row) for row in rows]
+    per_row = [row_texts(row) for row in rows]
     distinct = sorted({t for texts in per_row for t in texts if t})
     flagged = {t for t, hit in zip(distinct, scan(distinct), strict=True) if hit}
     offending = [row.ref for row, texts in zip(rows, per_row, strict=True) if flagged & set(texts)]
@@ -365,9 +384,10 @@ def check_pii(rows: Sequence[Row], scan: Scanner, policy: Policy) -> CheckResult
         "pii",
         offending,
         policy,
-        f"no personal data in {len(distinct)} distinct output and free-text values",
-        f"{len(offending)} rows carry personal data in their output or free text; remove it "
-        "(targets are labels: personal data there was planted or leaked)",
+        f"no personal data in {len(distinct)} distinct prompt, output and field texts",
+        f"{len(offending)} rows carry personal data in their prompt, output or fields; remove "
+        "it (findings are metadata and targets are labels: personal data there was planted or "
+        "leaked)",
         counts={"rows": len(rows), "offending": len(offending), "distinct_texts": len(distinct)},
         thresholds={"pii_min_score": policy.pii_min_score},
     )

@@ -22,6 +22,7 @@ from llama_mapper.domain.errors import (
     Unavailable,
 )
 from llama_mapper.domain.manifest import MANIFEST_NAME, manifest_digest
+from llama_mapper.validation.access import DatasetAccess
 from llama_mapper.validation.checks import Row
 
 S3_CREDENTIAL_HINT = (
@@ -37,15 +38,19 @@ class Store(Protocol):
 @dataclass(frozen=True)
 class LocalStore:
     root: Path
+    access: DatasetAccess | None = None
 
     def open(self, name: str) -> IO[bytes]:
         path = self.root / name
+        if self.access is not None:
+            # Checked before existence, on the resolved path: a symlink cannot lead out.
+            path = self.access.check_path(path)
         try:
             if not path.is_file():
                 raise NotFound(f"{path} does not exist")
             return open(path, "rb")
-        except OSError as exc:  # a name too long, a directory that cannot be read
-            raise InvalidArgument(f"{name[:200]!r} cannot be opened ({exc.strerror})") from None
+        except OSError as exc:  # a name too long, a directory we may not list, ...
+            raise InvalidArgument(f"{path} cannot be read: {exc.strerror}") from None
 
 
 class _StreamingRaw(io.RawIOBase):
@@ -112,14 +117,21 @@ class S3Store:
         return io.BufferedReader(_StreamingRaw(body), buffer_size=1 << 16)
 
 
-def open_store(uri: str, endpoint_url: str | None = None) -> tuple[Store, str | None]:
-    """A store for a dataset reference, and the manifest's file name when the URI named it."""
+def open_store(
+    uri: str, endpoint_url: str | None = None, access: DatasetAccess | None = None
+) -> tuple[Store, str | None]:
+    """A store for a dataset reference, and the manifest's file name when the URI named it;
+    PermissionDenied for a place `access` does not allow (None: whatever this process may read)."""
     if not uri:
         raise InvalidArgument("dataset_uri is empty: give a directory or s3://bucket/prefix")
+    if "\x00" in uri:
+        raise InvalidArgument("dataset_uri contains a NUL character")
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[5:].partition("/")
         if not bucket:
             raise InvalidArgument(f"{uri!r} names no bucket: use s3://bucket/prefix")
+        if access is not None:
+            access.check_bucket(bucket)
         prefix = prefix.strip("/")
         if prefix.endswith(".json"):
             prefix, _, name = prefix.rpartition("/")
@@ -128,9 +140,11 @@ def open_store(uri: str, endpoint_url: str | None = None) -> tuple[Store, str | 
     if "://" in uri:
         raise InvalidArgument(f"unsupported dataset URI scheme in {uri!r}: use a path or s3://")
     path = Path(uri)
+    if access is not None:
+        access.check_path(path)
     if path.suffix == ".json":
-        return LocalStore(path.parent), path.name
-    return LocalStore(path), None
+        return LocalStore(path.parent, access), path.name
+    return LocalStore(path, access), None
 
 
 @dataclass
@@ -158,6 +172,12 @@ def read_manifest(store: Store, name: str | None) -> tuple[dict[str, Any], str]:
         raise InvalidArgument(
             f"{name} has no `files` object: rebuild it with `mapperctl data build`"
         )
+    for entry_name, entry in manifest["files"].items():
+        if not isinstance(entry, dict):
+            raise InvalidArgument(
+                f"{name}: files[{entry_name!r}] is not an object with sha256 and rows: rebuild it "
+                "with `mapperctl data build`"
+            )
     return manifest, manifest_digest(manifest)
 
 
@@ -185,9 +205,14 @@ def iter_rows(handle: IO[bytes], name: str, max_row_bytes: int, digest: Any) -> 
 
 
 def load_dataset(
-    uri: str, *, max_row_bytes: int, endpoint_url: str | None = None, progress: Any = None
+    uri: str,
+    *,
+    max_row_bytes: int,
+    endpoint_url: str | None = None,
+    progress: Any = None,
+    access: DatasetAccess | None = None,
 ) -> LoadedDataset:
-    store, manifest_name = open_store(uri, endpoint_url)
+    store, manifest_name = open_store(uri, endpoint_url, access)
     manifest, manifest_sha = read_manifest(store, manifest_name)
     rows: list[Row] = []
     digests: dict[str, str] = {}

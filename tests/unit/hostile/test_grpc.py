@@ -623,6 +623,8 @@ def validation(tmp_path_factory):
     extra = {"token": TOKEN} if "token" in fields else {}
     if "dataset_roots" in fields:
         extra["dataset_roots"] = [str(root)]
+    if "signing_key" in fields:
+        extra["signing_key"] = "hostile-signing-key-" + "k" * 24
     server, port = create_server(ValidationSettings(port=0, max_row_bytes=1 << 20, **extra))
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

@@ -10,8 +10,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_mapper.domain.errors import NotFound
-from llama_mapper.domain.prompt import ANALYST_MAX_TOKENS, analyst_messages, mapper_messages
+from llama_mapper.domain.prompt import ANALYST_MAX_TOKENS, mapper_messages
+from llama_mapper.domain.rubric import Query
 from llama_mapper.domain.taxonomy import Taxonomy, default_taxonomy
+from llama_mapper.inference.analyst import messages as analyst_prompt
+from llama_mapper.inference.analyst import schema as analyst_schema
 from llama_mapper.inference.base_model import BaseModelInfo, prepare_base_model
 from llama_mapper.inference.compat import check_adapter_dir
 from llama_mapper.inference.model import MapperQuery, Prediction
@@ -66,9 +69,15 @@ class VllmEngine:
         for adapter in adapters:
             self.add_adapter(adapter)
 
-    def add_adapter(self, adapter: AdapterRef) -> None:
+    def add_adapter(self, adapter: AdapterRef, key: str | None = None) -> None:
+        """Loads `adapter` under `key` (its name by default); the same files again are a no-op,
+        so an engine kept between runs takes each version once."""
+        key = key or adapter.name
+        known = self._adapters.get(key)
+        if known is not None and known[0].path == adapter.path:
+            return
         check_adapter_dir(adapter.path, max_rank=self.config.max_lora_rank)
-        self._adapters[adapter.name] = (adapter, self._ids.new())
+        self._adapters[key] = (adapter, self._ids.new())
 
     def model(self, adapter: str | None = None) -> VllmMapperModel:
         if adapter is not None and adapter not in self._adapters:
@@ -171,20 +180,29 @@ class VllmMapperModel:
 
 class VllmAnalystModel:
     """The analyst adapter on a VllmEngine, sampled as serving samples it (`/v1/analyze`): greedy,
-    JSON constrained to analyst-output.json, ANALYST_MAX_TOKENS. What the metrics then measure is
-    what the adapter says inside that grammar, and whether it finishes within the budget."""
+    JSON constrained to the query's framework grammar (rubric.completion_schema), ANALYST_MAX_TOKENS.
+    What the metrics then measure is what the adapter says inside that grammar, and whether it
+    finishes within the budget."""
 
     def __init__(self, engine: VllmEngine, adapter: str) -> None:
-        from llama_mapper.domain.schemas import load_schema
-
         self.engine = engine
         self.adapter = adapter
-        self.schema = load_schema("analyst-output")
         self.batch_size = engine.config.max_num_seqs
 
-    def analyze(self, queries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
-        conversations = [analyst_messages(framework, finding) for framework, finding in queries]
-        answers = self.engine.generate_json(
-            conversations, self.adapter, self.schema, ANALYST_MAX_TOKENS
-        )
-        return [text.strip() for text, _ in answers]
+    def analyze(self, queries: Sequence[Query]) -> list[str]:
+        # One grammar per framework (its control ids): one generate call per framework present.
+        answers: list[str] = [""] * len(queries)
+        by_framework: dict[str, list[int]] = {}
+        for i, q in enumerate(queries):
+            by_framework.setdefault(q.framework, []).append(i)
+        for indexes in by_framework.values():
+            first = queries[indexes[0]]
+            texts = self.engine.generate_json(
+                [analyst_prompt(queries[i]) for i in indexes],
+                self.adapter,
+                analyst_schema(first),
+                ANALYST_MAX_TOKENS,
+            )
+            for i, (text, _) in zip(indexes, texts, strict=True):
+                answers[i] = text.strip()
+        return answers

@@ -53,6 +53,11 @@ class EvaluationSettings(GrpcServiceSettings):
         "generate, or auto (vLLM when importable, else transformers).",
     )
     batch_size: int = Field(32, ge=1, description="Findings sent to the engine per call.")
+    keep_engine: bool = Field(
+        True,
+        description="The server keeps its vLLM engine between runs (one start, about a minute on "
+        "CPU; each version's adapter is added to it); false frees its memory after every run.",
+    )
     hardware_profile: str = Field(
         "cpu-2core", description="Hardware profile latency figures are recorded under by default."
     )

@@ -50,6 +50,12 @@ class RegistrySettings(GrpcServiceSettings):
         default_factory=lambda: ["champion"],
         description="Aliases that refuse a version whose latest gate failed, unless forced.",
     )
+    promotion_gated_models: list[str] = Field(
+        default_factory=lambda: ["analyst"],
+        description="Models without a canary, which take traffic by promotion: their gated "
+        "aliases also need the version's latest gate for the profile to have passed (the "
+        "rollout's traffic gate), unless forced.",
+    )
     max_upload_bytes: int = Field(
         4 * 1024**3, ge=1, description="Largest total upload of one registration, in bytes."
     )

@@ -130,6 +130,11 @@ class ServingSettings(BaseSettings):
     deadline_s: float = Field(
         2.0, gt=0, description="Per-request budget for the model; past it the fallback answers."
     )
+    analyst_deadline_s: float = Field(
+        10.0,
+        gt=0,
+        description="Budget for the analyst's remediation; past it the rubric's catalogue answers.",
+    )
     max_body_bytes: int = Field(65_536, ge=1, description="Larger request bodies get 413.")
     max_batch_items: int = Field(100, ge=1, description="Most items in /v1/map/batch.")
     rate_limit_rps: float = Field(

@@ -82,18 +82,30 @@ class Aliases(Transactions):
         caller: d.Caller,
         reason: str = "",
         force: bool = False,
+        hardware_profile: str = "",
     ) -> tuple[d.Alias, int]:
-        """Compare-and-set: point `alias` at `version` if it points at `expected_version` (0: unset)."""
+        """Compare-and-set: point `alias` at `version` if it points at `expected_version` (0: unset).
+        For a model in promotion_gated_models, a gated alias also needs the version's latest gate
+        for `hardware_profile` (default: the registry's) to have passed."""
         d.check_alias_name(alias)
         if expected_version < 0:
             raise InvalidArgument("expected_version must be 0 (unset) or a version number")
         if force and not reason:
             raise InvalidArgument("a forced promotion needs a reason")
+        profile = d.check_profile_name(hardware_profile or self.default_hardware_profile)
 
         def work(session: Session) -> tuple[d.Alias, int]:
             m = self._model(session, model, lock=True)
             moved = self._move_alias(
-                session, m, alias, version, expected_version, caller, reason=reason, force=force
+                session,
+                m,
+                alias,
+                version,
+                expected_version,
+                caller,
+                reason=reason,
+                force=force,
+                profile=profile,
             )
             return moved, expected_version
 
@@ -110,6 +122,7 @@ class Aliases(Transactions):
         *,
         reason: str,
         force: bool,
+        profile: str = "",
     ) -> d.Alias:
         """The compare-and-set and its history entry, inside the caller's transaction (which
         holds the model row's lock)."""
@@ -127,6 +140,23 @@ class Aliases(Transactions):
                     f"version {version} of {model} failed its latest gate ({latest.summary or 'no summary'}); "
                     f"promote to {alias!r} with force and a reason to override"
                 )
+            if model in self.promotion_gated_models and not force:
+                # No canary for this model: the alias is its way to traffic, so it is held to
+                # the rollout's traffic gate (a passed gate for the profile), temperature aside.
+                profile = profile or self.default_hardware_profile
+                on_profile = session.scalar(
+                    select(GateRow)
+                    .where(GateRow.version_id == target.id, GateRow.hardware_profile == profile)
+                    .order_by(GateRow.id.desc())
+                    .limit(1)
+                )
+                problems = d.gate_problems(on_profile, profile)
+                if problems:
+                    raise FailedPrecondition(
+                        f"v{version} of {model} cannot become {alias!r}: {'; '.join(problems)}; "
+                        f"run `mapperctl eval gate --model {model} {version}`, or promote with "
+                        "force and a reason"
+                    )
         moved_at = now()
         if expected_version == 0:
             current = session.scalar(

@@ -58,13 +58,7 @@ class Rollouts(Transactions):
             .order_by(GateRow.id.desc())
             .limit(1)
         )
-        problems = []
-        if latest is None:
-            problems.append(f"no gate result for {profile!r} (run `mapperctl eval gate`)")
-        elif not latest.passed:
-            problems.append(
-                f"its latest {profile!r} gate failed ({latest.summary or 'no summary'})"
-            )
+        problems = d.gate_problems(latest, profile)
         if version.temperature is None:
             problems.append("no fitted temperature (run `mapperctl eval run --hybrid`)")
         if problems:

@@ -58,6 +58,7 @@ class Transactions:
         *,
         gated_aliases: Iterable[str] = ("champion",),
         default_hardware_profile: str = "cpu-2core",
+        promotion_gated_models: Iterable[str] = ("analyst",),
     ) -> None:
         self.engine = engine
         # The profile whose gate a treatment must have passed when a rollout names none.
@@ -65,6 +66,8 @@ class Transactions:
         # On SQLite, write transactions take the write lock at BEGIN (see db.make_engine).
         self._writer = engine.execution_options(write=True)
         self.gated_aliases = frozenset(gated_aliases)
+        # Models whose gated aliases are their way to traffic: held to the traffic gate.
+        self.promotion_gated_models = frozenset(promotion_gated_models)
         # version row id -> the version as registered (rows never change apart from temperature,
         # which the alias query reads fresh, and deletion, which an aliased version cannot undergo).
         self._immutable: dict[int, d.ModelVersion] = {}

@@ -298,18 +298,24 @@ class RobustnessMetrics(_message.Message):
     def __init__(self, perturbations: _Optional[_Iterable[_Union[PerturbationResult, _Mapping]]] = ..., per_category_f1: _Optional[_Mapping[str, float]] = ..., per_detector_f1: _Optional[_Mapping[str, float]] = ..., category_f1_spread: _Optional[float] = ..., detector_f1_spread: _Optional[float] = ...) -> None: ...
 
 class AnalystMetrics(_message.Message):
-    __slots__ = ("case_count", "schema_valid_rate", "risk_level_accuracy", "control_precision", "control_recall")
+    __slots__ = ("case_count", "schema_valid_rate", "risk_level_accuracy", "control_precision", "control_recall", "control_f1", "remediation_model_rate", "remediation_catalogue_rate")
     CASE_COUNT_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VALID_RATE_FIELD_NUMBER: _ClassVar[int]
     RISK_LEVEL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     CONTROL_PRECISION_FIELD_NUMBER: _ClassVar[int]
     CONTROL_RECALL_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_F1_FIELD_NUMBER: _ClassVar[int]
+    REMEDIATION_MODEL_RATE_FIELD_NUMBER: _ClassVar[int]
+    REMEDIATION_CATALOGUE_RATE_FIELD_NUMBER: _ClassVar[int]
     case_count: int
     schema_valid_rate: float
     risk_level_accuracy: float
     control_precision: float
     control_recall: float
-    def __init__(self, case_count: _Optional[int] = ..., schema_valid_rate: _Optional[float] = ..., risk_level_accuracy: _Optional[float] = ..., control_precision: _Optional[float] = ..., control_recall: _Optional[float] = ...) -> None: ...
+    control_f1: float
+    remediation_model_rate: float
+    remediation_catalogue_rate: float
+    def __init__(self, case_count: _Optional[int] = ..., schema_valid_rate: _Optional[float] = ..., risk_level_accuracy: _Optional[float] = ..., control_precision: _Optional[float] = ..., control_recall: _Optional[float] = ..., control_f1: _Optional[float] = ..., remediation_model_rate: _Optional[float] = ..., remediation_catalogue_rate: _Optional[float] = ...) -> None: ...
 
 class EvaluationReport(_message.Message):
     __slots__ = ("run", "eval_set_uri", "eval_set_sha256", "taxonomy_version", "quality", "held_out", "latency", "calibration", "robustness", "analyst", "recorded_in_registry", "started_at", "finished_at")

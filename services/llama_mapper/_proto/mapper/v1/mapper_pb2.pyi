@@ -98,3 +98,25 @@ class MapDocumentResponse(_message.Message):
     adapter: str
     adapter_version: int
     def __init__(self, request_id: _Optional[str] = ..., result_json: _Optional[str] = ..., router_arm: _Optional[str] = ..., adapter: _Optional[str] = ..., adapter_version: _Optional[int] = ...) -> None: ...
+
+class AnalyzeRequest(_message.Message):
+    __slots__ = ("framework", "finding_json", "context_json", "tenant")
+    FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
+    FINDING_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    framework: str
+    finding_json: str
+    context_json: str
+    tenant: str
+    def __init__(self, framework: _Optional[str] = ..., finding_json: _Optional[str] = ..., context_json: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class AnalyzeResponse(_message.Message):
+    __slots__ = ("assessment_json", "adapter", "adapter_version")
+    ASSESSMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    assessment_json: str
+    adapter: str
+    adapter_version: int
+    def __init__(self, assessment_json: _Optional[str] = ..., adapter: _Optional[str] = ..., adapter_version: _Optional[int] = ...) -> None: ...

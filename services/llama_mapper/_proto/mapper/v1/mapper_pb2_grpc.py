@@ -61,6 +61,11 @@ class MapperServiceStub:
                 request_serializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentRequest.SerializeToString,
                 response_deserializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentResponse.FromString,
                 _registered_method=True)
+        self.Analyze = channel.unary_unary(
+                '/llama_mapper.mapper.v1.MapperService/Analyze',
+                request_serializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.AnalyzeRequest.SerializeToString,
+                response_deserializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.AnalyzeResponse.FromString,
+                _registered_method=True)
 
 
 class MapperServiceServicer:
@@ -103,6 +108,18 @@ class MapperServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Analyze(self, request, context):
+        """Assesses one canonical finding for a compliance framework with the hybrid analyst, as
+        POST /v1/analyze: the risk level and the controls from the rubric (docs/DATA.md "Analyst
+        rubric"), the remediation from the analyst adapter, or from the rubric's catalogue when
+        no adapter is loaded or it is slow or invalid (the assessment's `methods` says which).
+        INVALID_ARGUMENT for an unknown framework or label or a context outside
+        schemas/analyst-context.json, naming the JSON path.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MapperServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +137,11 @@ def add_MapperServiceServicer_to_server(servicer, server):
                     servicer.MapDocument,
                     request_deserializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentRequest.FromString,
                     response_serializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentResponse.SerializeToString,
+            ),
+            'Analyze': grpc.unary_unary_rpc_method_handler(
+                    servicer.Analyze,
+                    request_deserializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.AnalyzeRequest.FromString,
+                    response_serializer=llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.AnalyzeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -214,6 +236,33 @@ class MapperService:
             '/llama_mapper.mapper.v1.MapperService/MapDocument',
             llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentRequest.SerializeToString,
             llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.MapDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Analyze(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llama_mapper.mapper.v1.MapperService/Analyze',
+            llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.AnalyzeRequest.SerializeToString,
+            llama__mapper_dot_mapper_dot_v1_dot_mapper__pb2.AnalyzeResponse.FromString,
             options,
             channel_credentials,
             insecure,

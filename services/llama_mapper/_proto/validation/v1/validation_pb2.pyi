@@ -154,7 +154,7 @@ class CheckResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., passed: _Optional[bool] = ..., message: _Optional[str] = ..., counts: _Optional[_Mapping[str, int]] = ..., measurements: _Optional[_Mapping[str, float]] = ..., thresholds: _Optional[_Mapping[str, float]] = ..., offending_row_ids: _Optional[_Iterable[str]] = ..., offending_row_count: _Optional[int] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ValidationReport(_message.Message):
-    __slots__ = ("verdict", "checks", "dataset_uri", "dataset_manifest_sha256", "training_config_sha256", "golden_set_sha256", "taxonomy_version", "effective_policy", "row_count", "validator_version", "report_sha256", "started_at", "finished_at", "duration", "rows_per_second")
+    __slots__ = ("verdict", "checks", "dataset_uri", "dataset_manifest_sha256", "training_config_sha256", "golden_set_sha256", "taxonomy_version", "effective_policy", "row_count", "validator_version", "report_sha256", "started_at", "finished_at", "duration", "rows_per_second", "report_signature")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     DATASET_URI_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,7 @@ class ValidationReport(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
     ROWS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    REPORT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
     checks: _containers.RepeatedCompositeFieldContainer[CheckResult]
     dataset_uri: str
@@ -185,4 +186,5 @@ class ValidationReport(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     duration: _duration_pb2.Duration
     rows_per_second: float
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., dataset_uri: _Optional[str] = ..., dataset_manifest_sha256: _Optional[str] = ..., training_config_sha256: _Optional[str] = ..., golden_set_sha256: _Optional[str] = ..., taxonomy_version: _Optional[str] = ..., effective_policy: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., row_count: _Optional[int] = ..., validator_version: _Optional[str] = ..., report_sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., rows_per_second: _Optional[float] = ...) -> None: ...
+    report_signature: str
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., dataset_uri: _Optional[str] = ..., dataset_manifest_sha256: _Optional[str] = ..., training_config_sha256: _Optional[str] = ..., golden_set_sha256: _Optional[str] = ..., taxonomy_version: _Optional[str] = ..., effective_policy: _Optional[_Union[ValidationPolicy, _Mapping]] = ..., row_count: _Optional[int] = ..., validator_version: _Optional[str] = ..., report_sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., rows_per_second: _Optional[float] = ..., report_signature: _Optional[str] = ...) -> None: ...

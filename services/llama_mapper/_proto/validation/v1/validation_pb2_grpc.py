@@ -29,13 +29,15 @@ if _version_not_supported:
 class ValidationServiceStub:
     """Validates a training dataset against a training config and a validation policy. A failed
     report is a hard gate: the training job refuses a dataset without a passing report whose
-    dataset_manifest_sha256 matches the dataset's manifest.
+    dataset_manifest_sha256 matches the dataset's manifest and whose report_signature verifies.
 
     A failing check is a FAILED verdict in an OK response; the RPC itself fails only when the
     validation cannot run: INVALID_ARGUMENT (malformed reference, config that does not validate
     against schemas/training-config.json, bad policy value), NOT_FOUND (dataset or manifest
     missing), FAILED_PRECONDITION (taxonomy version the config names is not loaded, s3:// URI
-    without credentials), UNAVAILABLE (object store unreachable).
+    without credentials), UNAVAILABLE (object store unreachable), UNAUTHENTICATED (every call
+    needs `authorization: Bearer <token>`), PERMISSION_DENIED (a dataset or golden set outside the
+    service's dataset roots or S3 buckets, whether or not it exists).
     """
 
     def __init__(self, channel):
@@ -59,13 +61,15 @@ class ValidationServiceStub:
 class ValidationServiceServicer:
     """Validates a training dataset against a training config and a validation policy. A failed
     report is a hard gate: the training job refuses a dataset without a passing report whose
-    dataset_manifest_sha256 matches the dataset's manifest.
+    dataset_manifest_sha256 matches the dataset's manifest and whose report_signature verifies.
 
     A failing check is a FAILED verdict in an OK response; the RPC itself fails only when the
     validation cannot run: INVALID_ARGUMENT (malformed reference, config that does not validate
     against schemas/training-config.json, bad policy value), NOT_FOUND (dataset or manifest
     missing), FAILED_PRECONDITION (taxonomy version the config names is not loaded, s3:// URI
-    without credentials), UNAVAILABLE (object store unreachable).
+    without credentials), UNAVAILABLE (object store unreachable), UNAUTHENTICATED (every call
+    needs `authorization: Bearer <token>`), PERMISSION_DENIED (a dataset or golden set outside the
+    service's dataset roots or S3 buckets, whether or not it exists).
     """
 
     def ValidateDataset(self, request, context):
@@ -107,13 +111,15 @@ def add_ValidationServiceServicer_to_server(servicer, server):
 class ValidationService:
     """Validates a training dataset against a training config and a validation policy. A failed
     report is a hard gate: the training job refuses a dataset without a passing report whose
-    dataset_manifest_sha256 matches the dataset's manifest.
+    dataset_manifest_sha256 matches the dataset's manifest and whose report_signature verifies.
 
     A failing check is a FAILED verdict in an OK response; the RPC itself fails only when the
     validation cannot run: INVALID_ARGUMENT (malformed reference, config that does not validate
     against schemas/training-config.json, bad policy value), NOT_FOUND (dataset or manifest
     missing), FAILED_PRECONDITION (taxonomy version the config names is not loaded, s3:// URI
-    without credentials), UNAVAILABLE (object store unreachable).
+    without credentials), UNAVAILABLE (object store unreachable), UNAUTHENTICATED (every call
+    needs `authorization: Bearer <token>`), PERMISSION_DENIED (a dataset or golden set outside the
+    service's dataset roots or S3 buckets, whether or not it exists).
     """
 
     @staticmethod
