@@ -313,7 +313,8 @@ def test_result_instances_take_crosswalks(name, data):
 @SETTINGS
 @given(assessment=schema_strategy("analyst-output"))
 def test_analyst_output_instances_are_served(assessment):
-    """The analyst's answer, whatever valid assessment the model produced, is served as 200."""
+    """Whatever valid assessment the model produced, the analyst's answer is served as 200 (the
+    rubric may overrule it)."""
     from tests.unit.hostile import test_http
 
     original = test_http.ASSESSMENT
@@ -325,7 +326,21 @@ def test_analyst_output_instances_are_served(assessment):
     finally:
         test_http.ASSESSMENT = original
     assert response.status_code == 200, response.text
-    assert response.json()["assessment"] == assessment
+    validate("analyst-output", response.json()["assessment"])
+
+
+@SETTINGS
+@given(context=schema_strategy("analyst-context"))
+def test_analyst_context_instances_are_answered(context):
+    """Whatever valid context (volume, location, ...) a caller sends with a finding: an answer,
+    or a 4xx naming what the schema cannot say (a co-label outside the taxonomy)."""
+    body = {"framework": "GDPR", "finding": {"label": "pii.email_address"}, "context": context}
+    response = _http("/v1/analyze", body)
+    assert response.status_code < 500, response.text
+    if response.status_code == 200:
+        validate("analyst-output", response.json()["assessment"])
+    else:
+        assert "$.context" in response.json()["error"]["message"], response.text
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -352,6 +367,7 @@ def test_training_example_instances_pass_the_validator(data, name):
 
 
 COVERED = {
+    "analyst-context",
     "detector-output",
     "document-input",
     "mapper-output",
