@@ -52,6 +52,10 @@ test: lint ## Lint, then run every test (unit and integration)
 unit: setup ## Run the fast unit tests only (tests/unit: no servers)
 	@$(BIN)/pytest -q
 
+.PHONY: hostile
+hostile: setup ## Run the hostile-input suite (also part of `make test`) and print its figures
+	@$(BIN)/pytest -q tests/unit/hostile
+
 .PHONY: demo
 demo: setup ## Run the main job end to end on embedded defaults
 	@$(BIN)/mapperctl demo $(if $(QUICK),--quick,)

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llama_mapper.domain import catalog
-from llama_mapper.domain.errors import DataLoss, NotFound
+from llama_mapper.domain import catalog, jsonio
+from llama_mapper.domain.errors import DataLoss, InvalidArgument, NotFound
 from llama_mapper.domain.rows import sha256_text
 
 GOLDEN_VERSION = "1.0.0"
@@ -34,9 +34,13 @@ def load_golden(path: Path | None = None) -> tuple[list[dict[str, Any]], str]:
     bundled = path is None
     data_path, meta_path = golden_paths()
     path = path or data_path
-    if not path.is_file():
-        raise NotFound(f"golden set {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        if not path.is_file():
+            raise NotFound(f"golden set {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:  # a name too long, bytes that are not UTF-8
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise InvalidArgument(f"golden set {str(path)[:200]!r} cannot be read ({reason})") from None
     digest = rows_sha256(text)
     if bundled:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -45,5 +49,11 @@ def load_golden(path: Path | None = None) -> tuple[list[dict[str, Any]], str]:
                 f"golden set {path.name} does not match its committed digest: "
                 "restore it from git; it is frozen"
             )
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = [
+        jsonio.loads(line, what=f"golden set line {number}")
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
+    if not all(isinstance(row, dict) for row in rows):
+        raise InvalidArgument("golden set: every line must be a JSON object")
     return rows, digest

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,9 @@ class JsonLimits:
 
 
 DEFAULT = JsonLimits()
+# JSON's \ud800 escapes decode to lone surrogates: Python keeps them, UTF-8 cannot encode them, so
+# they fail later (a response body, a tokenizer, a database) as a crash instead of here as input.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _reject_constant(name: str) -> Any:
@@ -92,6 +96,9 @@ def _check_string(text: str, path: str, limits: JsonLimits) -> None:
         )
     if not limits.allow_nul and "\x00" in text:
         raise InvalidArgument(f"{path}: NUL characters are not accepted")
+    surrogate = _LONE_SURROGATE.search(text)
+    if surrogate:
+        raise InvalidArgument(f"{path}: a lone surrogate at character {surrogate.start()}")
 
 
 def _key(key: str) -> str:

@@ -12,6 +12,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 from llama_mapper.domain.errors import InvalidArgument
+from llama_mapper.domain.redaction import clip_words, redact
 
 SCHEMA_NAMES = (
     "detector-output",
@@ -60,4 +61,22 @@ def validate(name: str, instance: Any) -> None:
     errors = sorted(validator(name).iter_errors(instance), key=lambda e: len(e.absolute_path))
     if errors:
         error = errors[-1]
-        raise InvalidArgument(f"{name}: {json_path(error)}: {error.message}")
+        raise InvalidArgument(f"{name}: {json_path(error)}: {_message(error)}")
+
+
+def _message(error: ValidationError) -> str:
+    """jsonschema's message, with the offending value quoted only when it reads as a short label:
+    a value may be detected content, or megabytes, and the message goes back to the caller."""
+    value, message = error.instance, error.message
+    label_like = isinstance(value, str) and len(value) <= 64 and value.isprintable()
+    if isinstance(value, str | dict | list) and not (label_like and redact(value) == value):
+        kind = (
+            f"a string of {len(value)} characters"
+            if isinstance(value, str)
+            else "an object"
+            if isinstance(value, dict)
+            else "a list"
+        )
+        message = message.replace(repr(value), kind)
+    # Keys the caller chose ("'x' was unexpected") stay, bounded and redacted like any text.
+    return redact(clip_words(message, 300))

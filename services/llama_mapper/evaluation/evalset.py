@@ -178,10 +178,13 @@ def analyst_case(row: Mapping[str, Any]) -> AnalystCase:
 
 
 def _rows(path: Path) -> Iterable[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         for number, line in enumerate(fh, 1):
             if line.strip():
-                yield jsonio.loads(line, what=f"{path.name}:{number}")
+                row = jsonio.loads(line, what=f"{path.name}:{number}")
+                if not isinstance(row, dict):
+                    raise InvalidArgument(f"{path.name}:{number}: a case must be a JSON object")
+                yield row
 
 
 def load_eval_set(uri: str | Path) -> EvalSet:
@@ -189,6 +192,15 @@ def load_eval_set(uri: str | Path) -> EvalSet:
     path = Path(str(uri)).expanduser()
     if str(uri).startswith("s3://"):
         raise FailedPrecondition("s3:// eval sets are fetched by the registry client first")
+    try:
+        return _load_eval_set(uri, path)
+    except OSError as exc:  # a name too long, a file that cannot be read
+        raise InvalidArgument(
+            f"eval set {str(uri)[:200]!r} cannot be read ({exc.strerror})"
+        ) from None
+
+
+def _load_eval_set(uri: str | Path, path: Path) -> EvalSet:
     if not path.exists():
         raise NotFound(f"eval set {str(uri)!r} does not exist")
     files = (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -37,6 +38,7 @@ from llama_mapper.evaluation.subjects import HybridSubject, ModelSubject, Subjec
 from llama_mapper.inference.hybrid import DEFAULT_THRESHOLD, HybridMapper, ModelArm
 
 log = logging.getLogger(__name__)
+_RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 MODES = ("rules", "model", "hybrid")
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
@@ -352,8 +354,12 @@ class EvaluationService:
         with self._changed:
             if run_id in self._runs:
                 return replace(self._runs[run_id])
+        # Run ids are the service's own (a timestamp and hex): anything else names no directory,
+        # and is refused before it reaches the filesystem (no traversal, no over-long names).
+        if not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+            raise NotFound(f"no evaluation run {run_id[:200]!r}")
         path = self.reports_dir / run_id / RUN_JSON
-        if "/" in run_id or ".." in run_id or not path.is_file():
+        if not path.is_file():
             raise NotFound(f"no evaluation run {run_id!r}")
         return RunInfo(**json.loads(path.read_text(encoding="utf-8")))
 

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, JsonValue, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llama_mapper.domain import jsonio
 from llama_mapper.domain.crosswalks import add_crosswalks, default_crosswalks
 from llama_mapper.domain.document import MAX_OUTPUTS
 from llama_mapper.domain.errors import (
@@ -308,6 +309,15 @@ class Guard:
                     {"Retry-After": retry_after_header(wait)},
                 )
                 await refusal(scope, receive, send)
+                return
+        if request.method == "POST" and body.strip():
+            # The bounded reader before FastAPI's json.loads: a body nested 5,000 deep, NaN, a
+            # lone surrogate or 5,000 digits is a 422 naming where, not a 400 or a crash later.
+            try:
+                jsonio.loads(body, limits=jsonio.JsonLimits(max_bytes=max_body_bytes))
+            except MapperError as exc:
+                self.core().record_error(endpoint_label(path), type(exc).__name__)
+                await _error_response(exc)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

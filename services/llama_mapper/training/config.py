@@ -34,7 +34,12 @@ def resolve_path(value: str) -> str:
     """Absolute path for a local path (s3:// URIs pass through)."""
     if "://" in value:
         return value
-    path = Path(os.path.expandvars(value)).expanduser()
+    if "\x00" in value:  # os.path raises ValueError on it: the caller's error, not a crash
+        raise InvalidArgument("a path must not contain NUL characters")
+    try:
+        path = Path(os.path.expandvars(value)).expanduser()
+    except RuntimeError:  # `~nobody/...`: a user this machine does not have
+        raise InvalidArgument(f"path {value[:200]!r}: no such user's home directory") from None
     if path.is_absolute():
         return str(path)
     candidates = [Path.cwd() / path]

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -160,14 +160,14 @@ class LoadedDataset:
         return [row for row in self.rows if row.file in wanted]
 
 
+_MANIFEST_LIMITS = jsonio.JsonLimits(max_bytes=64 << 20, max_string=1 << 20)
+
+
 def read_manifest(store: Store, name: str | None) -> tuple[dict[str, Any], str]:
     name = name or MANIFEST_NAME
     with store.open(name) as handle:
         raw = handle.read(64 << 20)
-    try:
-        manifest = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidArgument(f"{name} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    manifest = jsonio.loads(raw, limits=_MANIFEST_LIMITS, what=name)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise InvalidArgument(
             f"{name} has no `files` object: rebuild it with `mapperctl data build`"
@@ -197,13 +197,10 @@ def iter_rows(handle: IO[bytes], name: str, max_row_bytes: int, digest: Any) -> 
             )
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-        except ValueError as exc:
-            raise InvalidArgument(
-                f"{name}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                "the line is truncated or corrupt"
-            ) from None
+        limits = jsonio.JsonLimits(max_bytes=max_row_bytes + 2, max_string=max_row_bytes)
+        data = jsonio.loads(line, limits=limits, what=f"{name}:{line_no}")
+        if not isinstance(data, dict):  # every check reads a row as an object
+            raise InvalidArgument(f"{name}:{line_no}: a row must be a JSON object")
         yield Row(data, name, line_no)
 
 

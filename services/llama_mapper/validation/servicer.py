@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -18,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from llama_mapper._proto.validation.v1 import validation_pb2 as pb
 from llama_mapper._proto.validation.v1 import validation_pb2_grpc as pb_grpc
+from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import InvalidArgument
 from llama_mapper.domain.report_digest import report_digest, sign_report
 from llama_mapper.validation.checks import CheckResult
@@ -33,10 +33,7 @@ _POLICY_FIELDS = [f.name for f in pb.ValidationPolicy.DESCRIPTOR.fields]
 def to_request(message: pb.ValidationInput) -> Request:
     which = message.WhichOneof("training_config")
     if which == "training_config_json":
-        try:
-            config = json.loads(message.training_config_json)
-        except ValueError as exc:
-            raise InvalidArgument(f"training_config_json is not JSON: {exc.msg}") from None
+        config = jsonio.loads(message.training_config_json, what="training_config_json")
     elif which == "training_config_struct":
         config = json_format.MessageToDict(message.training_config_struct)
         config = _integral(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -9,10 +10,15 @@ from typing import Any
 from llama_mapper.domain import jsonio
 from llama_mapper.domain.errors import InvalidArgument, NotFound
 from llama_mapper.domain.findings import DetectorReport
+from llama_mapper.domain.redaction import clip_words, redact
+from llama_mapper.domain.tables import default_tables
 
 Reader = Callable[[Any], DetectorReport]
 
 _READERS: dict[str, Reader] = {}
+# A raw label is the vendor's vocabulary ("EMAIL_ADDRESS", "S2"); whatever a hostile or broken
+# output puts there instead is bounded and redacted before it reaches a result, a log or the model.
+MAX_RAW_LABEL_CHARS = 128
 
 
 class DetectorOutputError(InvalidArgument):
@@ -45,8 +51,24 @@ def known_detectors() -> list[str]:
 
 
 def read(detector: str, output: Any) -> DetectorReport:
-    """Parses one detector's native output into a DetectorReport."""
-    return get_reader(detector)(output)
+    """Parses one detector's native output into a DetectorReport, raw labels bounded and redacted."""
+    report = get_reader(detector)(output)
+    findings = tuple(
+        f
+        if (label := bounded_label(detector, f.raw_label)) == f.raw_label
+        else dataclasses.replace(f, raw_label=label)
+        for f in report.findings
+    )
+    return dataclasses.replace(report, findings=findings)
+
+
+def bounded_label(detector: str, raw: str) -> str:
+    """`raw` when it is a short label; else clipped and redacted. A label the detector's mapping
+    table lists is kept as it is: vocabulary such as `Auth0ManagementApiToken` reads as a token."""
+    label = redact(clip_words(raw, MAX_RAW_LABEL_CHARS))
+    if label != raw and (table := default_tables().get(detector)) and table.lookup(raw):
+        return raw
+    return label
 
 
 def expect(condition: bool, detector: str, message: str) -> None:

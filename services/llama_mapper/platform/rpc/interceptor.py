@@ -13,7 +13,12 @@ from typing import Any
 
 import grpc
 
-from llama_mapper.domain.errors import MapperError, PermissionDenied, Unauthenticated
+from llama_mapper.domain.errors import (
+    InvalidArgument,
+    MapperError,
+    PermissionDenied,
+    Unauthenticated,
+)
 from llama_mapper.platform.auth import (
     LOCAL_DEVELOPMENT,
     READ,
@@ -55,6 +60,44 @@ class AccessPolicy:
         return principal
 
 
+class _Undecodable:
+    """What bytes that are not the method's message deserialize to: grpc would answer INTERNAL
+    ("Exception deserializing request!") for them, so the handler's guard refuses them instead."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, invalid UTF-8, nesting past protobuf's limit
+            return _UNDECODABLE
+
+    return parse
+
+
+def _decoded(request: Any, method: str, streaming_request: bool) -> Any:
+    """The request, or InvalidArgument when (any message of) it did not decode."""
+    message = f"{method}: the request is not a valid protobuf message of this method"
+    if not streaming_request:
+        if request is _UNDECODABLE:
+            raise InvalidArgument(message)
+        return request
+
+    def messages() -> Iterator[Any]:
+        for item in request:
+            if item is _UNDECODABLE:
+                raise InvalidArgument(message)
+            yield item
+
+    return messages()
+
+
 def _aborted(context: grpc.ServicerContext) -> bool:
     """True once the handler itself aborted the call (context.abort raises a plain Exception)."""
     code = getattr(context, "code", None)
@@ -81,12 +124,15 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 log.info("%s refused: %s", method, exc.code)
             context.abort(status_of(exc), exc.message)
 
-        def guarded(behavior: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
+        def guarded(
+            behavior: Callable[..., Any], streaming_response: bool, streaming_request: bool
+        ) -> Callable[..., Any]:
             if streaming_response:
 
                 def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                     try:
                         principal = policy.principal(method, dict(context.invocation_metadata()))
+                        request = _decoded(request, method, streaming_request)
                         with acting_as(principal):
                             yield from behavior(request, context)
                     except MapperError as exc:
@@ -102,6 +148,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
                     principal = policy.principal(method, dict(context.invocation_metadata()))
+                    request = _decoded(request, method, streaming_request)
                     with acting_as(principal):
                         return behavior(request, context)
                 except MapperError as exc:
@@ -115,17 +162,17 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             return unary
 
         kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, False, False),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, True, False),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, False, True),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, True, True),
         )
-        for attribute, make, streaming_response in kinds:
+        for attribute, make, streaming_response, streaming_request in kinds:
             behavior = getattr(handler, attribute)
             if behavior is not None:
                 return make(
-                    guarded(behavior, streaming_response),
-                    request_deserializer=handler.request_deserializer,
+                    guarded(behavior, streaming_response, streaming_request),
+                    request_deserializer=_lenient(handler.request_deserializer),
                     response_serializer=handler.response_serializer,
                 )
         return handler

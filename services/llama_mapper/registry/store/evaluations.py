@@ -103,6 +103,7 @@ class Evaluations(Transactions):
     ) -> d.BenchmarkRecord:
         d.check_profile_name(record.hardware_profile)
         values = check_values(record.values, "benchmark")
+        _check_json(record.config_json, "config_json")
 
         def work(session: Session) -> d.BenchmarkRecord:
             row = self._version(session, self._model(session, model), version)
@@ -123,6 +124,7 @@ class Evaluations(Transactions):
         self, model: str, version: int, result: d.GateResult, caller: d.Caller
     ) -> d.GateResult:
         d.check_profile_name(result.hardware_profile)
+        _check_json(result.details_json, "details_json")
 
         def work(session: Session) -> d.GateResult:
             m = self._model(session, model, lock=True)
@@ -150,3 +152,9 @@ class Evaluations(Transactions):
             return self._gate_out(gate)
 
         return self._write(work)
+
+
+def _check_json(text: str, what: str) -> None:
+    """Stored JSON text is bounded JSON (or empty): whoever reads it back parses it safely."""
+    if text:
+        jsonio.loads(text, limits=jsonio.JsonLimits(allow_nul=False), what=what)
