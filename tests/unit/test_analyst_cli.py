@@ -122,3 +122,30 @@ def test_through_the_router_the_same_assessments(results_file):
     )
     assert failures == 0 and remote_out == local_out
     assert seen and all(b["context"]["location"] == "output" for b in seen)
+
+
+def test_concurrent_assessments_keep_the_input_order(results_file):
+    """With --concurrency N, N findings are in flight at once, yet the lines come out in order
+    and a bad line still gets its own error."""
+    import threading
+    import time
+
+    lines = results_file.read_bytes().splitlines()
+    stream = io.BytesIO(b"\n".join([*lines, b"not json", *lines]) + b"\n")
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def slow(body, context):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return analyze(rubric.query(body["framework"], body["finding"], context))
+
+    answers, failures = cli_analyze.analyze_stream(stream, None, "SOC2", {}, slow, concurrency=4)
+    assert [a.get("line", a.get("error", {}).get("line")) for a in answers] == list(
+        range(1, 2 * len(lines) + 2)
+    )
+    assert failures == 1 and "error" in answers[len(lines)]
+    assert peak[0] > 1

@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import sys
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import IO, Any
 
@@ -73,41 +75,74 @@ def analyze_stream(
     analyze_one: AnalyzeFn,
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    concurrency: int = 1,
 ) -> tuple[list[dict[str, Any]], int]:
     """Assesses every finding of every line; writes each line's answer as it goes when
-    `stream_out` is set. Returns (answers, failures); a bad line never stops the ones after it."""
+    `stream_out` is set. Returns (answers, failures); a bad line never stops the ones after it.
+
+    `concurrency` findings are in flight at once (the router batches what arrives together);
+    answers still come out one per line, in the input's order."""
     answers: list[dict[str, Any]] = []
     failures = 0
-    for line in read_lines(stream_in, max_line_bytes):
+    window: deque[tuple[Line, dict[str, Any] | None, list[Future[Any]], MapperError | None]]
+    window = deque()
+
+    def emit() -> None:
+        nonlocal failures
+        line, result, futures, error = window.popleft()
+        answer: dict[str, Any]
         try:
-            result = parse_result(line, max_line_bytes)
+            if error is not None:
+                raise error
+            assert result is not None
             assessments = []
-            for i, finding in enumerate(result["findings"]):
+            for i, future in enumerate(futures):
                 try:
-                    assessments.append(
-                        analyze_one(
-                            {"framework": framework, "finding": finding},
-                            finding_context(result, i, context),
-                        )
-                    )
+                    assessments.append(future.result())
                 except InvalidArgument as exc:
                     raise InvalidArgument(f"$.findings[{i}]: {exc.message}") from None
-            answer: dict[str, Any] = {
+            answer = {
                 "line": line.number,
                 "request_id": result["provenance"].get("request_id"),
                 "framework": framework,
                 "assessments": assessments,
             }
-        except MapperError as error:
+        except MapperError as failed:
             failures += 1
-            answer = error_object(line.number, error)
+            answer = error_object(line.number, failed)
             # Metadata only: the line number and the reason, never the line itself.
-            logger.info("line %d failed: %s", line.number, error.code)
+            logger.info("line %d failed: %s", line.number, failed.code)
         answers.append(answer)
         if stream_out is not None:
             stream_out.write(json.dumps(answer, ensure_ascii=False, separators=(",", ":")) + "\n")
             stream_out.flush()
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for line in read_lines(stream_in, max_line_bytes):
+            try:
+                result = parse_result(line, max_line_bytes)
+            except MapperError as error:
+                window.append((line, None, [], error))
+            else:
+                futures = [
+                    pool.submit(
+                        analyze_one,
+                        {"framework": framework, "finding": finding},
+                        finding_context(result, i, context),
+                    )
+                    for i, finding in enumerate(result["findings"])
+                ]
+                window.append((line, result, futures, None))
+            # Bounded memory: a few lines ahead of the one being written, no more.
+            while window and (len(window) > 4 * max(1, concurrency) or _done(window[0][2])):
+                emit()
+        while window:
+            emit()
     return answers, failures
+
+
+def _done(futures: list[Future[Any]]) -> bool:
+    return all(f.done() for f in futures)
 
 
 def table_rows(answers: list[dict[str, Any]]) -> list[tuple[object, ...]]:
@@ -182,6 +217,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             context,
             analyze_one,
             max_line_bytes=args.max_line_bytes,
+            concurrency=args.concurrency or (8 if url else 1),
         )
     if args.table:
         print_table(
@@ -229,6 +265,13 @@ def add_parser(commands: Any) -> None:
         "--url",
         default=None,
         help="router of the serving stack (default: $MAPPER_SERVING_URL; unset: rules only)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="findings assessed at once through the router (default: 8 with --url, else 1); "
+        "answers keep the input's order",
     )
     parser.add_argument(
         "--max-line-bytes",
