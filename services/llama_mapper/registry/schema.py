@@ -15,12 +15,46 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from llama_mapper.domain.errors import InvalidArgument
 
 
 class Base(DeclarativeBase):
     pass
+
+
+def _nul_in(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_nul_in(k) or _nul_in(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_nul_in(v) for v in value)
+    return False
+
+
+@event.listens_for(Base, "before_insert", propagate=True)
+@event.listens_for(Base, "before_update", propagate=True)
+def check_text(_mapper: object, _connection: object, row: Base) -> None:
+    """Every row the registry writes, on every backend, before the database sees it: no NUL in
+    any text or JSON value (PostgreSQL refuses them, SQLite keeps them) and no text over its
+    column's length (PostgreSQL refuses, SQLite truncates nothing and keeps it): the caller gets
+    INVALID_ARGUMENT naming the field, never INTERNAL from the driver."""
+    table = row.__table__
+    for column in table.columns:
+        value = getattr(row, column.key, None)
+        if value is None:
+            continue
+        if _nul_in(value):
+            raise InvalidArgument(f"{table.name}.{column.key}: text must not contain NUL")
+        length = getattr(column.type, "length", None)
+        if isinstance(value, str) and length and len(value) > length:
+            raise InvalidArgument(
+                f"{table.name}.{column.key}: {len(value)} characters; the limit is {length}"
+            )
 
 
 class ModelRow(Base):
