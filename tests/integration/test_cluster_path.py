@@ -110,8 +110,12 @@ def MAPPERCTL_DIR() -> str:
     return str(Path(sys.executable).parent)
 
 
-def test_the_rayjob_entrypoint_runs_as_a_ray_job_submit(local_stack, tmp_path):
+def test_the_rayjob_entrypoint_runs_as_a_ray_job_submit(local_stack, tmp_path, monkeypatch):
     from llama_mapper.inference.base_model import prepare_base_model, tiny_llama
+
+    # The dataset's report is signed with the stack's key: the one its Ray head's jobs check.
+    key = (local_stack.var / "validation-signing-key").read_text().strip()
+    monkeypatch.setenv("MAPPER_VALIDATION_SIGNING_KEY", key)
 
     manifest = yaml.safe_load((REPO / "deploy" / "k8s" / "cpu" / "rayjob-train.yaml").read_text())
     entrypoint = manifest["spec"]["entrypoint"].split()
