@@ -84,24 +84,26 @@ def test_analyst_answers_are_json_sampled_as_served(engine):
     the shape is known: a JSON object, whole, or cut at the token budget)."""
     import json
 
-    from llama_mapper.domain.prompt import ANALYST_MAX_TOKENS, analyst_messages
+    from llama_mapper.domain import rubric
+    from llama_mapper.domain.prompt import ANALYST_MAX_TOKENS
+    from llama_mapper.inference.analyst import messages, schema
     from llama_mapper.inference.vllm_engine import VllmAnalystModel
 
     analyst = VllmAnalystModel(engine, "mapper-2")
     finding = {"label": "pii.email_address", "detector": "presidio", "confidence": 0.93}
-    queries = [("GDPR", finding), ("SOC2", finding)]
-    answers = engine.generate_json(
-        [analyst_messages(*q) for q in queries], "mapper-2", analyst.schema, ANALYST_MAX_TOKENS
-    )
-    assert len(answers) == 2
-    for text, finish in answers:
-        assert text.startswith("{") and "\n" not in text, text[:80]
+    queries = [rubric.query("GDPR", finding), rubric.query("SOC2", finding)]
+    for query in queries:  # one grammar per framework, as the model samples them
+        [(text, finish)] = engine.generate_json(
+            [messages(query)], "mapper-2", schema(query), ANALYST_MAX_TOKENS
+        )
+        assert text.startswith("{"), text[:80]
         if finish == "length":
             continue  # cut mid-object by the budget: counted as not schema-valid
         assert finish == "stop", finish
         value = json.loads(text)
-        assert {"risk_level", "remediation", "controls"} <= set(value), text
-        assert value["risk_level"] in {"low", "medium", "high", "critical"}
+        assert isinstance(value, dict), text
+        if "risk_level" in value:
+            assert value["risk_level"] in {"low", "medium", "high", "critical"}
     # The model the evaluation uses: one stripped text per query.
     (text,) = analyst.analyze(queries[:1])
     assert text.startswith("{")

@@ -95,7 +95,8 @@ def load_model(
             if adapter_dir:
                 # Keyed by its directory (model, version, artifact digest): unique per files.
                 key = f"{adapter_dir.name}"
-                vllm.add_adapter(AdapterRef(name, adapter_dir, version), key=key)
+                if key not in vllm._adapters:  # the directory names its digest: same files
+                    vllm.add_adapter(AdapterRef(name, adapter_dir, version), key=key)
             info["engine"] = "vllm"
             close = (lambda: None) if keep_engine else vllm.shutdown
             return LoadedModel(vllm.model(key), info, close, engine=vllm)

@@ -169,6 +169,8 @@ def mapper():
     replica.settings = ServingSettings(rate_limit_rps=0, rollout_refresh_s=0.01)
     replica.core = RouterCore(replica.settings, Engine(), Source())
     loop = asyncio.new_event_loop()
+    # grpc.aio looks the current loop up; earlier tests' asyncio.run leave none set.
+    asyncio.set_event_loop(loop)
 
     async def start():
         server = grpc.aio.server()
@@ -261,6 +263,7 @@ def _mapper_cases():
 )
 def test_mapper(mapper, case, method, request_, debug_logs):
     loop, stub = mapper
+    asyncio.set_event_loop(loop)
     call = getattr(stub, method)
     code, _ = check(
         "grpc-mapper", case, lambda: loop.run_until_complete(call(request_)), debug_logs

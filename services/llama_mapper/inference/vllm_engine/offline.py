@@ -70,12 +70,9 @@ class VllmEngine:
             self.add_adapter(adapter)
 
     def add_adapter(self, adapter: AdapterRef, key: str | None = None) -> None:
-        """Loads `adapter` under `key` (its name by default); the same files again are a no-op,
-        so an engine kept between runs takes each version once."""
+        """Loads `adapter` under `key` (its name by default), always with a new LoRA id: files
+        rewritten under the same name and path never answer from the old weights' cache."""
         key = key or adapter.name
-        known = self._adapters.get(key)
-        if known is not None and known[0].path == adapter.path:
-            return
         check_adapter_dir(adapter.path, max_rank=self.config.max_lora_rank)
         self._adapters[key] = (adapter, self._ids.new())
 
