@@ -19,9 +19,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import IO, Any
 
-from llama_mapper.cli.mapfile import DEFAULT_MAX_LINE_BYTES, Line, error_object, read_lines
+from llama_mapper.cli.mapfile import (
+    DEFAULT_MAX_LINE_BYTES,
+    Line,
+    error_object,
+    read_lines,
+    read_object,
+)
 from llama_mapper.domain import jsonio, rubric
-from llama_mapper.domain.errors import InvalidArgument, MapperError, PayloadTooLarge
+from llama_mapper.domain.errors import InvalidArgument, MapperError
 from llama_mapper.domain.schemas import validate, validator
 from llama_mapper.platform.terminal import print_table
 
@@ -32,15 +38,7 @@ AnalyzeFn = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 
 def parse_result(line: Line, max_bytes: int) -> dict[str, Any]:
     """A canonical result (schemas/mapper-output.json) or a document result (document-output)."""
-    if line.data is None:
-        raise PayloadTooLarge(
-            f"line is {line.size} bytes; the limit is {max_bytes} (--max-line-bytes)"
-        )
-    if not line.data.strip():
-        raise InvalidArgument("empty line: expected a canonical result")
-    value = jsonio.loads(line.data, limits=jsonio.JsonLimits(max_bytes=max_bytes), what="line")
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"expected a JSON object, got {type(value).__name__}")
+    value = read_object(line, max_bytes, "a canonical result")
     if "error" in value and "findings" not in value:
         raise InvalidArgument("the line is an error object: mapperctl map did not map it")
     if "outputs" in value and validator("document-output").is_valid(value):

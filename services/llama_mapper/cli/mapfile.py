@@ -44,16 +44,23 @@ def read_lines(stream: IO[bytes], max_bytes: int) -> Iterator[Line]:
         yield Line(number, None, size)
 
 
-def parse_envelope(line: Line, max_bytes: int, schema: str = "detector-output") -> dict[str, Any]:
+def read_object(line: Line, max_bytes: int, expected: str = "a JSON object") -> dict[str, Any]:
+    """One line as a JSON object through the bounded reader; what every line-reading command
+    refuses (over-long, empty, not JSON, not an object) said the same way."""
     if line.data is None:
         raise PayloadTooLarge(
             f"line is {line.size} bytes; the limit is {max_bytes} (--max-line-bytes)"
         )
     if not line.data.strip():
-        raise InvalidArgument("empty line: expected a JSON object")
-    envelope = jsonio.loads(line.data, limits=jsonio.JsonLimits(max_bytes=max_bytes), what="line")
-    if not isinstance(envelope, dict):
-        raise InvalidArgument(f"expected a JSON object, got {type(envelope).__name__}")
+        raise InvalidArgument(f"empty line: expected {expected}")
+    value = jsonio.loads(line.data, limits=jsonio.JsonLimits(max_bytes=max_bytes), what="line")
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def parse_envelope(line: Line, max_bytes: int, schema: str = "detector-output") -> dict[str, Any]:
+    envelope = read_object(line, max_bytes)
     validate(schema, envelope)
     return envelope
 
