@@ -79,3 +79,17 @@ def test_hybrid_run_never_leaves_the_taxonomy(tiny_engine, tmp_path):
     assert report["calibration"]["temperature"] > 0
     (held,) = report["held_out"]
     assert held["metrics"]["schema_valid_rate"] == 1.0
+
+
+def test_engine_answers_among_a_querys_candidates(tiny_engine):
+    taxonomy = default_taxonomy()
+    candidates = ("pii.email_address", "pii.phone_number", "other.unknown")
+    queries = [
+        MapperQuery("acme", {"label": "mail adr", "score": 0.9}, candidates),
+        MapperQuery("acme", {"label": "mail adr", "score": 0.9}),
+    ]
+    constrained, free = tiny_engine.predict(queries)
+    assert constrained.valid and constrained.label in candidates
+    assert free.valid and free.label in taxonomy
+    # Renormalized over three labels, not seventy: never less likely than unconstrained.
+    assert constrained.confidence >= free.confidence or constrained.label != free.label

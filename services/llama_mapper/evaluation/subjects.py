@@ -68,7 +68,13 @@ def _noop(_: int) -> None:
 
 
 def _query_key(query: MapperQuery) -> str:
-    return query.detector + "\0" + json.dumps(query.finding, sort_keys=True, default=str)
+    return "\0".join(
+        (
+            query.detector,
+            json.dumps(query.finding, sort_keys=True, default=str),
+            ",".join(query.candidates),
+        )
+    )
 
 
 def predict_in_batches(

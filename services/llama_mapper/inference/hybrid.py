@@ -28,6 +28,7 @@ from llama_mapper.domain.prompt import finding_payload
 from llama_mapper.domain.readers.base import read
 from llama_mapper.domain.readers.generic import read_generic
 from llama_mapper.domain.result import CanonicalFinding, build_result
+from llama_mapper.domain.retrieval import LabelIndex
 from llama_mapper.domain.rules import UNKNOWN_CONFIDENCE, RulesMapper
 from llama_mapper.domain.tables import EXACT_CONFIDENCE
 from llama_mapper.domain.taxonomy import NO_FINDING, UNKNOWN
@@ -69,10 +70,16 @@ class Plan:
     ruled: list[tuple[int, CanonicalFinding]]
     pending: list[tuple[int, NormalizedFinding]]
     mapping_table_version: str | None
+    # Per pending finding, the labels the model chooses among (() : all of them).
+    candidates: list[tuple[str, ...]] = field(default_factory=list)
 
     @property
     def queries(self) -> list[MapperQuery]:
-        return [MapperQuery(self.detector, finding_payload(f)) for _, f in self.pending]
+        choices = self.candidates or [()] * len(self.pending)
+        return [
+            MapperQuery(self.detector, finding_payload(f), c)
+            for (_, f), c in zip(self.pending, choices, strict=True)
+        ]
 
 
 @dataclass
@@ -95,7 +102,9 @@ class HybridMapper:
     """Rules first, the model for the rest, fallback when the model cannot help.
 
     `threshold` is applied to the temperature-scaled confidence: below it the model's label is not
-    trusted and the finding becomes other.unknown with needs_review.
+    trusted and the finding becomes other.unknown with needs_review. With `retrieval` on, the model
+    chooses each finding's label among the candidates the label index retrieves for it
+    (domain/retrieval.py), the whole label set when the index has no candidates.
     """
 
     def __init__(
@@ -105,9 +114,11 @@ class HybridMapper:
         threshold: float = DEFAULT_THRESHOLD,
         deadline_s: float = 2.0,
         generic_min_score: float = 0.5,
+        retrieval: bool = True,
     ) -> None:
         self.rules = rules or RulesMapper()
         self.taxonomy = self.rules.taxonomy
+        self.index = LabelIndex(self.taxonomy, self.rules.tables) if retrieval else None
         self.threshold = threshold
         self.deadline_s = deadline_s
         self.generic_min_score = generic_min_score
@@ -150,6 +161,7 @@ class HybridMapper:
                 )
             else:
                 plan.pending.append((index, raw))
+                plan.candidates.append(self.index.candidates(raw) if self.index else ())
         return plan
 
     # step 3

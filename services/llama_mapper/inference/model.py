@@ -16,6 +16,9 @@ class MapperQuery:
 
     detector: str
     finding: Mapping[str, Any]
+    # The labels the answer is constrained to (domain/retrieval.py), other.unknown among them;
+    # empty: the whole label set.
+    candidates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -94,10 +94,9 @@ class HFMapperModel:
             else self.tokenizer.eos_token_id
         )
         names = list(labels) if labels is not None else self.taxonomy.names
-        self.trie = LabelTrie(
-            {n: self.tokenizer(n, add_special_tokens=False).input_ids for n in names},
-            self.end_token,
-        )
+        self.label_ids = {n: self.tokenizer(n, add_special_tokens=False).input_ids for n in names}
+        self.trie = LabelTrie(self.label_ids, self.end_token)
+        self._tries: dict[tuple[str, ...], LabelTrie] = {}
         self.max_label_tokens = max(len(ids) for ids in self.trie.labels)
         self._description = {
             "engine": "transformers",
@@ -119,6 +118,15 @@ class HFMapperModel:
             for q in queries
         ]
 
+    def _trie(self, candidates: Sequence[str]) -> LabelTrie:
+        """The trie of a query's candidate labels (the whole label set when it has none)."""
+        known = tuple(c for c in candidates if c in self.label_ids)
+        if not known:
+            return self.trie
+        if known not in self._tries:
+            self._tries[known] = LabelTrie({c: self.label_ids[c] for c in known}, self.end_token)
+        return self._tries[known]
+
     def predict(self, queries: Sequence[MapperQuery]) -> list[Prediction]:
         if not queries:
             return []
@@ -128,9 +136,10 @@ class HFMapperModel:
             self._prompts(queries), return_tensors="pt", padding=True, add_special_tokens=False
         )
         prompt_len = batch.input_ids.shape[1]
+        tries = [self._trie(q.candidates) for q in queries]
 
-        def allowed(_: int, ids: Any) -> list[int]:
-            return self.trie.allowed(ids[prompt_len:].tolist())
+        def allowed(row: int, ids: Any) -> list[int]:
+            return tries[row].allowed(ids[prompt_len:].tolist())
 
         with torch.inference_mode():
             out = self.model.generate(
@@ -158,7 +167,7 @@ class HFMapperModel:
                     break
                 ids.append(token)
                 total += float(logprobs[row, step, token])
-            label = self.trie.label_of(ids)
+            label = tries[row].label_of(ids)
             if label is None or label not in self.taxonomy:
                 # Ran out of tokens mid-label: never fail open.
                 predictions.append(Prediction(UNKNOWN, 0.0, float("-inf"), elapsed, valid=False))

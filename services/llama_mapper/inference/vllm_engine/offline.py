@@ -98,7 +98,9 @@ class VllmEngine:
         prompts = [
             render_prompt(self.tokenizer, mapper_messages(q.detector, q.finding)) for q in queries
         ]
-        params = mapper_sampling_params(self.labels, self.max_tokens)
+        params = [
+            mapper_sampling_params(q.candidates or self.labels, self.max_tokens) for q in queries
+        ]
         started = time.perf_counter()
         try:
             outputs = self.llm.generate(

@@ -158,10 +158,10 @@ class AsyncVllmEngine:
         self, queries: Sequence[MapperQuery], adapter: str | None
     ) -> list[Prediction]:
         """Labels the queries concurrently (vLLM batches them); order is kept."""
-        params = mapper_sampling_params(self.labels, self.max_tokens)
 
         async def one(query: MapperQuery) -> Prediction:
             started = time.perf_counter()
+            params = mapper_sampling_params(query.candidates or self.labels, self.max_tokens)
             prompt = render_prompt(self.tokenizer, mapper_messages(query.detector, query.finding))
             try:
                 output = await self._generate(prompt, params, adapter)
