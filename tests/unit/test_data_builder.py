@@ -103,3 +103,42 @@ def test_golden_overlap_is_measured_like_the_leakage_check():
         "train",
     )
     assert ngram_overlap(user_text(fresh), reference, policy.leakage_ngram_size) < 0.8
+
+
+def test_calibration_cases_are_model_bound_and_disjoint(rules):
+    from llama_mapper.datasets.builder import SIZES, calibration_candidates, model_bound
+
+    taken = {c.prompt_key() for c in VariantGenerator(TAXONOMY, rules, seed=0).gibberish(20)}
+    seen = set(taken)
+    cases = calibration_candidates(
+        0, SIZES["default"], rules, seen=seen, reference=set(), leakage_n=8, max_overlap=0.5
+    )
+    assert len(cases) >= 1000  # the floor for fitting a calibrator
+    assert all(model_bound(c, rules) for c in cases)
+    assert not taken & {c.prompt_key() for c in cases}
+    assert all(c.detector != HELDOUT_DETECTOR for c in cases)
+    assert not {(c.detector, c.label) for c in cases} & HELDOUT_PAIRS
+
+
+def test_the_training_mix_is_mostly_what_the_model_is_asked(rules):
+    import random
+    from collections import Counter
+
+    from llama_mapper.datasets.builder import (
+        MIN_ROWS_PER_LABEL,
+        RULED_SHARE,
+        SIZES,
+        _training_mix,
+        model_bound,
+    )
+
+    gen = VariantGenerator(TAXONOMY, rules, seed=0)
+    pool = [c for label in TAXONOMY.names for c in gen.label_variants(label, 30)]
+    pool += [c for label in TAXONOMY.names for c in gen.free_text(label, 30)]
+    mix = _training_mix(pool, SIZES["default"], rules, random.Random(0))
+    ruled = [c for c in mix if not model_bound(c, rules)]
+    assert len(ruled) / len(mix) <= RULED_SHARE + 0.05
+    assert len(mix) > 1000 and all(model_bound(c, rules) for c in mix if c.source == "free_text")
+    # Every label is still taught, whatever share the rules take.
+    per_label = Counter(c.label for c in mix)
+    assert min(per_label[label] for label in TAXONOMY.names) >= min(MIN_ROWS_PER_LABEL, 20)

@@ -192,3 +192,60 @@ def test_a_hybrid_run_chooses_a_calibrator_and_a_review_threshold(tmp_path):
     assert calibration["target_precision"] == 0.9
     assert calibration["threshold"] is None or 0.0 <= calibration["threshold"] <= 1.0
     assert "brier_before" in calibration and "brier_after" in calibration
+
+
+def test_the_calibration_is_fitted_on_the_queries_serving_sends():
+    """The hybrid's rule misses go to the model with their retrieved candidates, in the
+    calibration fit as on the golden set: the confidences fitted are the ones served."""
+    from llama_mapper.evaluation.evalset import EvalSet, MapperCase
+    from llama_mapper.inference.model import Prediction
+
+    asked = []
+
+    class Records:
+        description = {"adapter": "mapper"}
+
+        def predict(self, queries):
+            asked.extend(queries)
+            return [
+                Prediction(q.candidates[0] if q.candidates else "pii.other", 0.8, -0.2, 0.0)
+                for q in queries
+            ]
+
+    def case(i, label, split, expected):
+        return MapperCase(
+            f"{split}{i}",
+            "acme",
+            {"label": label, "score": 0.9},
+            frozenset({expected}),
+            split=split,
+        )
+
+    golden = EvalSet(
+        "golden",
+        "0" * 64,
+        tuple(case(i, "PostalAdr", "golden", "pii.postal_address") for i in range(5)),
+    )
+    calibration = EvalSet(
+        "cal",
+        "1" * 64,
+        tuple(case(i, f"mail adr {i}", "calibration", "pii.email_address") for i in range(60)),
+    )
+    model = Records()
+    report = (
+        EvaluationRunner()
+        .run(
+            RunInputs(
+                HybridSubject(HybridMapper(), model),
+                golden,
+                calibration_set=calibration,
+                calibration_model=model,
+            ),
+            RunOptions(show_progress=False, robustness=False),
+        )
+        .report
+    )
+    assert report["calibration"]["calibration_case_count"] == 60
+    # 60 calibration queries and the golden one (its five cases ask the same thing, once).
+    assert len(asked) == 61 and all(q.candidates for q in asked)
+    assert all("pii.email_address" in q.candidates for q in asked if "mail" in q.finding["label"])

@@ -255,3 +255,19 @@ def test_the_arms_calibrator_and_threshold_decide_as_its_evaluation_chose():
     halve = ModelArm("m", 1, calibrator=lambda confidence, label: confidence / 2)
     answered = hybrid.finish(plan, unsure, arm=halve).result["findings"][0]
     assert answered["method"] == "fallback"  # 0.4 after calibration, under 0.5
+
+
+@pytest.mark.parametrize(
+    "output", [{"findings": [{"label": ""}]}, {"findings": [{"label": "  ", "flagged": True}]}]
+)
+def test_an_empty_label_with_nothing_else_is_unknown_without_asking_the_model(output):
+    class Refuses:
+        description: dict = {}
+
+        def predict(self, queries):
+            raise AssertionError("the model was asked about nothing")
+
+    outcome = HybridMapper().map("acme-shield", output, model=Refuses())
+    (finding,) = outcome.result["findings"]
+    assert finding["label"] == "other.unknown" and finding["needs_review"]
+    assert finding["method"] == "fallback" and outcome.model_queries == 0

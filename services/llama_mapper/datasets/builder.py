@@ -57,6 +57,7 @@ FILES = {
     "mapper-train.jsonl": ("mapper", ("train",)),
     "mapper-eval.jsonl": ("mapper", ("eval",)),
     "mapper-heldout.jsonl": ("mapper", ("heldout_pair", "heldout_detector")),
+    "mapper-calibration.jsonl": ("mapper", ("calibration",)),
     "analyst-train.jsonl": ("analyst", ("train",)),
     "analyst-eval.jsonl": ("analyst", ("eval",)),
 }
@@ -76,11 +77,20 @@ class Size:
     no_findings: int
     analyst_rows: int
     max_per_label: int
+    calibration_per_label: int = 0  # model-bound calibration candidates drawn per label
+
+
+# The share of training rows the rules already answer (exact vendor labels, real detector output):
+# the model is asked only about what the rules miss, so most of its steps go there; the rest keeps
+# the vendor vocabulary in view for detectors and shapes no table covers.
+RULED_SHARE = 0.3
+# Above the validation policy's min_examples_per_label (20), whatever the mix.
+MIN_ROWS_PER_LABEL = 24
 
 
 SIZES = {
-    "default": Size(1500, 600, 10, 30, 10, 8, 150, 80, 1800, 240),
-    "small": Size(80, 40, 2, 26, 6, 5, 40, 30, 250, 60),
+    "default": Size(1500, 600, 10, 60, 24, 24, 200, 80, 1800, 240, 24),
+    "small": Size(80, 40, 2, 26, 6, 5, 40, 30, 250, 60, 24),
     "golden": Size(300, 150, 3, 10, 4, 4, 40, 30, 0, 0),
 }
 
@@ -142,7 +152,93 @@ def generate_candidates(
                 continue
         by_split[split].append(candidate)
     log.info("candidates: %d distinct prompts, %d dropped as golden overlap", len(seen), leaked)
+    calibration = calibration_candidates(
+        seed,
+        size,
+        rules,
+        seen=seen,
+        reference=reference,
+        leakage_n=policy.leakage_ngram_size,
+        max_overlap=policy.max_leakage_overlap,
+    )
+    if calibration:
+        by_split["calibration"] = calibration
     return dict(by_split)
+
+
+def model_bound(candidate: Candidate, rules: RulesMapper) -> bool:
+    """Whether serving would ask the model about this finding (the rules leave it)."""
+    match = rules.match(candidate.finding)
+    return match is not None and not match.matched
+
+
+def calibration_candidates(
+    seed: int,
+    size: Size,
+    rules: RulesMapper,
+    *,
+    seen: set[str],
+    reference: set[tuple[str, ...]],
+    leakage_n: int,
+    max_overlap: float,
+) -> list[Candidate]:
+    """Model-bound cases for fitting the calibration: drawn from their own seed, each prompt
+    distinct from every training, eval and held-out prompt, none overlapping the golden set."""
+    if size.calibration_per_label <= 0:
+        return []
+    taxonomy = rules.taxonomy
+    gen = variants.VariantGenerator(taxonomy, rules, seed + 7919)
+    per = size.calibration_per_label
+    pool: list[Candidate] = []
+    for label in taxonomy.names:
+        pool.extend(gen.label_variants(label, per))
+        pool.extend(gen.envelopes(label, per // 2))
+        pool.extend(gen.free_text(label, per // 2))
+    pool.extend(gen.gibberish(per * 3))
+    pool.extend(gen.no_findings(per * 2))
+    out = []
+    for candidate in pool:
+        key = candidate.prompt_key()
+        if (
+            key in seen
+            or candidate.detector == HELDOUT_DETECTOR
+            or not model_bound(candidate, rules)
+        ):
+            continue
+        if (candidate.detector, candidate.label) in HELDOUT_PAIRS:
+            continue
+        text = user_text(mapper_row(candidate, "calibration"))
+        if reference and ngram_overlap(text, reference, leakage_n) >= max_overlap:
+            continue
+        seen.add(key)
+        out.append(candidate)
+    return out
+
+
+def _training_mix(
+    candidates: list[Candidate], spec: Size, rules: RulesMapper, rng: random.Random
+) -> list[Candidate]:
+    """Every model-bound candidate (per-label cap), and rule-answered ones up to RULED_SHARE."""
+    bound = [c for c in candidates if model_bound(c, rules)]
+    ruled = [c for c in candidates if not model_bound(c, rules)]
+    bound = _cap(bound, spec.max_per_label, rng)
+    ruled = _cap(ruled, spec.max_per_label, rng)
+    room = int(len(bound) * RULED_SHARE / (1 - RULED_SHARE))
+    if len(ruled) <= room:
+        return bound + ruled
+    # Real detector output and vendor shapes first, as the cap keeps them; every label topped up
+    # to MIN_ROWS_PER_LABEL first, so a label the rules mostly answer is still taught.
+    rng.shuffle(ruled)
+    ruled.sort(key=lambda c: _SOURCE_PRIORITY.get(c.source, 2))
+    have = Counter(c.label for c in bound)
+    kept, rest = [], []
+    for c in ruled:
+        if have[c.label] < MIN_ROWS_PER_LABEL:
+            have[c.label] += 1
+            kept.append(c)
+        else:
+            rest.append(c)
+    return bound + kept + rest[: max(room - len(kept), 0)]
 
 
 def _cap(candidates: list[Candidate], max_per_label: int, rng: random.Random) -> list[Candidate]:
@@ -181,11 +277,13 @@ def build(
     rng = random.Random(f"{seed}:build")  # noqa: S311 - seeded data generation, not cryptography
     policy = Policy()
 
+    rules = RulesMapper()
     mapper_rows: dict[str, list[dict[str, Any]]] = {}
     for split, candidates in sorted(by_split.items()):
-        if split in ("train", "eval"):
-            cap = spec.max_per_label if split == "train" else max(spec.max_per_label // 4, 8)
-            candidates = _cap(candidates, cap, rng)
+        if split == "train":
+            candidates = _training_mix(candidates, spec, rules, rng)
+        elif split == "eval":
+            candidates = _cap(candidates, max(spec.max_per_label // 4, 8), rng)
         rows = sorted((mapper_row(c, split) for c in candidates), key=lambda r: r["id"])
         mapper_rows[split] = _drop_near_duplicates(rows, policy)
 

@@ -378,7 +378,15 @@ class EvaluationRunner:
         )
         measure = model_bound
         if fit_cases:
-            subject = ModelSubject(inputs.calibration_model, self.taxonomy, options.batch_size)
+            # Fitted on the answers as the subject asks for them: the hybrid asks about rule
+            # misses among their retrieved candidates, so its confidences are the ones serving
+            # calibrates; the model alone is asked about everything among every label.
+            subject: Subject = (
+                inputs.subject
+                if getattr(inputs.subject, "rule_miss", None) is not None
+                and getattr(inputs.subject, "model", None) is not None
+                else ModelSubject(inputs.calibration_model, self.taxonomy, options.batch_size)
+            )
             fit_answers, _ = self._answer(subject, "calibration", fit_cases, options)
             fit = [
                 (a.raw_confidence, a.model_correct(c.labels), a.model_label)

@@ -95,6 +95,12 @@ class Outcome:
     fallbacks: Counter[str] = field(default_factory=Counter)
 
 
+def _nothing_to_read(finding: NormalizedFinding) -> bool:
+    return not finding.raw_label.strip() and not any(
+        isinstance(value, str) and value.strip() for value in finding.attributes.values()
+    )
+
+
 # --- the mapper ----------------------------------------------------------------------------------
 
 
@@ -158,6 +164,16 @@ class HybridMapper:
                 plan.ruled.extend(
                     (index, CanonicalFinding(label, match.confidence, "rule", raw))
                     for label in match.labels
+                )
+            elif _nothing_to_read(raw):
+                # An empty label and no text: no model can know more than "unknown".
+                plan.ruled.append(
+                    (
+                        index,
+                        CanonicalFinding(
+                            UNKNOWN, UNKNOWN_CONFIDENCE, "fallback", raw, needs_review=True
+                        ),
+                    )
                 )
             else:
                 plan.pending.append((index, raw))

@@ -148,6 +148,12 @@ _REASON_FRAMES = (
     "detected {alias}",
     "possible {alias} in content",
     "policy violation - {alias}",
+    "Blocked because {reason}",
+    "The response contains {alias}.",
+    "category={alias}",
+    "{alias} found in the prompt",
+    "reason: {description_lower}",
+    "Unsafe: {alias} ({reason})",
 )
 _VERDICT_LABELS = ("flagged", "unsafe", "violation", "blocked", "review", "FLAG", "match")
 _NO_FINDING_LABELS = (
@@ -261,10 +267,15 @@ class VariantGenerator:
         entry = self.taxonomy.labels[label]
         aliases = [a.replace("_", " ") for a in entry.aliases] or [entry.subcategory]
         for _ in range(count):
+            alias = self.rng.choice(aliases)
+            if self.rng.random() < 0.3:
+                # The way another vendor spells it: abbreviated, re-cased.
+                alias = next(iter(spellings(alias, self.rng, 1)), alias)
             reason = self.rng.choice(_REASON_FRAMES).format(
                 reason=REASONS[label],
                 description=entry.description,
-                alias=self.rng.choice(aliases),
+                description_lower=entry.description.rstrip(".").lower(),
+                alias=alias,
             )
             detector = self.rng.choice((*UNKNOWN_DETECTORS, *self.detectors))
             finding = NormalizedFinding(
