@@ -276,12 +276,21 @@ def _analyst_set(demo: Demo) -> Path:
     return subset
 
 
+def _calibration_set(demo: Demo) -> Path:
+    """The model-bound calibration split when the build made one (the full demo), else the
+    in-distribution eval split (a quick build draws no calibration split)."""
+    split = demo.data_dir / "mapper-calibration.jsonl"
+    if split.exists() and split.stat().st_size > 0:
+        return split
+    return demo.data_dir / "mapper-eval.jsonl"
+
+
 def _evaluate(demo: Demo, version: int, analyst: int) -> None:
     # Quick mode measures the golden set and calibration only (no held-out split, no robustness).
     proc = demo.mapperctl(
         "eval", "run", "--model", "mapper", "--version", str(version), "--hybrid",
         *([] if demo.quick else ["--held-out", str(demo.data_dir / "mapper-heldout.jsonl")]),
-        "--calibration-set", str(demo.data_dir / "mapper-eval.jsonl"),
+        "--calibration-set", str(_calibration_set(demo)),
         "--analyst-version", str(analyst),
         "--analyst-set", str(_analyst_set(demo)),
         "--profile", PROFILE, "--json",
