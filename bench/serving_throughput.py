@@ -10,7 +10,12 @@ closed-loop concurrency. Phases run one after the other so they never share the 
    request at a time with bench/router_serve.py);
 4. rules-only through the router: payloads the rules answer (the router's own cost).
 
-    .venv/bin/python bench/serving_throughput.py --requests 96 --concurrency 16
+The compute ceiling is measured in the same run (bench/compute.py): a float32 matmul probe before
+the first phase and after the last, and each model-bound phase's FLOPs from its requests' tokens
+(prompt tokens the prefix cache did not serve, generated tokens, attention, LoRA). Each phase's
+share is its achieved GFLOP/s over the lower of the two probes.
+
+    .venv/bin/python bench/serving_throughput.py --requests 96 --concurrency 16 [--block-size 32]
 """
 
 from __future__ import annotations
@@ -83,12 +88,17 @@ def summary(name: str, latencies: list[float], wall: float, errors: int) -> dict
     }
 
 
+# Labels of the findings answered, per phase: the generated tokens of the compute count.
+ANSWERED: dict[int, list[str]] = {}
+
+
 async def closed_loop(
     url: str, bodies: list[dict[str, Any]], concurrency: int
 ) -> tuple[list[float], float, int, list[str]]:
     sem = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     methods: list[str] = []
+    labels = ANSWERED.setdefault(id(bodies), [])
     errors = 0
     async with httpx.AsyncClient(timeout=600) as client:
 
@@ -101,7 +111,9 @@ async def closed_loop(
                 if r.status_code != 200:
                     errors += 1
                 else:
-                    methods.extend(f["method"] for f in r.json()["result"]["findings"])
+                    findings = r.json()["result"]["findings"]
+                    methods.extend(f["method"] for f in findings)
+                    labels.extend(f["label"] for f in findings)
 
         started = time.perf_counter()
         await asyncio.gather(*(one(b) for b in bodies))
@@ -176,7 +188,7 @@ def run_baseline(
 
 
 def run_stack(
-    adapter: Path, bodies: list[dict[str, Any]], concurrency: int
+    adapter: Path, bodies: list[dict[str, Any]], concurrency: int, block_size: int | None = None
 ) -> list[dict[str, Any]]:
     import ray
     from ray import serve
@@ -195,6 +207,10 @@ def run_stack(
         deadline_s=600,
         threshold=0.0,  # keep every valid model label: the point is that the model answers
     )
+    if block_size:
+        settings = settings.model_copy(
+            update={"engine": settings.engine.model_copy(update={"block_size": block_size})}
+        )
     # "local": a Ray of its own, never a cluster someone else started on this machine.
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     results = []
@@ -271,6 +287,45 @@ def run_stack(
     return results
 
 
+def phase_costs(
+    base: Path, adapter: Path, bodies: list[dict[str, Any]], labels: list[str], block_size: int
+) -> dict[str, Any]:
+    """Mean FLOPs per request of `bodies` answered with `labels`: with the prefix cache of
+    `block_size`-token blocks (the stack) and without it (the baseline computes every token)."""
+    from compute import ModelShape, cached_prefix, request_cost
+    from transformers import AutoTokenizer
+
+    from llama_mapper.domain.prompt import finding_payload, mapper_messages
+    from llama_mapper.domain.readers.generic import extract_generic
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    rank = json.loads((adapter / "adapter_config.json").read_text()).get("r", 0)
+    shape = ModelShape.from_config(base, lora_rank=rank)
+    prompts = []
+    for body in bodies:
+        (finding,) = extract_generic(body["detector"], body["output"])
+        text = tokenizer.apply_chat_template(
+            mapper_messages(body["detector"], finding_payload(finding)),
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        prompts.append(tokenizer(text, add_special_tokens=False).input_ids)
+    cached = cached_prefix(prompts, block_size)
+    generated = [len(tokenizer(label, add_special_tokens=False).input_ids) + 1 for label in labels]
+    mean_generated = sum(generated) / len(generated) if generated else 6.0
+    out: dict[str, Any] = {"block_size": block_size, "cached_tokens": cached}
+    for name, cache in (("stack", cached), ("baseline", 0)):
+        costs = [request_cost(shape, len(p), cache, round(mean_generated)) for p in prompts]
+        out[name] = {
+            "flops_per_request": sum(c.total for c in costs) / len(costs),
+            "prefill_share": sum(c.prefill_flops for c in costs) / sum(c.total for c in costs),
+            "lora_share": sum(c.lora_flops for c in costs) / sum(c.total for c in costs),
+        }
+    out["prompt_tokens"] = sum(map(len, prompts)) / len(prompts)
+    out["generated_tokens"] = mean_generated
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -280,29 +335,62 @@ def main() -> int:
     parser.add_argument(
         "--adapter-dir", type=Path, help="adapter to serve (default: a random-init rank-8 LoRA)"
     )
+    parser.add_argument(
+        "--block-size", type=int, default=None, help="the engine's KV block size (vLLM default)"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from compute import matmul_probe
 
     from llama_mapper.inference.base_model import prepare_base_model
 
     base = prepare_base_model()
+    probe_before = matmul_probe()
     with tempfile.TemporaryDirectory() as tmp:
         adapter = args.adapter_dir or make_adapter(base.path, Path(tmp) / "adapter")
         bodies = payloads(args.requests, "measured")
         rows = [run_baseline(base.path, adapter, bodies, args.concurrency)]
-        rows += run_stack(adapter, bodies, args.concurrency)
+        rows += run_stack(adapter, bodies, args.concurrency, args.block_size)
+        probe_after = matmul_probe()
+        costs = phase_costs(
+            base.path, adapter, bodies, ANSWERED.get(id(bodies), []), args.block_size or 128
+        )
+    peak = min(probe_before["peak"], probe_after["peak"])
     baseline, stack, direct = rows[:3]
+    for row, side in ((baseline, "baseline"), (stack, "stack"), (direct, "stack")):
+        achieved = row["rps"] * costs[side]["flops_per_request"] / 1e9
+        row["gflops"] = achieved
+        row["compute_share"] = achieved / peak
     ratios = {
         "throughput_ratio": stack["rps"] / baseline["rps"],
         "p95_ratio": stack["p95_ms"] / baseline["p95_ms"],
         "p95_stack_minus_direct_ms": stack["p95_ms"] - direct["p95_ms"],
     }
     load = os.getloadavg()[0]
-    print("| phase | requests | errors | req/s | p50 ms | p95 ms |\n|---|---:|---:|---:|---:|---:|")
+    print(
+        "| phase | requests | errors | req/s | p50 ms | p95 ms | model GFLOP/s | share of probe |"
+        "\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    )
     for r in rows:
+        share = f"{100 * r['compute_share']:.1f} %" if "compute_share" in r else "-"
+        gflops = f"{r['gflops']:.1f}" if "gflops" in r else "-"
         print(
-            f"| {r['phase']} | {r['requests']} | {r['errors']} | {r['rps']:.2f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} |"
+            f"| {r['phase']} | {r['requests']} | {r['errors']} | {r['rps']:.2f} | {r['p50_ms']:.0f} "
+            f"| {r['p95_ms']:.0f} | {gflops} | {share} |"
         )
+    print(
+        f"\nmatmul probe: {probe_before['peak']:.1f} GFLOP/s before, {probe_after['peak']:.1f} "
+        f"after ({probe_before['threads']} threads); per request: {costs['prompt_tokens']:.1f} "
+        f"prompt tokens ({costs['cached_tokens']} served by the prefix cache at block size "
+        f"{costs['block_size']}), {costs['generated_tokens']:.1f} generated; "
+        f"{costs['stack']['flops_per_request'] / 1e9:.2f} GFLOP (stack, prefill "
+        f"{100 * costs['stack']['prefill_share']:.0f} %, LoRA "
+        f"{100 * costs['stack']['lora_share']:.1f} %) vs "
+        f"{costs['baseline']['flops_per_request'] / 1e9:.2f} GFLOP (baseline, no cache); "
+        f"ceiling at the probe's peak: {peak * 1e9 / costs['stack']['flops_per_request']:.1f} req/s"
+    )
     print(
         f"\nstack/baseline: {ratios['throughput_ratio']:.2f}x requests/s, p95 x{ratios['p95_ratio']:.2f}; "
         f"p95 stack - p95 engine direct at this concurrency: "
@@ -315,7 +403,18 @@ def main() -> int:
         f"{rows[-1]['errors']} failed requests, methods {rows[-1].get('methods')}"
     )
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "ratios": ratios, "load": load}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "ratios": ratios,
+                    "load": load,
+                    "probe": {"before": probe_before, "after": probe_after},
+                    "costs": costs,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

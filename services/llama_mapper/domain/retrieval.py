@@ -214,6 +214,7 @@ class LabelIndex:
         n = len(self.docs)
         self.postings = {t: frozenset(names) for t, names in postings.items()}
         self.idf = {t: math.log(1 + n / len(names)) for t, names in self.postings.items()}
+        self.max_idf = math.log(1 + n)
         self._by_initial: dict[str, tuple[str, ...]] = defaultdict(tuple)
         grouped: dict[str, list[str]] = defaultdict(list)
         for term in sorted(self.postings):
@@ -262,8 +263,9 @@ class LabelIndex:
                 for name in self.postings[term]:
                     if value > best.get(name, 0.0):
                         best[name] = value
-            if best:
-                mass += word_idf
+            # A word no label knows still counts, at the rarest word's weight: the more of a
+            # finding the index cannot read, the less its candidates can be trusted.
+            mass += word_idf if best else self.max_idf
             for name, value in best.items():
                 scores[name] += value
         if not scores or mass <= 0:

@@ -45,6 +45,11 @@ class VllmEngineConfig(BaseModel):
     enable_prefix_caching: bool = Field(
         True, description="Reuse the KV cache of the shared system prompt across requests."
     )
+    block_size: int | None = Field(
+        None,
+        description="KV cache block size in tokens; the prefix cache serves whole blocks only. "
+        "Unset: vLLM's default (128 on CPU, more than a mapper prompt's shared system part).",
+    )
     kv_cache_space_gib: float = Field(
         2.0, description="VLLM_CPU_KVCACHE_SPACE: GiB of RAM for the KV cache on CPU."
     )
@@ -150,6 +155,7 @@ def engine_kwargs(config: VllmEngineConfig, model_path: Path) -> dict[str, Any]:
         "max_cpu_loras": max(config.max_cpu_loras, config.max_loras),
         "max_lora_rank": config.max_lora_rank,
         "enable_prefix_caching": config.enable_prefix_caching,
+        **({"block_size": config.block_size} if config.block_size else {}),
         "enforce_eager": config.enforce_eager,
         "seed": config.seed,
     }
