@@ -142,3 +142,26 @@ def test_the_training_mix_is_mostly_what_the_model_is_asked(rules):
     # Every label is still taught, whatever share the rules take.
     per_label = Counter(c.label for c in mix)
     assert min(per_label[label] for label in TAXONOMY.names) >= min(MIN_ROWS_PER_LABEL, 20)
+
+
+def test_heldout_shapes_are_native_outputs_no_reader_knows(rules):
+    from llama_mapper.datasets.builder import SIZES, heldout_shape_rows
+    from llama_mapper.datasets.generators.shapes import HELDOUT_SHAPE_DETECTORS, UNKNOWN_DETECTORS
+    from llama_mapper.domain.readers.generic import read_generic
+    from llama_mapper.domain.schemas import validate
+
+    rows = heldout_shape_rows(0, SIZES["default"], rules)
+    assert len(rows) >= 150
+    assert not set(HELDOUT_SHAPE_DETECTORS) & (set(rules.tables) | set(UNKNOWN_DETECTORS))
+    for row in rows:
+        validate("mapper-example", row)
+        assert row["split"] == "heldout_shape" and row["detector"] not in rules.tables
+        (finding,) = read_generic(row["detector"], row["native"])
+        # The prompt is what serving builds from what the reader found in the native output.
+        assert (
+            json.loads(row["input"][1]["content"].removeprefix("Detector output: "))["finding"][
+                "label"
+            ]
+            == finding.raw_label
+        )
+        assert json.dumps(row["native"]) not in row["input"][1]["content"]

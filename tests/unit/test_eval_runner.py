@@ -249,3 +249,46 @@ def test_the_calibration_is_fitted_on_the_queries_serving_sends():
     # 60 calibration queries and the golden one (its five cases ask the same thing, once).
     assert len(asked) == 61 and all(q.candidates for q in asked)
     assert all("pii.email_address" in q.candidates for q in asked if "mail" in q.finding["label"])
+
+
+def test_a_native_case_is_mapped_from_the_raw_output_as_serving_maps_it():
+    """An eval row with `native` goes through the readers and the generic reader: a label under
+    `kind` in a `results` list is read, retrieved and asked like a /v1/map request."""
+    from llama_mapper.evaluation.evalset import EvalSet, mapper_case
+    from llama_mapper.inference.model import Prediction
+
+    asked = []
+
+    class Records:
+        description = {"adapter": "mapper"}
+
+        def predict(self, queries):
+            asked.extend(queries)
+            return [Prediction(q.candidates[0], 0.9, -0.1, 0.0) for q in queries]
+
+    native = {"results": [{"kind": "PostalAdr", "conf": 0.9}], "model": "v3"}
+    row = {
+        "id": "n1",
+        "detector": "orbit-guard",
+        "finding": {"label": "ignored"},
+        "labels": ["pii.postal_address"],
+        "split": "heldout_shape",
+        "native": native,
+    }
+    case = mapper_case(row)
+    assert case.native == native
+    subject = HybridSubject(HybridMapper(), Records())
+    (answer,) = subject.answer([case])
+    assert answer.labels == ("pii.postal_address",)
+    (query,) = asked
+    assert query.finding["label"] == "PostalAdr" and query.detector == "orbit-guard"
+    assert subject.rule_miss(case)
+    report = (
+        EvaluationRunner()
+        .run(
+            RunInputs(subject, EvalSet("g", "0" * 64, (case,))),
+            RunOptions(show_progress=False, robustness=False, calibrate=False),
+        )
+        .report
+    )
+    assert [h["name"] for h in report["held_out"]] == ["heldout_shape"]

@@ -14,11 +14,14 @@ from typing import Any
 from tqdm import tqdm
 
 from llama_mapper.datasets import analyst
-from llama_mapper.datasets.generators import real, texts, variants, vendors
+from llama_mapper.datasets.generators import real, shapes, texts, variants, vendors
 from llama_mapper.domain import golden
 from llama_mapper.domain.frameworks import default_frameworks
 from llama_mapper.domain.manifest import FORMAT, counts, file_entry, write_manifest
+from llama_mapper.domain.readers.generic import read_generic
 from llama_mapper.domain.rows import (
+    ENVELOPE,
+    FREE_TEXT,
     GENERATOR_VERSION,
     REAL,
     VENDOR,
@@ -56,7 +59,7 @@ EVAL_FRACTION = 0.1
 FILES = {
     "mapper-train.jsonl": ("mapper", ("train",)),
     "mapper-eval.jsonl": ("mapper", ("eval",)),
-    "mapper-heldout.jsonl": ("mapper", ("heldout_pair", "heldout_detector")),
+    "mapper-heldout.jsonl": ("mapper", ("heldout_pair", "heldout_detector", "heldout_shape")),
     "mapper-calibration.jsonl": ("mapper", ("calibration",)),
     "analyst-train.jsonl": ("analyst", ("train",)),
     "analyst-eval.jsonl": ("analyst", ("eval",)),
@@ -78,6 +81,7 @@ class Size:
     analyst_rows: int
     max_per_label: int
     calibration_per_label: int = 0  # model-bound calibration candidates drawn per label
+    shapes_per_label: int = 0  # held-out native outputs per label (heldout_shape)
 
 
 # The share of training rows the rules already answer (exact vendor labels, real detector output):
@@ -89,7 +93,7 @@ MIN_ROWS_PER_LABEL = 24
 
 
 SIZES = {
-    "default": Size(1500, 600, 10, 60, 24, 24, 200, 80, 1800, 240, 24),
+    "default": Size(1500, 600, 10, 60, 24, 24, 200, 80, 1800, 240, 24, 3),
     "small": Size(80, 40, 2, 26, 6, 5, 40, 30, 250, 60),
     "golden": Size(300, 150, 3, 10, 4, 4, 40, 30, 0, 0),
 }
@@ -241,6 +245,23 @@ def _training_mix(
     return bound + kept + rest[: max(room - len(kept), 0)]
 
 
+def heldout_shape_rows(seed: int, size: Size, rules: RulesMapper) -> list[dict[str, Any]]:
+    """Native outputs of detectors and envelopes training never saw (generators/shapes.py), each
+    with the prompt serving builds from what the generic reader finds in it."""
+    if size.shapes_per_label <= 0:
+        return []
+    rows: dict[str, dict[str, Any]] = {}
+    for detector, output, label, shape in shapes.native_cases(
+        rules.taxonomy, rules, seed, size.shapes_per_label
+    ):
+        (finding,) = read_generic(detector, output)
+        source = FREE_TEXT if shape.startswith("free_text") else ENVELOPE
+        row = mapper_row(Candidate.of(finding, (label,), source), "heldout_shape")
+        row["native"] = output
+        rows.setdefault(row["id"], row)
+    return sorted(rows.values(), key=lambda r: r["id"])
+
+
 def _cap(candidates: list[Candidate], max_per_label: int, rng: random.Random) -> list[Candidate]:
     by_label: dict[str, list[Candidate]] = defaultdict(list)
     for c in candidates:
@@ -286,6 +307,10 @@ def build(
             candidates = _cap(candidates, max(spec.max_per_label // 4, 8), rng)
         rows = sorted((mapper_row(c, split) for c in candidates), key=lambda r: r["id"])
         mapper_rows[split] = _drop_near_duplicates(rows, policy)
+
+    shape_rows = heldout_shape_rows(seed, spec, rules)
+    if shape_rows:
+        mapper_rows["heldout_shape"] = shape_rows
 
     sources = [(r["output"], r["detector"], r["raw_label"]) for r in mapper_rows.get("train", [])]
     analyst_rows: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}

@@ -45,6 +45,9 @@ class MapperCase:
     split: str = "test"
     source: str = ""
     heldout: bool = False  # a golden case drawn from held-out material
+    # The detector's native output, when the case is one: the hybrid maps it from here (readers,
+    # generic reader, rules, model) as /v1/map does; `finding` is then what the reader found.
+    native: Any = None
 
     def normalized(self) -> NormalizedFinding:
         """The finding as the rules mapper sees it, rebuilt from the prompt payload."""
@@ -138,6 +141,7 @@ def mapper_case(row: Mapping[str, Any]) -> MapperCase:
         split=str(row.get("split") or "test"),
         source=str(row.get("source") or ""),
         heldout=bool(row.get("heldout", False)),
+        native=row.get("native"),
     )
 
 

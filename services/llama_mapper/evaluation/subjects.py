@@ -23,7 +23,7 @@ from llama_mapper.domain.rules import UNKNOWN_CONFIDENCE
 from llama_mapper.domain.tables import EXACT_CONFIDENCE
 from llama_mapper.domain.taxonomy import NO_FINDING, UNKNOWN, Taxonomy
 from llama_mapper.evaluation.evalset import MapperCase
-from llama_mapper.inference.hybrid import HybridMapper, ModelArm
+from llama_mapper.inference.hybrid import HybridMapper, ModelArm, Plan
 from llama_mapper.inference.model import MapperModel, MapperQuery, Prediction
 
 log = logging.getLogger(__name__)
@@ -188,15 +188,22 @@ class HybridSubject:
             self.hybrid, self.model, arm=arm, batch_size=self.batch_size, cache=self._cache
         )
 
+    def plan(self, case: MapperCase) -> Plan:
+        """A native case is read from its output as /v1/map reads it; a prompt case from its
+        finding."""
+        if case.native is not None:
+            return self.hybrid.plan(case.detector, case.native)
+        return self.hybrid.plan_findings(case.detector, [case.normalized()])
+
     def rule_miss(self, case: MapperCase) -> bool:
         """True when the rules leave this finding to the model."""
-        return bool(self.hybrid.plan_findings(case.detector, [case.normalized()]).pending)
+        return bool(self.plan(case).pending)
 
     def answer(self, cases: Sequence[MapperCase], progress: Progress | None = None) -> list[Answer]:
         plans, rule_times = [], []
         for case in cases:
             started = time.perf_counter()
-            plans.append(self.hybrid.plan_findings(case.detector, [case.normalized()]))
+            plans.append(self.plan(case))
             rule_times.append(time.perf_counter() - started)
         ruled_only = sum(1 for p in plans if not p.pending or self.model is None)
         (progress or _noop)(ruled_only)
