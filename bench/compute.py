@@ -29,6 +29,7 @@ def matmul_probe(seconds: float = 2.0, threads: int | None = None) -> dict[str, 
         "mlp 256x576x1536": (256, 576, 1536),
         "attn 256x576x576": (256, 576, 576),
         "square 1024": (1024, 1024, 1024),
+        "square 2048": (2048, 2048, 2048),
     }
     out: dict[str, float] = {}
     for name, (m, k, n) in shapes.items():
@@ -44,6 +45,27 @@ def matmul_probe(seconds: float = 2.0, threads: int | None = None) -> dict[str, 
     out["peak"] = max(out.values())
     out["threads"] = torch.get_num_threads()
     return out
+
+
+def engine_probe(seconds: float = 2.0) -> dict[str, float]:
+    """matmul_probe in a fresh process with the engine's CPU environment (Intel OpenMP preloaded,
+    threads bound as vLLM binds them): the peak the engine's own kernels could reach."""
+    import os
+    import subprocess
+    import sys
+
+    from llama_mapper.inference.vllm_engine.config import VllmEngineConfig, cpu_environment
+
+    env = {**os.environ, **cpu_environment(VllmEngineConfig())}
+    proc = subprocess.run(
+        [sys.executable, __file__, "--probe", str(seconds)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @dataclass(frozen=True)
@@ -150,11 +172,16 @@ def cached_prefix(token_lists: list[list[int]], block_size: int) -> int:
 
 
 def main() -> None:
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--probe":
+        print(json.dumps(matmul_probe(float(sys.argv[2]))))
+        return
     from llama_mapper.inference.base_model import prepare_base_model
 
     base = prepare_base_model()
     shape = ModelShape.from_config(base.path, lora_rank=16)
-    probe = matmul_probe()
+    probe = engine_probe()
     print(json.dumps({"probe": probe, "shape": asdict(shape)}, indent=2))
     cost = request_cost(shape, prompt_tokens=96, cached_tokens=32, generated_tokens=6)
     print(json.dumps(cost.as_json(), indent=2))

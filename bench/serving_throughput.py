@@ -342,18 +342,18 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from compute import matmul_probe
+    from compute import engine_probe
 
     from llama_mapper.inference.base_model import prepare_base_model
 
     base = prepare_base_model()
-    probe_before = matmul_probe()
+    probe_before = engine_probe()
     with tempfile.TemporaryDirectory() as tmp:
         adapter = args.adapter_dir or make_adapter(base.path, Path(tmp) / "adapter")
         bodies = payloads(args.requests, "measured")
         rows = [run_baseline(base.path, adapter, bodies, args.concurrency)]
         rows += run_stack(adapter, bodies, args.concurrency, args.block_size)
-        probe_after = matmul_probe()
+        probe_after = engine_probe()
         costs = phase_costs(
             base.path, adapter, bodies, ANSWERED.get(id(bodies), []), args.block_size or 128
         )
