@@ -336,7 +336,10 @@ def main() -> int:
         "--adapter-dir", type=Path, help="adapter to serve (default: a random-init rank-8 LoRA)"
     )
     parser.add_argument(
-        "--block-size", type=int, default=None, help="the engine's KV block size (vLLM default)"
+        "--block-size",
+        type=int,
+        default=None,
+        help="the engine's KV block size (default: VllmEngineConfig's)",
     )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
@@ -354,9 +357,10 @@ def main() -> int:
         rows = [run_baseline(base.path, adapter, bodies, args.concurrency)]
         rows += run_stack(adapter, bodies, args.concurrency, args.block_size)
         probe_after = engine_probe()
-        costs = phase_costs(
-            base.path, adapter, bodies, ANSWERED.get(id(bodies), []), args.block_size or 128
-        )
+        from llama_mapper.inference.vllm_engine.config import VllmEngineConfig, kv_block_size
+
+        block = kv_block_size(VllmEngineConfig(block_size=args.block_size)) or 128
+        costs = phase_costs(base.path, adapter, bodies, ANSWERED.get(id(bodies), []), block)
     peak = min(probe_before["peak"], probe_after["peak"])
     baseline, stack, direct = rows[:3]
     for row, side in ((baseline, "baseline"), (stack, "stack"), (direct, "stack")):
