@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="a built dataset directory")
     parser.add_argument("--robustness", action="store_true", help="run the robustness suite too")
     parser.add_argument("--no-rules", action="store_true", help="skip the rules-only row")
+    parser.add_argument(
+        "--recipe", action="append", default=[], help="only these recipes (repeatable)"
+    )
     parser.add_argument("--out", type=Path, default=Path("var/bench/mapping_quality.json"))
     args = parser.parse_args()
 
@@ -109,13 +112,17 @@ def main() -> None:
                 name, _, directory = spec.partition("=")
                 engine.add_adapter(AdapterRef(name, Path(directory), None), key=name)
                 model = engine.model(name)
-                for retrieval in (False, True):
-                    hybrid = HybridMapper(RulesMapper(taxonomy), retrieval=retrieval)
+                recipes = {
+                    "all labels": {"retrieval": False},
+                    "retrieved candidates": {"retrieval": True},
+                    "retrieved candidates, no unknown": {"retrieval": True, "offer_unknown": False},
+                }
+                for recipe, kwargs in recipes.items():
+                    if args.recipe and recipe not in args.recipe:
+                        continue
+                    hybrid = HybridMapper(RulesMapper(taxonomy), **kwargs)
                     subject = HybridSubject(hybrid, model, arm=ModelArm(adapter=name))
-                    label = (
-                        f"{name} hybrid, {'retrieved candidates' if retrieval else 'all labels'}"
-                    )
-                    run(label, subject, model)
+                    run(f"{name} hybrid, {recipe}", subject, model)
         finally:
             engine.shutdown()
 

@@ -106,3 +106,12 @@ def test_rules_answers_never_go_through_retrieval():
         "presidio", [{"entity_type": "EMAIL_ADDRESS", "score": 0.9, "start": 0, "end": 5}]
     )
     assert plan.pending == [] and plan.candidates == []
+
+
+def test_unknown_can_be_left_to_the_threshold():
+    rules = RulesMapper()
+    shortlist = LabelIndex(rules.taxonomy, rules.tables, offer_unknown=False)
+    candidates = shortlist.candidates(finding("PostalAdr"))
+    assert "pii.postal_address" in candidates and UNKNOWN not in candidates
+    assert candidates[-1] == NO_FINDING
+    assert shortlist.candidates(finding("YHHI_352")) == ()  # no signal: every label, unknown too

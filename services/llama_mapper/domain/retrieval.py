@@ -190,8 +190,17 @@ class Retrieval:
 class LabelIndex:
     """Every label as a bag of words; candidates for a finding by IDF-weighted fuzzy word match."""
 
-    def __init__(self, taxonomy: Taxonomy, tables: Mapping[str, MappingTable] | None = None):
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        tables: Mapping[str, MappingTable] | None = None,
+        *,
+        offer_unknown: bool = True,
+    ):
         self.taxonomy = taxonomy
+        # With a shortlist, "unknown" can still be a label the model picks, or only what a
+        # confidence below the threshold means (the calibration decides it from the same plan).
+        self.offer_unknown = offer_unknown
         docs: dict[str, set[str]] = defaultdict(set)
         for name, label in taxonomy.labels.items():
             if name in (UNKNOWN, NO_FINDING):
@@ -279,10 +288,12 @@ class LabelIndex:
         return Retrieval(chosen, dict(ranked[:k]), coverage)
 
     def candidates(self, finding: NormalizedFinding, k: int = MAX_CANDIDATES) -> tuple[str, ...]:
-        """The labels the model chooses among, other.no_finding and other.unknown always
-        among them; () for all."""
+        """The labels the model chooses among, other.no_finding always among them (and
+        other.unknown when `offer_unknown`); () for all."""
         chosen = self.retrieve(finding, k).candidates
-        return (*chosen, NO_FINDING, UNKNOWN) if chosen else ()
+        if not chosen:
+            return ()
+        return (*chosen, NO_FINDING, UNKNOWN) if self.offer_unknown else (*chosen, NO_FINDING)
 
 
 def describe(retrieval: Retrieval) -> dict[str, Any]:

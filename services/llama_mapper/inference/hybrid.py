@@ -121,10 +121,15 @@ class HybridMapper:
         deadline_s: float = 2.0,
         generic_min_score: float = 0.5,
         retrieval: bool = True,
+        offer_unknown: bool = True,
     ) -> None:
         self.rules = rules or RulesMapper()
         self.taxonomy = self.rules.taxonomy
-        self.index = LabelIndex(self.taxonomy, self.rules.tables) if retrieval else None
+        self.index = (
+            LabelIndex(self.taxonomy, self.rules.tables, offer_unknown=offer_unknown)
+            if retrieval
+            else None
+        )
         self.threshold = threshold
         self.deadline_s = deadline_s
         self.generic_min_score = generic_min_score
