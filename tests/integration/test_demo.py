@@ -89,9 +89,15 @@ def test_quick_demo_end_to_end(tmp_path):
         rows["analyst adapter"],
     ), rows["analyst adapter"]
     quality = re.fullmatch(
-        r"accuracy ([\d.]+), macro-F1 ([\d.]+), ECE ([\d.]+)", rows["quality (hybrid, golden set)"]
+        r"accuracy ([\d.]+), macro-F1 ([\d.]+), ECE ([\d.]+), fallback ([\d.]+)",
+        rows["quality (hybrid, golden set)"],
     )
     assert quality, rows["quality (hybrid, golden set)"]
+    assert re.fullmatch(
+        r"\w+ fitted on \d+ model-bound cases, review threshold (None|[\d.]+)", rows["calibration"]
+    ), rows["calibration"]
+    # Quick mode measures no held-out split and no robustness: the row says so, never a guess.
+    assert rows["held-out"].startswith("detector None, pairs None, shapes None"), rows["held-out"]
     # Rules answer most of the golden set whatever an 8-step adapter says.
     assert float(quality.group(1)) > 0.5
     assert re.match(r"treatment [\d.]+ ms vs 20000 ms", rows["p95 vs target"]), rows[

@@ -303,6 +303,14 @@ def _evaluate(demo: Demo, version: int, analyst: int) -> None:
     demo.facts["accuracy"] = quality.get("exact_set_accuracy")
     demo.facts["macro_f1"] = quality.get("macro_f1")
     demo.facts["ece"] = calibration.get("ece_after", calibration.get("ece_before"))
+    demo.facts["fallback"] = quality.get("fallback_rate")
+    demo.facts["calibrator"] = (calibration.get("calibrator") or {}).get("kind")
+    demo.facts["calibration_cases"] = calibration.get("calibration_case_count")
+    demo.facts["threshold"] = calibration.get("threshold")
+    for held in report.get("held_out") or []:
+        demo.facts[f"held_{held['name']}"] = held["metrics"].get("exact_set_accuracy")
+    for perturbation in (report.get("robustness") or {}).get("perturbations") or []:
+        demo.facts[f"robust_{perturbation['name']}"] = perturbation.get("exact_set_accuracy")
     demo.facts["eval_report"] = report.get("report_dir")
     analyst_report = report.get("analyst") or {}
     demo.facts["analyst_schema_valid"] = analyst_report.get("schema_valid_rate")
@@ -439,7 +447,9 @@ def _closing_table(demo: Demo) -> None:
         ("dataset", f"{facts.get('mapper_rows')} mapper rows, {facts.get('analyst_rows')} analyst rows"),
         ("mapper adapter", f"v{facts.get('mapper_version')}: {facts.get('mapper_steps')} steps in {facts.get('mapper_train_s')} s (job), {facts.get('mapper_tokens_per_s')} tokens/s"),
         ("analyst adapter", f"v{facts.get('analyst_version')}: {facts.get('analyst_steps')} steps in {facts.get('analyst_train_s')} s (job), {facts.get('analyst_tokens_per_s')} tokens/s; schema-valid {facts.get('analyst_schema_valid')}, risk-level accuracy {facts.get('analyst_risk_accuracy')}, control F1 {facts.get('analyst_control_f1')}, remediation by the model {facts.get('analyst_remediation_model_rate')}"),
-        ("quality (hybrid, golden set)", f"accuracy {facts.get('accuracy')}, macro-F1 {facts.get('macro_f1')}, ECE {facts.get('ece')}"),
+        ("quality (hybrid, golden set)", f"accuracy {facts.get('accuracy')}, macro-F1 {facts.get('macro_f1')}, ECE {facts.get('ece')}, fallback {facts.get('fallback')}"),
+        ("calibration", f"{facts.get('calibrator')} fitted on {facts.get('calibration_cases')} model-bound cases, review threshold {facts.get('threshold')}"),
+        ("held-out", f"detector {facts.get('held_heldout_detector')}, pairs {facts.get('held_heldout_pair')}, shapes {facts.get('held_heldout_shape')}; label typos {facts.get('robust_label_typos')}, empty label {facts.get('robust_empty_output')}"),
         ("p95 vs target", f"treatment {facts.get('bench_p95_ms')} ms vs {facts.get('p95_target_ms')} ms ({PROFILE}, last bench gate: {facts.get('bench_dir')})"),
         ("gate", f"{facts.get('gate')} ({PROFILE})"),
         ("canary", f"{facts.get('canary')}"),
