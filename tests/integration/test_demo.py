@@ -94,7 +94,8 @@ def test_quick_demo_end_to_end(tmp_path):
     )
     assert quality, rows["quality (hybrid, golden set)"]
     assert re.fullmatch(
-        r"\w+ fitted on \d+ model-bound cases, review threshold (None|[\d.]+)", rows["calibration"]
+        r"\w+ fitted on (\d+|None) model-bound cases, review threshold (None|[\d.]+)",
+        rows["calibration"],
     ), rows["calibration"]
     # Quick mode measures no held-out split and no robustness: the row says so, never a guess.
     assert rows["held-out"].startswith("detector None, pairs None, shapes None"), rows["held-out"]
