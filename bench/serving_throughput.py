@@ -10,7 +10,7 @@ closed-loop concurrency. Phases run one after the other so they never share the 
    request at a time with bench/router_serve.py);
 4. rules-only through the router: payloads the rules answer (the router's own cost).
 
-The compute ceiling is measured in the same run (bench/compute.py): a float32 matmul probe before
+The compute ceiling is measured in the same run (llama_mapper/bench/compute.py): a float32 matmul probe before
 the first phase and after the last, and each model-bound phase's FLOPs from its requests' tokens
 (prompt tokens the prefix cache did not serve, generated tokens, attention, LoRA). Each phase's
 share is its achieved GFLOP/s over the lower of the two probes.
@@ -292,9 +292,9 @@ def phase_costs(
 ) -> dict[str, Any]:
     """Mean FLOPs per request of `bodies` answered with `labels`: with the prefix cache of
     `block_size`-token blocks (the stack) and without it (the baseline computes every token)."""
-    from compute import ModelShape, cached_prefix, request_cost
     from transformers import AutoTokenizer
 
+    from llama_mapper.bench.compute import ModelShape, cached_prefix, request_cost
     from llama_mapper.domain.prompt import finding_payload, mapper_messages
     from llama_mapper.domain.readers.generic import extract_generic
 
@@ -344,9 +344,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from compute import engine_probe
-
+    from llama_mapper.bench.compute import engine_probe
     from llama_mapper.inference.base_model import prepare_base_model
 
     base = prepare_base_model()

@@ -7,7 +7,7 @@ square size, and keeps the best: the peak a dense forward pass could reach on th
 cache did not serve, the generated tokens, attention over the context, and the LoRA matmuls. A
 phase's compute share is its requests/s times FLOPs per request over the probe's peak.
 
-    .venv/bin/python bench/compute.py            # the probe alone, and one request's cost
+    .venv/bin/python -m llama_mapper.bench.compute     # the probe alone, and one request's cost
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def engine_probe(seconds: float = 2.0) -> dict[str, float]:
 
     env = {**os.environ, **cpu_environment(VllmEngineConfig())}
     proc = subprocess.run(
-        [sys.executable, __file__, "--probe", str(seconds)],
+        [sys.executable, "-m", "llama_mapper.bench.compute", "--probe", str(seconds)],
         env=env,
         capture_output=True,
         text=True,
