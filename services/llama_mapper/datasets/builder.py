@@ -89,12 +89,12 @@ class Size:
 # the vendor vocabulary in view for detectors and shapes no table covers.
 RULED_SHARE = 0.3
 # Above the validation policy's min_examples_per_label (20), whatever the mix.
-MIN_ROWS_PER_LABEL = 24
+MIN_ROWS_PER_LABEL = 32
 
 
 SIZES = {
     "default": Size(1500, 600, 10, 60, 24, 24, 200, 80, 1800, 240, 24, 3),
-    "small": Size(80, 40, 2, 26, 6, 5, 40, 30, 250, 60),
+    "small": Size(80, 40, 2, 30, 8, 8, 40, 30, 250, 60),
     "golden": Size(300, 150, 3, 10, 4, 4, 40, 30, 0, 0),
 }
 

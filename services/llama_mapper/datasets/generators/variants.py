@@ -150,7 +150,7 @@ _REASON_FRAMES = (
     "policy violation - {alias}",
     "Blocked because {reason}",
     "The response contains {alias}.",
-    "category={alias}",
+    "category: {alias}",
     "{alias} found in the prompt",
     "reason: {description_lower}",
     "Unsafe: {alias} ({reason})",
