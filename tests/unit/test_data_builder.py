@@ -146,7 +146,8 @@ def test_the_training_mix_is_mostly_what_the_model_is_asked(rules):
 
 def test_heldout_shapes_are_native_outputs_no_reader_knows(rules):
     from llama_mapper.datasets.builder import SIZES, heldout_shape_rows
-    from llama_mapper.datasets.generators.shapes import HELDOUT_SHAPE_DETECTORS, UNKNOWN_DETECTORS
+    from llama_mapper.datasets.generators.shapes import HELDOUT_SHAPE_DETECTORS
+    from llama_mapper.datasets.generators.variants import UNKNOWN_DETECTORS
     from llama_mapper.domain.readers.generic import read_generic
     from llama_mapper.domain.schemas import validate
 

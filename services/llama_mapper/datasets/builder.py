@@ -223,8 +223,10 @@ def _training_mix(
     candidates: list[Candidate], spec: Size, rules: RulesMapper, rng: random.Random
 ) -> list[Candidate]:
     """Every model-bound candidate (per-label cap), and rule-answered ones up to RULED_SHARE."""
-    bound = [c for c in candidates if model_bound(c, rules)]
-    ruled = [c for c in candidates if not model_bound(c, rules)]
+    bound: list[Candidate] = []
+    ruled: list[Candidate] = []
+    for c in candidates:
+        (bound if model_bound(c, rules) else ruled).append(c)
     bound = _cap(bound, spec.max_per_label, rng)
     ruled = _cap(ruled, spec.max_per_label, rng)
     room = int(len(bound) * RULED_SHARE / (1 - RULED_SHARE))

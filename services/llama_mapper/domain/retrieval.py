@@ -20,17 +20,15 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from llama_mapper.domain.findings import NormalizedFinding
 from llama_mapper.domain.tables import MappingTable
-from llama_mapper.domain.taxonomy import NO_FINDING, UNKNOWN, Taxonomy
+from llama_mapper.domain.taxonomy import NO_FINDING, UNKNOWN, Taxonomy, normalize_label_text
 
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[A-Za-z])(?=[0-9])")
-_WORD = re.compile(r"[a-z0-9]+")
+_DIGITS_OR_SEPARATOR = re.compile(r"[_0-9]+")
 # Words that carry no label: articles and the frames vendors put around a verdict.
 _STOPWORDS = frozenset(
     [
@@ -113,11 +111,10 @@ MIN_COVERAGE = 0.3
 
 
 def words(text: str) -> list[str]:
-    """Lower-case words of `text`: camelCase, digits and separators split; numbers, single letters
-    and stopwords dropped."""
-    spaced = _CAMEL.sub(" ", text[:2000])
-    found = _WORD.findall(spaced.lower())
-    kept = [w for w in found if len(w) > 1 and w not in _STOPWORDS and not w.isdigit()]
+    """Lower-case words of `text`, split as the taxonomy normalizes labels (case, camelCase,
+    separators) and at digits; numbers, single letters and stopwords dropped."""
+    found = _DIGITS_OR_SEPARATOR.split(normalize_label_text(text[:2000]))
+    kept = [w for w in found if len(w) > 1 and w not in _STOPWORDS]
     return kept[:MAX_QUERY_WORDS]
 
 
@@ -224,7 +221,6 @@ class LabelIndex:
         self.postings = {t: frozenset(names) for t, names in postings.items()}
         self.idf = {t: math.log(1 + n / len(names)) for t, names in self.postings.items()}
         self.max_idf = math.log(1 + n)
-        self._by_initial: dict[str, tuple[str, ...]] = defaultdict(tuple)
         grouped: dict[str, list[str]] = defaultdict(list)
         for term in sorted(self.postings):
             grouped[term[0]].append(term)
@@ -236,10 +232,8 @@ class LabelIndex:
         if query in self.postings:
             return ((query, EXACT),)
         out = []
-        # Prefix, skeleton and most typos keep the first letter; a typo in the first letter is
-        # found among words of the same length.
-        pool: Iterable[str] = self._by_initial.get(query[0], ())
-        for term in pool:
+        # Prefix, skeleton and typo matches all keep the first letter: only those words are tried.
+        for term in self._by_initial.get(query[0], ()):
             weight = similarity(query, term)
             if weight:
                 out.append((term, weight))
@@ -294,12 +288,3 @@ class LabelIndex:
         if not chosen:
             return ()
         return (*chosen, NO_FINDING, UNKNOWN) if self.offer_unknown else (*chosen, NO_FINDING)
-
-
-def describe(retrieval: Retrieval) -> dict[str, Any]:
-    """JSON-able form, for reports and debugging."""
-    return {
-        "candidates": list(retrieval.candidates),
-        "coverage": round(retrieval.coverage, 3),
-        "scores": {k: round(v, 3) for k, v in retrieval.scores.items()},
-    }

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from llama_mapper.datasets.generators.variants import REASONS, UNKNOWN_DETECTORS, spellings
+from llama_mapper.datasets.generators.variants import REASONS, spellings
 from llama_mapper.domain.readers.generic import read_generic
 from llama_mapper.domain.rules import RulesMapper
 from llama_mapper.domain.taxonomy import NO_FINDING, UNKNOWN, Taxonomy
@@ -31,7 +31,6 @@ HELDOUT_SHAPE_DETECTORS = (
 )
 
 Shape = Callable[[str, float, random.Random], Any]
-__all__ = ["HELDOUT_SHAPE_DETECTORS", "SHAPES", "UNKNOWN_DETECTORS", "native_cases"]
 
 
 def _results(label: str, score: float, rng: random.Random) -> Any:
