@@ -35,7 +35,7 @@ def run_serve(args: argparse.Namespace) -> dict[str, Any]:
 
     from llama_mapper.inference.base_model import prepare_base_model
     from llama_mapper.inference.hybrid import HybridMapper
-    from llama_mapper.platform.settings.serving import ServingSettings
+    from llama_mapper.platform.settings.serving import ServingSettings, ray_serve_env
     from llama_mapper.serving.app import deploy
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -60,6 +60,7 @@ def run_serve(args: argparse.Namespace) -> dict[str, Any]:
             threshold=0.0,  # every valid model label is kept: the model answers every request
         )
         # "local": a Ray of its own, never a cluster someone else started on this machine.
+        ray_serve_env()  # as the shipped Ray images set it
         ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
         try:
             info = deploy(settings, timeout_s=600)

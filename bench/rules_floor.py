@@ -3,10 +3,13 @@
 `floor` (no engine, no vLLM): rules-only answers one at a time through Serve's proxy and the
 router, this tree's code against the code on another PYTHONPATH (a directory holding a
 `llama_mapper` package, e.g. an export of the previous commit), each app in a Ray of its own on a
-free port, requests alternated between the two.
+free port, requests alternated between the two. `--engine`: each app also runs its vLLM engine
+(the bundled base, a random rank-8 adapter), idle, as a deployed stack does between model
+requests; the floor is then measured with the engine's processes up.
 
 
     .venv/bin/python bench/rules_floor.py --against /tmp/before/pkg
+    .venv/bin/python bench/rules_floor.py --engine
 """
 
 from __future__ import annotations
@@ -28,15 +31,30 @@ def run_rules_app(args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from llama_mapper.platform.settings.serving import ServingSettings
+    from llama_mapper.platform.settings.serving import ServingSettings, ray_serve_env
     from llama_mapper.serving.app import deploy
 
-    settings = ServingSettings(
-        http_port=args.port, grpc_port=0, engine_enabled=False, rate_limit_rps=0
-    )
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if args.adapter:
+        settings = ServingSettings(
+            http_port=args.port,
+            grpc_port=0,
+            local_adapters={"mapper": args.adapter},
+            rate_limit_rps=0,
+        )
+    else:
+        settings = ServingSettings(
+            http_port=args.port, grpc_port=0, engine_enabled=False, rate_limit_rps=0
+        )
+    num_cpus = 4 if args.adapter else 2  # as serving_throughput's stack: engine + router
+    ray_serve_env()  # as the shipped Ray images set it
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     try:
-        deploy(settings, warm_up=False, timeout_s=300)
+        info = deploy(settings, warm_up=bool(args.adapter), timeout_s=600)
+        if args.adapter:
+            engine = (
+                f"engine up: deployed in {info['deploy_s']:.1f}s, warm-up {info['warm_up_s']:.1f}s"
+            )
+            print(engine, file=sys.stderr, flush=True)
         print("ready", flush=True)
         sys.stdin.read()
     finally:
@@ -49,11 +67,24 @@ def run_floor(args: argparse.Namespace) -> dict[str, Any]:
     """Rules-only answers one at a time through Serve's HTTP proxy and the router: this tree, and
     with --against the code on another PYTHONPATH, each app in a Ray of its own, requests
     alternated between them so machine noise hits both alike."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from serving_throughput import make_adapter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter = None
+        if args.engine:
+            from llama_mapper.inference.base_model import prepare_base_model
+
+            adapter = make_adapter(prepare_base_model().path, Path(tmp) / "adapter")
+        return _floor(args, adapter)
+
+
+def _floor(args: argparse.Namespace, adapter: Path | None) -> dict[str, Any]:
     import subprocess
 
     import httpx
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from serving_throughput import free_port
 
     trees = {
@@ -68,8 +99,9 @@ def run_floor(args: argparse.Namespace) -> dict[str, Any]:
             if pythonpath:
                 env["PYTHONPATH"] = str(pythonpath)
             port = free_port()
+            command = [sys.executable, __file__, "rules-app", "--port", str(port)]
             proc = subprocess.Popen(
-                [sys.executable, __file__, "rules-app", "--port", str(port)],
+                command + (["--adapter", str(adapter)] if adapter else []),
                 env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -162,6 +194,8 @@ def main() -> int:
         "rules-app", help="(used by the floor) one rules-only app until stdin closes"
     )
     app.add_argument("--port", type=int, required=True)
+    app.add_argument("--adapter", type=Path, help="run the engine with this adapter")
+    parser.add_argument("--engine", action="store_true", help="each app runs its engine, idle")
     parser.add_argument("--against", type=Path, help="PYTHONPATH holding the other llama_mapper")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-round", type=int, default=50, help="requests per app per round")

@@ -196,7 +196,7 @@ def run_stack(
     from llama_mapper.domain.prompt import finding_payload
     from llama_mapper.domain.readers.generic import extract_generic
     from llama_mapper.inference.model import MapperQuery
-    from llama_mapper.platform.settings.serving import ServingSettings
+    from llama_mapper.platform.settings.serving import ServingSettings, ray_serve_env
     from llama_mapper.serving.app import deploy
 
     settings = ServingSettings(
@@ -212,6 +212,7 @@ def run_stack(
             update={"engine": settings.engine.model_copy(update={"block_size": block_size})}
         )
     # "local": a Ray of its own, never a cluster someone else started on this machine.
+    ray_serve_env()  # as the shipped Ray images set it
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     results = []
     try:

@@ -48,7 +48,10 @@ COPY --from=builder --chown=ray:ray /opt/llama-mapper /opt/llama-mapper
 WORKDIR /home/ray/app
 COPY --chown=ray:ray configs ./configs
 # RAY_USAGE_STATS_ENABLED=0: clusters without egress would otherwise wait on the usage report.
+# RAY_SERVE_PROXY_USE_GRPC=1: Serve's proxy reaches the replicas over gRPC (RAY_SERVE_ENV in
+# llama_mapper/platform/settings/serving.py says why).
 ENV PATH=/opt/venv/bin:$PATH \
+    RAY_SERVE_PROXY_USE_GRPC=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \

@@ -50,7 +50,10 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /home/ray/app
 COPY --chown=ray:ray configs ./configs
 # NCCL: warnings only by default; pods set NCCL_SOCKET_IFNAME for their network.
+# RAY_SERVE_PROXY_USE_GRPC=1: Serve's proxy reaches the replicas over gRPC (RAY_SERVE_ENV in
+# llama_mapper/platform/settings/serving.py says why).
 ENV PATH=/opt/venv/bin:$PATH \
+    RAY_SERVE_PROXY_USE_GRPC=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_VISIBLE_DEVICES=all \

@@ -32,7 +32,7 @@ def stack(tmp_path_factory):
     from ray import serve
 
     from llama_mapper.inference.base_model import prepare_base_model
-    from llama_mapper.platform.settings.serving import ServingSettings
+    from llama_mapper.platform.settings.serving import ServingSettings, ray_serve_env
     from llama_mapper.registry.client import RegistryClient
     from llama_mapper.serving.app import deploy
 
@@ -67,6 +67,7 @@ def stack(tmp_path_factory):
         isolate_treatment=True,  # the treatment's adapters load on MapperEngineTreatment
         treatment_engine_overrides={"max_num_seqs": 16},  # it takes one arm: half the traffic
     )
+    ray_serve_env()  # as the shipped Ray images set it
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         info = deploy(settings, timeout_s=400)
@@ -161,6 +162,30 @@ def test_model_answers_what_rules_cannot_with_provenance(stack):
         {"model": "mapper", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4},
     )
     assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["role"] == "assistant"
+    # The openai client's stream=True through Serve's proxy (server-sent events) yields the same
+    # completion: the role, the engine's text, the finish reason, and usage when asked.
+    from openai import OpenAI
+
+    oai = OpenAI(base_url=f"{stack['url']}/v1", api_key="unused", timeout=120)
+    messages = [{"role": "user", "content": "Say hi"}]
+    chunks = list(
+        oai.chat.completions.create(
+            model="mapper",
+            messages=messages,
+            max_tokens=4,
+            temperature=0.0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    whole = oai.chat.completions.create(
+        model="mapper", messages=messages, max_tokens=4, temperature=0.0
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content and streamed
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens > 0
     assert "mapper_requests_total" in httpx.get(f"{stack['url']}/metrics", timeout=30).text
 
 

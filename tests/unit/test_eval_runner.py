@@ -188,6 +188,8 @@ def test_a_hybrid_run_chooses_a_calibrator_and_a_review_threshold(tmp_path):
     calibration = result.report["calibration"]
     assert calibration["calibrator"]["kind"] in KINDS
     calibrator_from_description(calibration["calibrator"])  # what the registry will store loads
+    # ... with the way the model was asked, which serving compares with its own before applying it
+    assert calibration["calibrator"]["recipe"] == HybridMapper().recipe == "shortlist/1"
     assert {c["kind"] for c in calibration["calibrator_candidates"]} <= set(KINDS)
     assert calibration["target_precision"] == 0.9
     assert calibration["threshold"] is None or 0.0 <= calibration["threshold"] <= 1.0

@@ -201,7 +201,7 @@ def _bench_gate(args: argparse.Namespace) -> Any:
 def cmd_serve_deploy(args: argparse.Namespace) -> int:
     import ray
 
-    from llama_mapper.platform.settings.serving import ServingSettings
+    from llama_mapper.platform.settings.serving import ServingSettings, ray_serve_env
     from llama_mapper.serving.app import deploy
 
     overrides: dict[str, Any] = {}
@@ -220,6 +220,7 @@ def cmd_serve_deploy(args: argparse.Namespace) -> int:
     if args.rules_only:
         overrides["engine_enabled"] = False
     settings = ServingSettings(**overrides)
+    ray_serve_env()
     ray.init(address=args.address, ignore_reinit_error=True, log_to_driver=False)
     info = deploy(settings)
     print(

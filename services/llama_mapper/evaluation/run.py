@@ -25,6 +25,7 @@ from llama_mapper.evaluation.analyst import AnalystModel, evaluate_analyst
 from llama_mapper.evaluation.evalset import EvalSet, MapperCase, is_held_out
 from llama_mapper.evaluation.robustness import build_suite
 from llama_mapper.evaluation.subjects import FALLBACK, Answer, ModelSubject, Subject, assemble
+from llama_mapper.inference.hybrid import ALL_LABELS_RECIPE
 from llama_mapper.inference.model import MapperModel
 
 log = logging.getLogger(__name__)
@@ -387,6 +388,8 @@ class EvaluationRunner:
                 and getattr(inputs.subject, "model", None) is not None
                 else ModelSubject(inputs.calibration_model, self.taxonomy, options.batch_size)
             )
+            hybrid = getattr(subject, "hybrid", None)
+            recipe = hybrid.recipe if hybrid is not None else ALL_LABELS_RECIPE
             fit_answers, _ = self._answer(subject, "calibration", fit_cases, options)
             fit = [
                 (a.raw_confidence, a.model_correct(c.labels), a.model_label)
@@ -396,6 +399,8 @@ class EvaluationRunner:
         else:
             # No calibration split shipped: fit on a seeded half of the model's golden answers,
             # measure on the other half, so the ECE after is never measured where it was fitted.
+            hybrid = getattr(inputs.subject, "hybrid", None)
+            recipe = hybrid.recipe if hybrid is not None else ALL_LABELS_RECIPE
             shuffled = list(model_bound)
             random.Random(options.seed).shuffle(shuffled)  # noqa: S311 - reproducible split
             half = len(shuffled) // 2
@@ -418,9 +423,12 @@ class EvaluationRunner:
         threshold = review.threshold_for_precision(calibrated_fit, fit_ok, options.target_precision)
         after = [choice.apply(c, label) for c, _, label in measure]
         measure_ok = [m[1] for m in measure]
+        # The recipe the confidences were produced under travels with the calibrator: serving
+        # applies it only to confidences produced the same way.
+        description = {**choice.description, "recipe": recipe}
         out.update(
             temperature=temperature,
-            calibrator=choice.description,
+            calibrator=description,
             calibrator_candidates=choice.as_dict()["candidates"],
             target_precision=options.target_precision,
             threshold=threshold,
@@ -429,7 +437,7 @@ class EvaluationRunner:
             brier_after=cal.brier_score(after, measure_ok) if after else 0.0,
             bins_after=_bins(cal.reliability_bins(after, measure_ok, options.n_bins)),
         )
-        return out, ModelCalibration(temperature, choice.description, choice.apply, threshold)
+        return out, ModelCalibration(temperature, description, choice.apply, threshold)
 
     def _robustness(
         self,

@@ -103,6 +103,12 @@ def _nothing_to_read(finding: NormalizedFinding) -> bool:
 
 # --- the mapper ----------------------------------------------------------------------------------
 
+# The recipes a calibration can be fitted under (HybridMapper.recipe). A calibrator recorded
+# without one was fitted before recipes were recorded (and before the shortlist): NO_RECIPE.
+ALL_LABELS_RECIPE = "all-labels/1"
+SHORTLIST_RECIPE = "shortlist/1"
+NO_RECIPE = "unrecorded"
+
 
 class HybridMapper:
     """Rules first, the model for the rest, fallback when the model cannot help.
@@ -134,6 +140,17 @@ class HybridMapper:
         self.deadline_s = deadline_s
         self.generic_min_score = generic_min_score
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hybrid-model")
+
+    @property
+    def recipe(self) -> str:
+        """How this mapper asks the model, which is what a calibration is fitted to: the
+        confidence of a label chosen among a shortlist is not the confidence of the same label
+        chosen among all 67, so a calibrator and threshold fitted under one recipe are not
+        applied under another (serving/adapters.py). Recorded with the calibrator by the
+        evaluation; change the version here when the candidate set or the prompt changes."""
+        if self.index is None:
+            return ALL_LABELS_RECIPE
+        return SHORTLIST_RECIPE + ("" if self.index.offer_unknown else "-no-unknown")
 
     # step 1
     def plan(self, detector: str, output: Any, *, request_id: str | None = None) -> Plan:

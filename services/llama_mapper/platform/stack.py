@@ -22,6 +22,7 @@ from llama_mapper.domain.errors import FailedPrecondition, InvalidArgument, Unav
 from llama_mapper.platform.rpc.channel import open_channel
 from llama_mapper.platform.settings.evaluation import EvaluationSettings
 from llama_mapper.platform.settings.registry import RegistrySettings
+from llama_mapper.platform.settings.serving import RAY_SERVE_ENV
 from llama_mapper.platform.settings.stack import RAY_WORKER_PORTS, RaySettings, var_dir
 from llama_mapper.platform.settings.validation import SIGNING_KEY_FILE, ValidationSettings
 from llama_mapper.platform.tls import LocalTls, local_tls
@@ -346,6 +347,7 @@ class LocalStack:
             # `python` in a job's entrypoint is this environment's interpreter, and relative paths
             # in a job (configs, datasets) resolve against the project that started the stack.
             env={
+                **RAY_SERVE_ENV,
                 **env,
                 "RAY_AUTH_MODE": "token",
                 # The raylet waits this long for the agents it spawns to write their ports; on a

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from llama_mapper.domain import jsonio
 from llama_mapper.domain.calibrators import calibrator_from_description
 from llama_mapper.domain.errors import NotFound, Unavailable
+from llama_mapper.inference.hybrid import NO_RECIPE
 from llama_mapper.inference.model import MapperQuery, Prediction
 from llama_mapper.serving.arms import MAIN_ENGINE
 
@@ -51,6 +52,8 @@ class VersionState:
     temperature: float = 1.0
     calibrator: Any = None  # calibrators.Calibrator from the version's evaluation
     threshold: float | None = None
+    # Why the version's recorded calibration is not applied (fitted under another recipe), or "".
+    stale_calibration: str = ""
     error: str = ""
     since: float = 0.0
 
@@ -62,7 +65,10 @@ class VersionState:
 class AdapterPool:
     """Loads what routing needs, once per (model, version, engine); a failed load is retried after
     FAILED_RETRY_S. The version's calibration is read from the registry with each load (off the
-    request path)."""
+    request path) and applied when it was fitted under `recipe`, the way this router's hybrid
+    asks the model (HybridMapper.recipe); one fitted under another recipe (or before recipes were
+    recorded) is not applied: the version answers with temperature 1 and the router's threshold,
+    its health says why, until its evaluation is run again."""
 
     def __init__(
         self,
@@ -71,10 +77,12 @@ class AdapterPool:
         local_adapters: dict[str, Any],
         calibration: Callable[[str, int], Awaitable[tuple[float, str, float | None]]] | None,
         spawn: Callable[[Any], None],
+        recipe: str | None = None,
     ) -> None:
         self.engines = engines
         self.local_adapters = local_adapters
         self.calibration = calibration
+        self.recipe = recipe
         self.spawn = spawn
         self.versions: dict[tuple[str, int, str], VersionState] = {}
         # Resolved when an engine is found failing: requests still waiting on it give up at once.
@@ -100,14 +108,7 @@ class AdapterPool:
             else:
                 info = await engine.load_version(state.model, state.version)
                 if self.calibration is not None:
-                    temperature, calibrator, threshold = await self.calibration(
-                        state.model, state.version
-                    )
-                    state.temperature, state.threshold = temperature, threshold
-                    if calibrator:
-                        state.calibrator = calibrator_from_description(
-                            jsonio.loads(calibrator, what="calibrator_json")
-                        )
+                    self._calibrate(state, *await self.calibration(state.model, state.version))
             state.adapter = info["name"]
             state.status = "ready"
             log.info("%s v%s ready as adapter %s", state.model, state.version, state.adapter)
@@ -115,9 +116,35 @@ class AdapterPool:
             state.status, state.error, state.since = "failed", str(exc), time.monotonic()
             log.error("%s v%s failed to load: %s", state.model, state.version, exc)
 
+    def _calibrate(
+        self, state: VersionState, temperature: float, calibrator: str, threshold: float | None
+    ) -> None:
+        description = jsonio.loads(calibrator, what="calibrator_json") if calibrator else {}
+        if not (description or threshold is not None or temperature != 1.0):
+            return  # nothing recorded (an analyst, a version never evaluated): the defaults
+        recipe = description.get("recipe", NO_RECIPE) if isinstance(description, dict) else None
+        if self.recipe is not None and recipe != self.recipe:
+            state.stale_calibration = (
+                f"calibration fitted under recipe {recipe!r}, this router asks {self.recipe!r}: "
+                f"not applied; run `mapperctl eval run --hybrid` for v{state.version} again"
+            )
+            log.warning("%s v%s: %s", state.model, state.version, state.stale_calibration)
+            return
+        state.temperature, state.threshold = temperature, threshold
+        if description:
+            state.calibrator = calibrator_from_description(description)
+
     def forget(self, state: VersionState, reason: str) -> None:
         """The engine no longer holds it (a replacement replica starts empty): load it again at once."""
         state.status, state.error, state.since = "failed", reason[:500], 0.0
+
+    def stale_calibrations(self) -> dict[str, str]:
+        """`model-vN` -> why its recorded calibration is not applied, for the versions loaded."""
+        return {
+            f"{s.model}-v{s.version}": s.stale_calibration
+            for s in self.versions.values()
+            if s.stale_calibration
+        }
 
     def state(self, model: str, version: int, engine: str = MAIN_ENGINE) -> VersionState | None:
         """The version on `engine`, or wherever else it is ready (after a promotion the treatment's

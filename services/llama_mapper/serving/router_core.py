@@ -107,13 +107,14 @@ class RouterCore(Passthrough):
             timeout_s=settings.registry_timeout_s,
             local_champions={m: LOCAL_VERSION for m in models if m in settings.local_adapters},
         )
+        self.hybrid = HybridMapper(threshold=settings.threshold, deadline_s=settings.deadline_s)
         self.pool = AdapterPool(
             self.engines,
             local_adapters=dict(settings.local_adapters),
             calibration=self.routing.calibration if source is not None else None,
             spawn=self._spawn,
+            recipe=self.hybrid.recipe,
         )
-        self.hybrid = HybridMapper(threshold=settings.threshold, deadline_s=settings.deadline_s)
         self.metrics = metrics or ServingMetrics()
         self.limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
         self.tokens = settings.token_table()
@@ -511,6 +512,7 @@ class RouterCore(Passthrough):
                 for s in self.versions.values()
             },
             "analyst": self.analyst_health(),
+            **({"stale_calibrations": stale} if (stale := self.pool.stale_calibrations()) else {}),
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,23 @@ from llama_mapper.inference.hybrid import DEFAULT_THRESHOLD
 from llama_mapper.inference.vllm_engine import VllmEngineConfig
 from llama_mapper.platform.auth import TokenTable
 from llama_mapper.platform.settings.common import DEFAULT_PORTS, common
+
+# Ray Serve reads these when its proxy and replicas start, so they belong to the Ray processes,
+# not to this class: the Ray images set them (deploy/docker/ray-*.Dockerfile, checked by
+# tests/unit/test_ray_serve_env.py), `mapperctl stack up` starts its Ray head with them, and
+# ray_serve_env() sets them before this code starts a Ray of its own.
+# RAY_SERVE_PROXY_USE_GRPC: the HTTP proxy hands requests to the replicas over gRPC instead of Ray
+# actor calls: a rules-only answer one at a time through the proxy and the router 7.7 ms p95
+# instead of 9.6-9.9 with the engine up (bench/rules_floor.py --engine, docs/BENCHMARKS.md).
+RAY_SERVE_ENV: dict[str, str] = {"RAY_SERVE_PROXY_USE_GRPC": "1"}
+
+
+def ray_serve_env() -> None:
+    """Sets RAY_SERVE_ENV in this process (where not set already) before it starts a Ray that will
+    host Serve: a local Ray's processes inherit the driver's environment. A Ray already running
+    keeps the environment it was started with."""
+    for name, value in RAY_SERVE_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 class ServingSettings(BaseSettings):
