@@ -23,7 +23,10 @@ def finding(label, **attributes):
 
 
 def test_words_split_case_separators_and_drop_frames():
-    assert words("SocialSecurityNo") == ["social", "security", "no"]
+    assert words("SocialSecurityNo") == ["social", "security"]
+    # Naming conventions are not meanings: a custom recognizer's prefix, "number", "unknown".
+    assert words("CUSTOM_TRAVEL_DOCUMENT_NO") == ["travel", "document"]
+    assert words("otherUnknown") == words("custom_num") == []
     assert words("policy violation - home_address") == ["home", "address"]
     assert words("CREDENTIALS_CONNECTION_STR v2") == ["credentials", "connection", "str"]
 
@@ -115,3 +118,15 @@ def test_unknown_can_be_left_to_the_threshold():
     assert "pii.postal_address" in candidates and UNKNOWN not in candidates
     assert candidates[-1] == NO_FINDING
     assert shortlist.candidates(finding("YHHI_352")) == ()  # no signal: every label, unknown too
+
+
+def test_the_readmes_two_labels_no_table_knows_get_the_right_label_alone(index):
+    """A custom Presidio recognizer and a custom DLP infoType (README): the shortlist is the one
+    label they stand for (`CUSTOM_...`, `..._NO` no longer pull in pii.other and credentials)."""
+    assert index.candidates(finding("MEDICAL_RECORD_NO")) == (
+        "phi.health_identifier",
+        "other.no_finding",
+        "other.unknown",
+    )
+    assert index.candidates(finding("CUSTOM_TRAVEL_DOCUMENT_NO"))[0] == "pii.passport_number"
+    assert len(index.retrieve(finding("CUSTOM_TRAVEL_DOCUMENT_NO")).candidates) == 1

@@ -96,6 +96,12 @@ _STOPWORDS = frozenset(
         "none",
         "unsafe",
         "safe",
+        # Naming conventions, not meanings: a custom recognizer or infoType (`CUSTOM_...`), a
+        # number (`..._NO`, `..._NUM`), a vendor's own "unknown" bucket.
+        "custom",
+        "no",
+        "num",
+        "unknown",
     ]
 )
 # How much a word that is not spelled the same still counts.
