@@ -116,6 +116,10 @@ def main() -> None:
                     "all labels": {"retrieval": False},
                     "retrieved candidates": {"retrieval": True},
                     "retrieved candidates, no unknown": {"retrieval": True, "offer_unknown": False},
+                    "retrieved candidates, lexical singles": {
+                        "retrieval": True,
+                        "lexical_coverage": 0.5,
+                    },
                 }
                 for recipe, kwargs in recipes.items():
                     if args.recipe and recipe not in args.recipe:

@@ -271,3 +271,25 @@ def test_an_empty_label_with_nothing_else_is_unknown_without_asking_the_model(ou
     (finding,) = outcome.result["findings"]
     assert finding["label"] == "other.unknown" and finding["needs_review"]
     assert finding["method"] == "fallback" and outcome.model_queries == 0
+
+
+def test_lexical_singles_answer_without_the_model_only_when_one_label_explains_the_words():
+    from llama_mapper.inference.hybrid import LEXICAL_CONFIDENCE
+
+    lexical = HybridMapper(lexical_coverage=0.5)
+    output = [
+        {"entity_type": "MEDICAL_RECORD_NO", "start": 0, "end": 4, "score": 0.8},  # one label
+        {"entity_type": "ACME_WIDGET_CODE", "start": 5, "end": 9, "score": 0.8},  # none
+    ]
+    plan = lexical.plan("presidio", output)
+    ((index, finding),) = plan.ruled
+    assert (index, finding.label, finding.method) == (0, "phi.health_identifier", "rule")
+    assert finding.confidence == LEXICAL_CONFIDENCE and not finding.needs_review
+    assert [i for i, _ in plan.pending] == [1] and plan.candidates == [()]
+    assert lexical.recipe == "shortlist/1+lexical@0.5" != HybridMapper().recipe
+    # Off (the default), the same finding goes to the model with its one-label shortlist.
+    default = HybridMapper().plan("presidio", output)
+    assert [i for i, _ in default.pending] == [0, 1]
+    assert default.candidates[0][0] == "phi.health_identifier"
+    # Without retrieval there is nothing lexical to answer with.
+    assert HybridMapper(retrieval=False, lexical_coverage=0.5).plan("presidio", output).ruled == []

@@ -290,7 +290,11 @@ class LabelIndex:
     def candidates(self, finding: NormalizedFinding, k: int = MAX_CANDIDATES) -> tuple[str, ...]:
         """The labels the model chooses among, other.no_finding always among them (and
         other.unknown when `offer_unknown`); () for all."""
-        chosen = self.retrieve(finding, k).candidates
+        return self.shortlist(self.retrieve(finding, k))
+
+    def shortlist(self, retrieval: Retrieval) -> tuple[str, ...]:
+        """`candidates` of a retrieval already made."""
+        chosen = retrieval.candidates
         if not chosen:
             return ()
         return (*chosen, NO_FINDING, UNKNOWN) if self.offer_unknown else (*chosen, NO_FINDING)
