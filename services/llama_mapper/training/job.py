@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,38 @@ def run_dir(config: dict[str, Any]) -> Path:
     if "://" in storage:
         return common().cache_dir / "runs" / config["name"]
     return Path(storage) / config["name"]
+
+
+@contextlib.contextmanager
+def exclusive_run(directory: Path) -> Iterator[None]:
+    """Holds the run directory for one job: a second job of the same name (same directory) is
+    refused while the first runs, instead of both writing, pruning and resuming each other's
+    checkpoints (two at once once left one without the checkpoint it had just reported). The lock
+    is an flock, so a job that dies releases it; the file names the holder."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".run.lock"
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FailedPrecondition(
+                f"training run {directory.name!r} is already running ({holder}) in {directory}: "
+                "wait for it to finish, or give this run another `name` in its config"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+        )
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def preflight(config: dict[str, Any]):
@@ -104,6 +139,12 @@ def build_trainer(config: dict[str, Any], base_path: str, loop_config_extra: dic
 
 def run_job(config: dict[str, Any], *, ray_address: str | None = None) -> dict[str, Any]:
     """Train `config` to a registered adapter and return the training summary."""
+
+    with exclusive_run(run_dir(config)):
+        return _run_job(config, ray_address=ray_address)
+
+
+def _run_job(config: dict[str, Any], *, ray_address: str | None) -> dict[str, Any]:
     import ray
 
     started = time.monotonic()
