@@ -63,6 +63,13 @@ def main() -> None:
     parser.add_argument(
         "--recipe", action="append", default=[], help="only these recipes (repeatable)"
     )
+    parser.add_argument(
+        "--lexical",
+        type=float,
+        action="append",
+        default=[],
+        help="also the recipe answering lexical singles at this coverage (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=Path("var/bench/mapping_quality.json"))
     args = parser.parse_args()
 
@@ -114,11 +121,20 @@ def main() -> None:
                 model = engine.model(name)
                 recipes = {
                     "all labels": {"retrieval": False},
-                    "retrieved candidates": {"retrieval": True},
-                    "retrieved candidates, no unknown": {"retrieval": True, "offer_unknown": False},
-                    "retrieved candidates, lexical singles": {
+                    "retrieved candidates": {"retrieval": True, "lexical_coverage": None},
+                    "retrieved candidates, no unknown": {
                         "retrieval": True,
-                        "lexical_coverage": 0.5,
+                        "offer_unknown": False,
+                        "lexical_coverage": None,
+                    },
+                    # The served default: candidates, and lexical singles at LEXICAL_COVERAGE.
+                    "served default (candidates + lexical singles)": {},
+                    **{
+                        f"retrieved candidates, lexical singles @{c:g}": {
+                            "retrieval": True,
+                            "lexical_coverage": c,
+                        }
+                        for c in args.lexical
                     },
                 }
                 for recipe, kwargs in recipes.items():

@@ -34,13 +34,10 @@ from typing import Any
 
 import httpx
 
-RAW_LABELS = [
-    "customer reference", "loyalty card", "badge id", "vehicle plate", "employee number",
-    "device imei", "session cookie", "voice print", "face embedding", "salary figure",
-    "medical record no", "insurance policy", "tax file", "crypto address", "api secret",
-    "hate remark", "threat phrase", "self injury talk", "adult content", "weapon recipe",
-    "jailbreak attempt", "prompt leak", "system override", "malware link",
-]  # fmt: skip
+from llama_mapper.bench.figures import RAW_LABELS as FIGURE_LABELS
+
+# The model-only labels of llama_mapper.bench.figures (one list), and four of the attack kind.
+RAW_LABELS = [*FIGURE_LABELS, "guard bypass", "prompt leak", "system override", "malware link"]
 
 
 def payloads(n: int, phase: str) -> list[dict[str, Any]]:

@@ -350,3 +350,22 @@ def test_compare_ratios():
     assert rows[0][-2:] == ("1.00x", "1.00x")
     assert rows[1][-2:] == ("3.00x", "4.00x")
     assert rows[2][-2:] == ("-", "-")
+
+
+def test_the_benches_model_only_prompts_all_reach_the_model():
+    """The serving benches measure the model: none of their payloads may be answered by the rules
+    or as a lexical single (a label whose words name one label alone)."""
+    import sys
+    from pathlib import Path
+
+    from llama_mapper.bench.figures import RAW_LABELS, model_only
+    from llama_mapper.inference.hybrid import HybridMapper
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from serving_throughput import payloads
+
+    hybrid = HybridMapper()
+    bodies = [model_only(i, "measured") for i in range(len(RAW_LABELS))] + payloads(40, "warm")
+    for body in bodies:
+        plan = hybrid.plan(body["detector"], body["output"])
+        assert plan.ruled == [] and len(plan.pending) == 1, body

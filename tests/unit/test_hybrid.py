@@ -287,8 +287,9 @@ def test_lexical_singles_answer_without_the_model_only_when_one_label_explains_t
     assert finding.confidence == LEXICAL_CONFIDENCE and not finding.needs_review
     assert [i for i, _ in plan.pending] == [1] and plan.candidates == [()]
     assert lexical.recipe == "shortlist/1+lexical@0.5" != HybridMapper().recipe
-    # Off (the default), the same finding goes to the model with its one-label shortlist.
-    default = HybridMapper().plan("presidio", output)
+    assert HybridMapper(lexical_coverage=None).recipe == "shortlist/1"
+    # Off, the same finding goes to the model with its one-label shortlist.
+    default = HybridMapper(lexical_coverage=None).plan("presidio", output)
     assert [i for i, _ in default.pending] == [0, 1]
     assert default.candidates[0][0] == "phi.health_identifier"
     # Without retrieval there is nothing lexical to answer with.

@@ -93,8 +93,12 @@ def test_retrieval_is_deterministic_and_bounded(index):
 
 
 def test_the_hybrid_hands_the_candidates_to_the_model():
-    hybrid = HybridMapper()
-    plan = hybrid.plan("acme-shield", {"findings": [{"kind": "PostalAdr", "conf": 0.8}]})
+    output = {"findings": [{"kind": "PostalAdr", "conf": 0.8}]}
+    # One label alone explains "PostalAdr": the default hybrid answers it as a lexical rule...
+    ((_, ruled),) = HybridMapper().plan("acme-shield", output).ruled
+    assert (ruled.label, ruled.method) == ("pii.postal_address", "rule")
+    # ... and without lexical answers it goes to the model with its shortlist.
+    plan = HybridMapper(lexical_coverage=None).plan("acme-shield", output)
     (query,) = plan.queries
     assert "pii.postal_address" in query.candidates and UNKNOWN in query.candidates
     assert query.finding["label"] == "PostalAdr"

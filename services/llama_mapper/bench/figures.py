@@ -10,10 +10,12 @@ RULES_ONLY = {
     "detector": "presidio",
     "output": [{"entity_type": "EMAIL_ADDRESS", "start": 0, "end": 9, "score": 0.99}],
 }
+# Every one reaches the model: none is a lexical single either (a label whose words name one
+# label alone is answered without the model, inference/hybrid.py; tests/unit/test_bench_*).
 RAW_LABELS = [
-    "customer reference", "loyalty card", "badge id", "vehicle plate", "employee number",
-    "device imei", "session cookie", "voice print", "face embedding", "salary figure",
-    "medical record no", "insurance policy", "tax file", "crypto address", "api secret",
+    "customer reference", "loyalty card", "badge id", "plate reading", "employee number",
+    "handset serial", "tracking cookie", "gait signature", "face embedding", "salary figure",
+    "patient chart", "insurance policy", "tax file", "wallet string", "api secret",
     "hate remark", "threat phrase", "self injury talk", "adult content", "weapon recipe",
 ]  # fmt: skip
 
