@@ -139,16 +139,17 @@ def build_trainer(config: dict[str, Any], base_path: str, loop_config_extra: dic
 
 def run_job(config: dict[str, Any], *, ray_address: str | None = None) -> dict[str, Any]:
     """Train `config` to a registered adapter and return the training summary."""
-
+    started = time.monotonic()
+    gate, base = preflight(config)  # refused before anything is written, the run directory too
     with exclusive_run(run_dir(config)):
-        return _run_job(config, ray_address=ray_address)
+        return _run_job(config, gate, base, started=started, ray_address=ray_address)
 
 
-def _run_job(config: dict[str, Any], *, ray_address: str | None) -> dict[str, Any]:
+def _run_job(
+    config: dict[str, Any], gate: Any, base: Any, *, started: float, ray_address: str | None
+) -> dict[str, Any]:
     import ray
 
-    started = time.monotonic()
-    gate, base = preflight(config)
     if not ray.is_initialized():
         ray.init(address=ray_address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
     trainer = build_trainer(config, str(base.path))
