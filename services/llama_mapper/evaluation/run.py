@@ -30,6 +30,13 @@ from llama_mapper.inference.model import MapperModel
 
 log = logging.getLogger(__name__)
 
+
+def _recipe(subject: Subject) -> str:
+    """How `subject` asks the model (HybridMapper.recipe); the model alone: among all labels."""
+    hybrid = getattr(subject, "hybrid", None)
+    return hybrid.recipe if hybrid is not None else ALL_LABELS_RECIPE
+
+
 # (phase, cases done, cases total, cases per second)
 ProgressFn = Callable[[str, int, int, float], None]
 
@@ -388,8 +395,7 @@ class EvaluationRunner:
                 and getattr(inputs.subject, "model", None) is not None
                 else ModelSubject(inputs.calibration_model, self.taxonomy, options.batch_size)
             )
-            hybrid = getattr(subject, "hybrid", None)
-            recipe = hybrid.recipe if hybrid is not None else ALL_LABELS_RECIPE
+            recipe = _recipe(subject)
             fit_answers, _ = self._answer(subject, "calibration", fit_cases, options)
             fit = [
                 (a.raw_confidence, a.model_correct(c.labels), a.model_label)
@@ -399,8 +405,7 @@ class EvaluationRunner:
         else:
             # No calibration split shipped: fit on a seeded half of the model's golden answers,
             # measure on the other half, so the ECE after is never measured where it was fitted.
-            hybrid = getattr(inputs.subject, "hybrid", None)
-            recipe = hybrid.recipe if hybrid is not None else ALL_LABELS_RECIPE
+            recipe = _recipe(inputs.subject)
             shuffled = list(model_bound)
             random.Random(options.seed).shuffle(shuffled)  # noqa: S311 - reproducible split
             half = len(shuffled) // 2
