@@ -77,3 +77,49 @@ def test_registry_metrics_are_flat():
     values = gates.registry_metrics(REPORT)
     assert values["exact_set_accuracy"] == 0.9 and values["ece_after"] == 0.04
     assert values["heldout_pair.exact_set_accuracy"] == 0.7 and values["p95_ms"] == 50.0
+
+
+SERVED = "shortlist/1+lexical@0.6"
+
+
+@pytest.mark.parametrize(
+    ("calibrator", "passed", "says"),
+    [
+        ({"kind": "histogram", "recipe": SERVED}, True, "as served"),
+        # Fitted under another shortlist (the lexical answers off, unknown not offered).
+        ({"kind": "histogram", "recipe": "shortlist/1-no-unknown"}, False, "no-unknown"),
+        # Recorded before recipes were: serving would not apply it either.
+        ({"kind": "temperature", "temperature": 1.5}, False, "'unrecorded'"),
+    ],
+)
+def test_a_calibration_fitted_another_way_than_serving_fails_the_gate(calibrator, passed, says):
+    report = {**REPORT, "calibration": {**REPORT["calibration"], "calibrator": calibrator}}
+    criteria = {
+        c.name: c for c in gates.check_gate(report, {"max_ece": 0.05}, None, serving_recipe=SERVED)
+    }
+    recipe = criteria["calibration_recipe"]
+    assert recipe.passed is passed and says in recipe.message
+    if not passed:
+        assert "mapperctl eval run --hybrid" in recipe.message and SERVED in recipe.message
+    assert criteria["max_ece"].passed  # the ECE itself is still judged on its own
+
+
+def test_the_recipe_is_not_judged_without_a_hybrid_calibration_or_a_serving_recipe():
+    def calibrated(calibrator):
+        return {**REPORT, "calibration": {**REPORT["calibration"], "calibrator": calibrator}}
+
+    assert gates.check_gate(REPORT, {}, None, serving_recipe=SERVED) == []  # nothing fitted
+    assert gates.check_gate(calibrated({"kind": "x"}), {}, None) == []  # the analyst's gate
+    # A run of the adapter alone (eval run without --hybrid) judges the model, as it measured it.
+    alone = calibrated({"kind": "temperature", "recipe": "all-labels/1"})
+    assert gates.check_gate(alone, {}, None, serving_recipe=SERVED) == []
+
+
+def test_the_default_recipe_is_the_routers():
+    from llama_mapper.inference.hybrid import HybridMapper, recipe_for
+
+    assert recipe_for() == HybridMapper().recipe == SERVED
+    assert recipe_for(retrieval=False) == HybridMapper(retrieval=False).recipe == "all-labels/1"
+    assert HybridMapper(lexical_coverage=None, offer_unknown=False).recipe == (
+        "shortlist/1-no-unknown"
+    )

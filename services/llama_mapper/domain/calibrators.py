@@ -29,6 +29,19 @@ from llama_mapper.domain.errors import InvalidArgument
 
 # A category needs this many cases for a temperature of its own; below it, the global one applies.
 DEFAULT_MIN_CATEGORY_COUNT = 50
+# A calibrator's description carries the recipe its confidences were produced under
+# (inference/hybrid.py HybridMapper.recipe); one recorded without it: NO_RECIPE. The model alone,
+# asked among every label (an evaluation of the adapter without the hybrid): ALL_LABELS_RECIPE.
+NO_RECIPE = "unrecorded"
+ALL_LABELS_RECIPE = "all-labels/1"
+
+
+def recipe_of(description: Any) -> str | None:
+    """The recipe a recorded calibrator description was fitted under (NO_RECIPE for one from
+    before recipes were recorded); None when `description` is not a calibrator description."""
+    if not isinstance(description, Mapping):
+        return None
+    return str(description.get("recipe") or NO_RECIPE)
 
 
 def category_of(label: str | None) -> str | None:

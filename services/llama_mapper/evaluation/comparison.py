@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llama_mapper.domain import metrics
+from llama_mapper.domain.calibrators import ALL_LABELS_RECIPE, recipe_of
 from llama_mapper.domain.errors import FailedPrecondition
 
 DEFAULT_ALPHA = 0.05
@@ -179,14 +180,18 @@ def check_gate(
     targets: Mapping[str, float],
     comparison: Mapping[str, Any] | None,
     criteria_table: Sequence[tuple[str, str, tuple[str, ...], bool]] = TARGETS,
+    serving_recipe: str | None = None,
 ) -> list[Criterion]:
     """Every criterion of `criteria_table` (the mapper's TARGETS, or ANALYST_TARGETS) whose target
-    is set, plus no significant regression against the champion when a comparison is given.
+    is set, plus no significant regression against the champion when a comparison is given, plus
+    (with `serving_recipe`) a calibration fitted the way serving asks the model.
 
     ECE is judged after temperature scaling when a temperature was fitted (that is what serving
     applies), else before. A target with no measured value fails: a gate never passes on absence.
     """
     criteria = []
+    if serving_recipe is not None and (recipe_check := _calibration_recipe(report, serving_recipe)):
+        criteria.append(recipe_check)
     for name, field, path, at_least in criteria_table:
         if field not in targets:
             continue
@@ -219,3 +224,29 @@ def check_gate(
             )
         )
     return criteria
+
+
+def _calibration_recipe(report: Mapping[str, Any], serving_recipe: str) -> Criterion | None:
+    """Serving applies a version's calibrator, temperature and threshold only to confidences
+    produced under the recipe they were fitted under (serving/adapters.py): a version calibrated
+    another way (the model alone among every label, another shortlist, before recipes were
+    recorded) would serve uncalibrated, so its measured ECE and threshold are not what clients
+    get. None when the run fitted no calibration (serving then applies its defaults as measured)
+    or evaluated the adapter alone: that run judges the model, not the served hybrid, and such a
+    version serves with the router's defaults, named in /healthz, until it is evaluated --hybrid."""
+    calibration = report.get("calibration")
+    recipe = recipe_of(calibration.get("calibrator") if isinstance(calibration, Mapping) else None)
+    if recipe is None or recipe == ALL_LABELS_RECIPE:
+        return None
+    if recipe == serving_recipe:
+        return Criterion(
+            "calibration_recipe", 1.0, 1.0, True, f"calibrated under {recipe!r}, as served"
+        )
+    return Criterion(
+        "calibration_recipe",
+        1.0,
+        0.0,
+        False,
+        f"calibrated under {recipe!r} but serving asks the model under {serving_recipe!r}: "
+        "its calibration would not be applied (run `mapperctl eval run --hybrid` for this version)",
+    )

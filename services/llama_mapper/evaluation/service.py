@@ -35,7 +35,7 @@ from llama_mapper.evaluation.models import LoadedModel, RegistryModels
 from llama_mapper.evaluation.report_dir import REPORT_JSON, load_cases, load_report
 from llama_mapper.evaluation.run import EvaluationRunner, RunInputs, RunOptions, run_to_directory
 from llama_mapper.evaluation.subjects import HybridSubject, ModelSubject, Subject
-from llama_mapper.inference.hybrid import DEFAULT_THRESHOLD, HybridMapper, ModelArm
+from llama_mapper.inference.hybrid import DEFAULT_THRESHOLD, HybridMapper, ModelArm, recipe_for
 
 log = logging.getLogger(__name__)
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -511,7 +511,11 @@ class EvaluationService:
                     run.eval_set_sha256[:12],
                 )
         table = gates.ANALYST_TARGETS if as_analyst else gates.TARGETS
-        criteria = gates.check_gate(report, targets, comparison, table)
+        # Serving's router asks the model under the default recipe (serving/router_core.py): a
+        # mapper calibrated another way would take traffic uncalibrated.
+        criteria = gates.check_gate(
+            report, targets, comparison, table, serving_recipe=None if as_analyst else recipe_for()
+        )
         if as_analyst and not criteria:
             # A gate with nothing to judge would pass on absence.
             raise FailedPrecondition(

@@ -21,7 +21,7 @@ from typing import Any
 
 from llama_mapper.domain import jsonio
 from llama_mapper.domain.calibration import apply_temperature
-from llama_mapper.domain.calibrators import Calibrator
+from llama_mapper.domain.calibrators import ALL_LABELS_RECIPE, Calibrator
 from llama_mapper.domain.errors import NotFound
 from llama_mapper.domain.findings import NormalizedFinding
 from llama_mapper.domain.prompt import finding_payload
@@ -103,11 +103,9 @@ def _nothing_to_read(finding: NormalizedFinding) -> bool:
 
 # --- the mapper ----------------------------------------------------------------------------------
 
-# The recipes a calibration can be fitted under (HybridMapper.recipe). A calibrator recorded
-# without one was fitted before recipes were recorded (and before the shortlist): NO_RECIPE.
-ALL_LABELS_RECIPE = "all-labels/1"
+# The recipes a calibration can be fitted under (HybridMapper.recipe; the model alone and a
+# calibrator recorded without one: domain/calibrators.py ALL_LABELS_RECIPE, NO_RECIPE).
 SHORTLIST_RECIPE = "shortlist/1"
-NO_RECIPE = "unrecorded"
 # A lexical answer: the finding's words name one label alone, explaining at least
 # LEXICAL_COVERAGE of their IDF mass (HybridMapper.lexical_coverage). At 0.6 such single
 # candidates were right on 513 of 517 calibration cases (99.2 %), 80/80 golden, 86/86 eval and
@@ -115,6 +113,23 @@ NO_RECIPE = "unrecorded"
 # the confidence stays below them for words no split has seen.
 LEXICAL_COVERAGE = 0.6
 LEXICAL_CONFIDENCE = 0.95
+
+
+def recipe_for(
+    *,
+    retrieval: bool = True,
+    offer_unknown: bool = True,
+    lexical_coverage: float | None = LEXICAL_COVERAGE,
+) -> str:
+    """The recipe (HybridMapper.recipe) of a mapper built with these options; with the defaults,
+    the one serving's router and the evaluation's hybrid ask the model under, which is what the
+    gate requires a version's calibration to have been fitted under."""
+    if not retrieval:
+        return ALL_LABELS_RECIPE
+    recipe = SHORTLIST_RECIPE + ("" if offer_unknown else "-no-unknown")
+    if lexical_coverage is not None:
+        recipe += f"+lexical@{lexical_coverage:g}"
+    return recipe
 
 
 class HybridMapper:
@@ -160,12 +175,11 @@ class HybridMapper:
         chosen among all 67, so a calibrator and threshold fitted under one recipe are not
         applied under another (serving/adapters.py). Recorded with the calibrator by the
         evaluation; change the version here when the candidate set or the prompt changes."""
-        if self.index is None:
-            return ALL_LABELS_RECIPE
-        recipe = SHORTLIST_RECIPE + ("" if self.index.offer_unknown else "-no-unknown")
-        if self.lexical_coverage is not None:
-            recipe += f"+lexical@{self.lexical_coverage:g}"
-        return recipe
+        return recipe_for(
+            retrieval=self.index is not None,
+            offer_unknown=self.index is not None and self.index.offer_unknown,
+            lexical_coverage=self.lexical_coverage,
+        )
 
     # step 1
     def plan(self, detector: str, output: Any, *, request_id: str | None = None) -> Plan:

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from llama_mapper.domain import jsonio
-from llama_mapper.domain.calibrators import calibrator_from_description
+from llama_mapper.domain.calibrators import calibrator_from_description, recipe_of
 from llama_mapper.domain.errors import NotFound, Unavailable
-from llama_mapper.inference.hybrid import NO_RECIPE
 from llama_mapper.inference.model import MapperQuery, Prediction
 from llama_mapper.serving.arms import MAIN_ENGINE
 
@@ -122,7 +121,7 @@ class AdapterPool:
         description = jsonio.loads(calibrator, what="calibrator_json") if calibrator else {}
         if not (description or threshold is not None or temperature != 1.0):
             return  # nothing recorded (an analyst, a version never evaluated): the defaults
-        recipe = description.get("recipe", NO_RECIPE) if isinstance(description, dict) else None
+        recipe = recipe_of(description)
         if self.recipe is not None and recipe != self.recipe:
             state.stale_calibration = (
                 f"calibration fitted under recipe {recipe!r}, this router asks {self.recipe!r}: "
