@@ -26,7 +26,13 @@ from functools import lru_cache
 
 from llama_mapper.domain.findings import NormalizedFinding
 from llama_mapper.domain.tables import MappingTable
-from llama_mapper.domain.taxonomy import NO_FINDING, UNKNOWN, Taxonomy, normalize_label_text
+from llama_mapper.domain.taxonomy import (
+    NO_FINDING,
+    UNKNOWN,
+    Taxonomy,
+    normalize_label_text,
+    within_one_edit,
+)
 
 _DIGITS_OR_SEPARATOR = re.compile(r"[_0-9]+")
 # Words that carry no label: articles and the frames vendors put around a verdict.
@@ -136,31 +142,6 @@ def _is_subsequence(short: str, long: str) -> bool:
     return all(ch in it for ch in short)
 
 
-def _within_one_edit(a: str, b: str) -> bool:
-    """Levenshtein distance <= 1, or one adjacent transposition."""
-    if a == b:
-        return True
-    la, lb = len(a), len(b)
-    if abs(la - lb) > 1:
-        return False
-    if la == lb:
-        diff = [i for i in range(la) if a[i] != b[i]]
-        if len(diff) == 1:
-            return True
-        return (
-            len(diff) == 2
-            and diff[1] == diff[0] + 1
-            and a[diff[0]] == b[diff[1]]
-            and a[diff[1]] == b[diff[0]]
-        )
-    if la > lb:
-        a, b = b, a
-    i = 0
-    while i < len(a) and a[i] == b[i]:
-        i += 1
-    return a[i:] == b[i + 1 :]
-
-
 def similarity(query: str, term: str) -> float:
     """How much query word `query` counts as index word `term` (0 when not at all)."""
     if query == term or _stem(query) == _stem(term):
@@ -176,7 +157,7 @@ def similarity(query: str, term: str) -> float:
         and _is_subsequence(query, term)
     ):
         return SKELETON
-    if len(query) >= 5 and len(term) >= 5 and _within_one_edit(query, term):
+    if len(query) >= 5 and len(term) >= 5 and within_one_edit(query, term):
         return TYPO
     return 0.0
 

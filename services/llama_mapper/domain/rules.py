@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from llama_mapper.domain.result import CanonicalFinding, build_result
 from llama_mapper.domain.tables import (
     ALIAS_CONFIDENCE,
     EXACT_CONFIDENCE,
+    SPELLING_CONFIDENCE,
     VOCABULARY_CONFIDENCE,
     MappingTable,
     TableEntry,
@@ -25,6 +27,7 @@ from llama_mapper.domain.taxonomy import (
     Taxonomy,
     default_taxonomy,
     normalize_label_text,
+    within_one_edit,
 )
 
 # other.unknown says "we could not map this": its confidence is the chance that the fallback label
@@ -42,13 +45,58 @@ class RuleMatch:
     matched: bool
 
 
+# A label one edit away from a vendor label or alias (a dropped, doubled, swapped or wrong
+# letter: `CREDITCARD`, `EMIAL_ADDRESS`) is read as it only from this many characters on, and only
+# when every known spelling within that edit names the same labels: short codes (`S1`, `hate`)
+# are a different label one letter away.
+SPELLING_MIN_LENGTH = 6
+
+
+def _deletions(key: str) -> set[str]:
+    return {key[:i] + key[i + 1 :] for i in range(len(key))}
+
+
+class _Spellings:
+    """Known keys within one edit of a query, by the symmetric-delete index (a key and its
+    one-letter deletions): a query shares a variant with every key one substitution, insertion,
+    deletion or adjacent swap away, without comparing it to every key."""
+
+    def __init__(self, readings: Mapping[str, Iterable[tuple[str, ...]]]) -> None:
+        self.readings = {
+            k: frozenset(v) for k, v in readings.items() if len(k) >= SPELLING_MIN_LENGTH
+        }
+        self._by_variant: dict[str, set[str]] = {}
+        for key in self.readings:
+            for variant in (key, *_deletions(key)):
+                self._by_variant.setdefault(variant, set()).add(key)
+
+    def resolve(self, query: str) -> tuple[str | None, tuple[str, ...]]:
+        """(the nearest key, the labels) when every key within one edit of `query` reads the
+        same, else (None, ())."""
+        if len(query) < SPELLING_MIN_LENGTH:
+            return None, ()
+        near: set[str] = set()
+        for variant in (query, *_deletions(query)):
+            near.update(self._by_variant.get(variant, ()))
+        keys = sorted(k for k in near if within_one_edit(query, k))
+        readings = {labels for k in keys for labels in self.readings[k]}
+        if len(readings) != 1:
+            return None, ()
+        (labels,) = readings
+        if UNKNOWN in labels or NO_FINDING in labels:
+            return None, ()  # "nothing" and "we cannot say" are not read into a near spelling
+        return keys[0], labels
+
+
 class Vocabulary:
     """Every table's vendor labels and the taxonomy's subcategory names, normalized.
 
     Vendors reuse each other's words (`NATIONAL_ID`, `jailbreak`, `sslCertificate`), and a detector
     nobody wrote a table for speaks them too. A normalized key resolves only when it is unambiguous:
     the detector's own table first, else every table holding it names the same labels; a
-    subcategory name counts only when one category has it (`jailbreak`, never `other`).
+    subcategory name counts only when one category has it (`jailbreak`, never `other`). A key no
+    spelling matches is read as the known spelling one edit away (SPELLING_MIN_LENGTH), the
+    detector's own first, then every table's, the subcategories and the taxonomy's aliases.
     """
 
     def __init__(self, taxonomy: Taxonomy, tables: dict[str, MappingTable]) -> None:
@@ -61,12 +109,27 @@ class Vocabulary:
                 own.setdefault(key, entry)
                 shared.setdefault(key, set()).add(entry.labels)
         subcategories: dict[str, set[str]] = {}
+        aliases: dict[str, set[tuple[str, ...]]] = {}
         for name, label in taxonomy.labels.items():
             subcategories.setdefault(normalize_label_text(label.subcategory), set()).add(name)
+            for text in (name, *label.aliases):
+                aliases.setdefault(normalize_label_text(text), set()).add((name,))
         for key, names in subcategories.items():
             if len(names) == 1 and key not in shared:
                 shared[key] = {tuple(names)}
         self._shared = {key: next(iter(v)) for key, v in shared.items() if len(v) == 1}
+        self._own_spellings = {
+            detector: _Spellings({k: [e.labels] for k, e in own.items()})
+            for detector, own in self._own.items()
+        }
+        # Every reading a key has: one near a key that tables disagree on never resolves.
+        readings: dict[str, set[tuple[str, ...]]] = {k: set(v) for k, v in shared.items()}
+        for source in (subcategories, aliases):
+            for key, labels in source.items():
+                readings.setdefault(key, set()).update(
+                    labels if source is aliases else {(name,) for name in labels}
+                )
+        self._spellings = _Spellings(readings)
 
     def lookup(self, detector: str, raw_label: str) -> tuple[TableEntry | None, tuple[str, ...]]:
         """(the detector's own entry, if that is what matched; the labels), or (None, ())."""
@@ -78,10 +141,21 @@ class Vocabulary:
             return own, own.labels
         return None, self._shared.get(key, ())
 
+    def respell(self, detector: str, raw_label: str) -> tuple[TableEntry | None, tuple[str, ...]]:
+        """`lookup` of the one reading of the known spellings one edit away from `raw_label`."""
+        key = normalize_label_text(raw_label)
+        own = self._own_spellings.get(detector)
+        if own is not None:
+            nearest, labels = own.resolve(key)
+            if nearest is not None:
+                return self._own[detector][nearest], labels
+        return None, self._spellings.resolve(key)[1]
+
 
 class RulesMapper:
     """Exact table match, then normalized alias match against the taxonomy, then the normalized
-    vendor vocabulary, then other.unknown. Never a substring, never a guess between two labels."""
+    vendor vocabulary, then a known spelling one edit away, then other.unknown. Never a
+    substring, never a guess between two labels."""
 
     def __init__(
         self,
@@ -111,6 +185,12 @@ class RulesMapper:
             return None
         if labels and UNKNOWN not in labels:
             return RuleMatch(labels, VOCABULARY_CONFIDENCE, needs_review=False, matched=True)
+        if own is None and not labels:
+            own, labels = self.vocabulary.respell(finding.detector, finding.raw_label)
+            if own is not None and table and not table.passes(own, finding.score, finding.severity):
+                return None
+            if labels:
+                return RuleMatch(labels, SPELLING_CONFIDENCE, needs_review=False, matched=True)
         return RuleMatch((UNKNOWN,), UNKNOWN_CONFIDENCE, needs_review=True, matched=False)
 
     def map_report(self, report: DetectorReport, request_id: str | None = None) -> dict[str, Any]:

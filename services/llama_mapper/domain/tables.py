@@ -20,6 +20,8 @@ ALIAS_CONFIDENCE = 0.85
 # A vendor label written another way (case, separators, camelCase), or reported by a detector whose
 # own table lacks it while every table that has it agrees on the labels.
 VOCABULARY_CONFIDENCE = 0.8
+# A known vendor label or alias misspelled by one letter, read as it (domain/rules.py Vocabulary).
+SPELLING_CONFIDENCE = 0.75
 
 
 @dataclass(frozen=True)

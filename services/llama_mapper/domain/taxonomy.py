@@ -30,6 +30,31 @@ def normalize_label_text(text: str) -> str:
     return _SEPARATORS.sub("_", spaced.lower()).strip("_")
 
 
+def within_one_edit(a: str, b: str) -> bool:
+    """Levenshtein distance <= 1, or one adjacent transposition."""
+    if a == b:
+        return True
+    la, lb = len(a), len(b)
+    if abs(la - lb) > 1:
+        return False
+    if la == lb:
+        diff = [i for i in range(la) if a[i] != b[i]]
+        if len(diff) == 1:
+            return True
+        return (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )
+    if la > lb:
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    return a[i:] == b[i + 1 :]
+
+
 class TaxonomyError(InvalidArgument):
     """The taxonomy file is inconsistent."""
 
