@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ def main() -> None:
         help="also the recipe answering lexical singles at this coverage (repeatable)",
     )
     parser.add_argument("--out", type=Path, default=Path("var/bench/mapping_quality.json"))
+    parser.add_argument(
+        "--cases", type=Path, help="also write each subject's golden cases (DIR/<subject>.jsonl)"
+    )
     args = parser.parse_args()
 
     from llama_mapper.domain.rules import RulesMapper
@@ -102,7 +106,14 @@ def main() -> None:
             calibration_set=calibration if model is not None else None,
             calibration_model=model,
         )
-        figures = _figures(runner.run(inputs, options).report)
+        result = runner.run(inputs, options)
+        figures = _figures(result.report)
+        if args.cases:
+            args.cases.mkdir(parents=True, exist_ok=True)
+            slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+            (args.cases / f"{slug}.jsonl").write_text(
+                "".join(json.dumps(r.as_json()) + "\n" for r in result.records), encoding="utf-8"
+            )
         figures["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append((name, figures))
         print(f"{name}: {json.dumps(figures)}", flush=True)
