@@ -294,3 +294,38 @@ def test_lexical_singles_answer_without_the_model_only_when_one_label_explains_t
     assert default.candidates[0][0] == "phi.health_identifier"
     # Without retrieval there is nothing lexical to answer with.
     assert HybridMapper(retrieval=False, lexical_coverage=0.5).plan("presidio", output).ruled == []
+
+
+def test_the_calibrator_is_told_whether_the_model_chose_the_first_candidate():
+    """Serving's finish hands the calibrator the same agreement the evaluation fitted it on."""
+    from llama_mapper.inference.hybrid import first_candidate
+
+    mapper = HybridMapper(lexical_coverage=None)
+    output = [
+        {"entity_type": "MEDICAL_RECORD_NO", "start": 0, "end": 4, "score": 0.8},
+        {"entity_type": "MEDICAL_RECORD_NO", "start": 5, "end": 9, "score": 0.8},
+        {"entity_type": "ACME_WIDGET_CODE", "start": 10, "end": 14, "score": 0.8},
+    ]
+    plan = mapper.plan("presidio", output)
+    first, second = plan.candidates[0][0], plan.candidates[0][1]
+    assert first == "phi.health_identifier" and plan.candidates[2] == ()
+    told: list[bool | None] = []
+
+    def calibrator(confidence, label, agrees=None):
+        told.append(agrees)
+        return 0.9 if agrees else 0.2
+
+    arm = ModelArm("mapper", version=3, calibrator=calibrator, threshold=0.5)
+    predictions = [
+        Prediction(first, 0.6, math.log(0.6), 0.01),  # the first candidate
+        Prediction(second, 0.6, math.log(0.6), 0.01),  # another candidate
+        Prediction("pii.other", 0.6, math.log(0.6), 0.01),  # chosen among all labels
+    ]
+    outcome = mapper.finish(plan, predictions, arm=arm)
+    assert told == [True, False, False]
+    # 0.9 for the first candidate clears the threshold; 0.2 for the others does not.
+    labels = [f["label"] for f in outcome.result["findings"]]
+    assert labels == [first, "other.unknown", "other.unknown"]
+    assert first_candidate(plan.candidates[0], first)
+    assert not first_candidate((), "pii.other") and not first_candidate(plan.candidates[0], None)
+    mapper.close()

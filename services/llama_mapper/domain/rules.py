@@ -118,10 +118,6 @@ class Vocabulary:
             if len(names) == 1 and key not in shared:
                 shared[key] = {tuple(names)}
         self._shared = {key: next(iter(v)) for key, v in shared.items() if len(v) == 1}
-        self._own_spellings = {
-            detector: _Spellings({k: [e.labels] for k, e in own.items()})
-            for detector, own in self._own.items()
-        }
         # Every reading a key has: one near a key that tables disagree on never resolves.
         readings: dict[str, set[tuple[str, ...]]] = {k: set(v) for k, v in shared.items()}
         for source in (subcategories, aliases):
@@ -129,7 +125,23 @@ class Vocabulary:
                 readings.setdefault(key, set()).update(
                     labels if source is aliases else {(name,) for name in labels}
                 )
-        self._spellings = _Spellings(readings)
+        self._readings = readings
+        # The one-edit indexes are built on the first spelling no key matches (most processes
+        # that build a mapper never meet one; a build is ~50 ms): racing builds are identical.
+        self._own_spellings: dict[str, _Spellings] = {}
+        self._all_spellings: _Spellings | None = None
+
+    def _spellings_of(self, detector: str | None) -> _Spellings | None:
+        if detector is None:
+            if self._all_spellings is None:
+                self._all_spellings = _Spellings(self._readings)
+            return self._all_spellings
+        own = self._own.get(detector)
+        if own is None:
+            return None
+        if detector not in self._own_spellings:
+            self._own_spellings[detector] = _Spellings({k: [e.labels] for k, e in own.items()})
+        return self._own_spellings[detector]
 
     def lookup(self, detector: str, raw_label: str) -> tuple[TableEntry | None, tuple[str, ...]]:
         """(the detector's own entry, if that is what matched; the labels), or (None, ())."""
@@ -144,12 +156,16 @@ class Vocabulary:
     def respell(self, detector: str, raw_label: str) -> tuple[TableEntry | None, tuple[str, ...]]:
         """`lookup` of the one reading of the known spellings one edit away from `raw_label`."""
         key = normalize_label_text(raw_label)
-        own = self._own_spellings.get(detector)
+        if len(key) < SPELLING_MIN_LENGTH:
+            return None, ()
+        own = self._spellings_of(detector)
         if own is not None:
             nearest, labels = own.resolve(key)
             if nearest is not None:
                 return self._own[detector][nearest], labels
-        return None, self._spellings.resolve(key)[1]
+        everything = self._spellings_of(None)
+        assert everything is not None
+        return None, everything.resolve(key)[1]
 
 
 class RulesMapper:

@@ -359,15 +359,16 @@ class EvaluationRunner:
         on held-out calibration cases), the global temperature, and the threshold above which
         answers are right at the target precision."""
         main = [(c, a) for c, a in zip(cases, answers, strict=True) if not is_held_out(c.split)]
+        # (raw confidence, right, the label answered, whether it was the first candidate)
         model_bound = [
-            (a.raw_confidence, a.model_correct(c.labels), a.model_label)
+            (a.raw_confidence, a.model_correct(c.labels), a.model_label, a.first_candidate)
             for c, a in main
             if a.model_answered
         ]
         if inputs.calibration_model is None and not model_bound:
             # Rules only: how well the rules' fixed confidences match their accuracy.
             model_bound = [
-                (a.confidence, frozenset(a.labels or (NO_FINDING,)) == c.labels, None)
+                (a.confidence, frozenset(a.labels or (NO_FINDING,)) == c.labels, None, False)
                 for c, a in main
             ]
         conf, ok = [m[0] for m in model_bound], [m[1] for m in model_bound]
@@ -398,7 +399,7 @@ class EvaluationRunner:
             recipe = _recipe(subject)
             fit_answers, _ = self._answer(subject, "calibration", fit_cases, options)
             fit = [
-                (a.raw_confidence, a.model_correct(c.labels), a.model_label)
+                (a.raw_confidence, a.model_correct(c.labels), a.model_label, a.first_candidate)
                 for c, a in zip(fit_cases, fit_answers, strict=True)
                 if a.model_answered
             ]
@@ -417,16 +418,19 @@ class EvaluationRunner:
         if not fit:
             return out, None
         fit_conf, fit_ok = [m[0] for m in fit], [m[1] for m in fit]
-        fit_labels = [m[2] for m in fit]
+        fit_labels, fit_first = [m[2] for m in fit], [m[3] for m in fit]
         temperature = cal.fit_temperature(fit_conf, fit_ok)
         choice = calibrators.choose_calibrator(
-            fit_conf, fit_ok, fit_labels, seed=options.seed, n_bins=options.n_bins
+            fit_conf,
+            fit_ok,
+            fit_labels,
+            seed=options.seed,
+            n_bins=options.n_bins,
+            agreements=fit_first,
         )
-        calibrated_fit = [
-            choice.apply(c, label) for c, label in zip(fit_conf, fit_labels, strict=True)
-        ]
+        calibrated_fit = [choice.apply(c, label, first) for c, _, label, first in fit]
         threshold = review.threshold_for_precision(calibrated_fit, fit_ok, options.target_precision)
-        after = [choice.apply(c, label) for c, _, label in measure]
+        after = [choice.apply(c, label, first) for c, _, label, first in measure]
         measure_ok = [m[1] for m in measure]
         # The recipe the confidences were produced under travels with the calibrator: serving
         # applies it only to confidences produced the same way.

@@ -23,7 +23,7 @@ from llama_mapper.domain.rules import UNKNOWN_CONFIDENCE
 from llama_mapper.domain.tables import EXACT_CONFIDENCE
 from llama_mapper.domain.taxonomy import NO_FINDING, UNKNOWN, Taxonomy
 from llama_mapper.evaluation.evalset import MapperCase
-from llama_mapper.inference.hybrid import HybridMapper, ModelArm, Plan
+from llama_mapper.inference.hybrid import HybridMapper, ModelArm, Plan, first_candidate
 from llama_mapper.inference.model import MapperModel, MapperQuery, Prediction
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class Answer:
     logprob: float = 0.0
     raw_confidence: float = 0.0
     model_label: str | None = None
+    # Whether model_label is its shortlist's first candidate (inference/hybrid.py first_candidate).
+    first_candidate: bool = False
 
     def model_correct(self, expected: frozenset[str]) -> bool:
         return self.model_label is not None and frozenset({self.model_label}) == expected
@@ -266,6 +268,11 @@ class HybridSubject:
             logprob=prediction.logprob if valid else 0.0,  # type: ignore[union-attr]
             raw_confidence=prediction.confidence if valid else 0.0,  # type: ignore[union-attr]
             model_label=prediction.label if valid else None,  # type: ignore[union-attr]
+            first_candidate=valid
+            and first_candidate(
+                plan.candidates[0] if plan.candidates else (),
+                prediction.label,  # type: ignore[union-attr]
+            ),
         )
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import uuid
 from collections import Counter
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from llama_mapper.domain import jsonio
@@ -55,10 +57,30 @@ class ModelArm:
     calibrator: Calibrator | None = None  # wins over `temperature` when set
     threshold: float | None = None  # wins over the mapper's threshold when set
 
-    def calibrate(self, confidence: float, label: str) -> float:
+    def calibrate(self, confidence: float, label: str, agrees: bool | None = None) -> float:
+        """`agrees`: whether `label` is its shortlist's first candidate (first_candidate); a
+        calibrator of (confidence, label) alone, as written before agreements, still works."""
         if self.calibrator is not None:
-            return self.calibrator(confidence, label)
+            if _takes_agreement(self.calibrator):
+                return self.calibrator(confidence, label, agrees)
+            return self.calibrator(confidence, label)  # type: ignore[call-arg]
         return apply_temperature(confidence, self.temperature)
+
+
+@lru_cache(maxsize=256)
+def _takes_agreement(calibrator: Callable[..., float]) -> bool:
+    try:
+        inspect.signature(calibrator).bind(0.5, None, None)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def first_candidate(shortlist: Sequence[str], label: str | None) -> bool:
+    """Whether the model chose the label the finding's words point to most (the lexical index's
+    first candidate); False among all labels. Calibration tells these answers apart
+    (domain/calibrators.py AgreementBinning), so evaluation and serving ask the same question."""
+    return bool(shortlist) and label == shortlist[0]
 
 
 @dataclass
@@ -277,8 +299,13 @@ class HybridMapper:
                 if not prediction.valid or prediction.label not in self.taxonomy:
                     reason = INVALID
                 else:
+                    shortlist = plan.candidates[position] if position < len(plan.candidates) else ()
                     confidence = (
-                        arm.calibrate(prediction.confidence, prediction.label)
+                        arm.calibrate(
+                            prediction.confidence,
+                            prediction.label,
+                            first_candidate(shortlist, prediction.label),
+                        )
                         if arm is not None
                         else prediction.confidence
                     )
