@@ -357,3 +357,16 @@ def test_the_agreement_kind_needs_enough_answers_on_each_side():
     assert "agreement_histogram" not in {s.kind for s in never.scores}
     with pytest.raises(ValueError, match="agreements"):
         calibrators.choose_calibrator(c, y, labels, agreements=[True])
+
+
+def test_the_ece_noise_floor_says_how_much_ece_chance_alone_makes():
+    rng = random.Random(3)
+    few = [rng.uniform(0.2, 1.0) for _ in range(66)]
+    many = [rng.uniform(0.2, 1.0) for _ in range(5000)]
+    median_few, p95_few = calibration.ece_noise_floor(few)
+    median_many, p95_many = calibration.ece_noise_floor(many, draws=50)
+    # On 66 answers a perfectly calibrated scorer shows ~0.1 ECE by chance: a 0.05 goal is noise.
+    assert 0.06 < median_few < 0.14 and median_few <= p95_few
+    assert median_many < 0.02 and p95_many < 0.03
+    assert calibration.ece_noise_floor(few) == (median_few, p95_few)  # seeded
+    assert calibration.ece_noise_floor([]) == (0.0, 0.0)

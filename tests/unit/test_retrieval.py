@@ -134,3 +134,19 @@ def test_the_readmes_two_labels_no_table_knows_get_the_right_label_alone(index):
     )
     assert index.candidates(finding("CUSTOM_TRAVEL_DOCUMENT_NO"))[0] == "pii.passport_number"
     assert len(index.retrieve(finding("CUSTOM_TRAVEL_DOCUMENT_NO")).candidates) == 1
+
+
+@pytest.mark.parametrize(
+    ("frame", "typo"),
+    [("blocked", "blokced"), ("review", "reivew"), ("violation", "violaion"), ("match", "mtach")],
+)
+def test_a_misspelled_verdict_frame_is_still_a_frame(index, frame, typo):
+    reason = "detected vehicle identification number"
+    clean = index.retrieve(finding(frame, reason=reason))
+    misspelled = index.retrieve(finding(typo, reason=reason))
+    assert misspelled.candidates == clean.candidates
+    assert misspelled.coverage == pytest.approx(clean.coverage)
+    assert clean.candidates[0] == "pii.vehicle_id"
+    # A label's own word one edit from a frame word is kept: only words no label knows are dropped.
+    assert "libel" in index.postings and "libel" in index.query_words(finding("libel"))
+    assert "context" in index.query_words(finding("context"))

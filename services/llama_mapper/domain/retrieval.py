@@ -110,6 +110,7 @@ _STOPWORDS = frozenset(
         "unknown",
     ]
 )
+_LONG_STOPWORDS = tuple(sorted(w for w in _STOPWORDS if len(w) >= 5))
 # How much a word that is not spelled the same still counts.
 EXACT, PREFIX, SKELETON, TYPO = 1.0, 0.8, 0.6, 0.7
 # Attributes whose values are words about the finding (a reason, a category name), not content.
@@ -237,9 +238,19 @@ class LabelIndex:
         seen: list[str] = []
         for text in texts:
             for word in words(text):
-                if word not in seen:
+                if word not in seen and not self._misspelled_stopword(word):
                     seen.append(word)
         return seen[:MAX_QUERY_WORDS]
+
+    def _misspelled_stopword(self, word: str) -> bool:
+        """A verdict frame misspelled (`blokced`, `reivew`, `violaion`) is still a frame, not a
+        word no label knows: one edit from a stopword of 5 letters or more, and no index word."""
+        if len(word) < 5 or word in self.postings:
+            return False
+        return any(
+            abs(len(stop) - len(word)) <= 1 and within_one_edit(word, stop)
+            for stop in _LONG_STOPWORDS
+        )
 
     def retrieve(self, finding: NormalizedFinding, k: int = MAX_CANDIDATES) -> Retrieval:
         scores: dict[str, float] = defaultdict(float)

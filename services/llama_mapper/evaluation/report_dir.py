@@ -76,7 +76,14 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
             lines.append(
                 f"| temperature | {cal['temperature']:.3f} (fitted on {cal['calibration_case_count']} cases) |"
             )
-            lines.append(f"| ECE after | {cal['ece_after']:.4f} |")
+            floor = cal.get("ece_after_noise_floor")
+            noise = (
+                f" (a perfectly calibrated model with these confidences: {floor['median']:.3f}"
+                f" median, {floor['p95']:.3f} at the 95th percentile, on {floor['answers']} answers)"
+                if floor
+                else ""
+            )
+            lines.append(f"| ECE after | {cal['ece_after']:.4f}{noise} |")
     if report.get("held_out"):
         lines += [
             "",

@@ -443,6 +443,16 @@ class EvaluationRunner:
             threshold=threshold,
             calibration_case_count=len(fit),
             ece_after=cal.expected_calibration_error(after, measure_ok, options.n_bins),
+            # What a perfectly calibrated model with these confidences would show on as few
+            # answers: an ECE inside it is noise, not miscalibration.
+            ece_after_noise_floor=dict(
+                zip(
+                    ("median", "p95"),
+                    cal.ece_noise_floor(after, options.n_bins, seed=options.seed),
+                    strict=True,
+                ),
+                answers=len(after),
+            ),
             brier_after=cal.brier_score(after, measure_ok) if after else 0.0,
             bins_after=_bins(cal.reliability_bins(after, measure_ok, options.n_bins)),
         )

@@ -238,20 +238,32 @@ class ReliabilityBin(_message.Message):
     def __init__(self, lower: _Optional[float] = ..., upper: _Optional[float] = ..., mean_confidence: _Optional[float] = ..., accuracy: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
 
 class CalibrationMetrics(_message.Message):
-    __slots__ = ("ece_before", "ece_after", "temperature", "calibration_case_count", "bins_before", "bins_after")
+    __slots__ = ("ece_before", "ece_after", "temperature", "calibration_case_count", "bins_before", "bins_after", "ece_after_noise_floor")
     ECE_BEFORE_FIELD_NUMBER: _ClassVar[int]
     ECE_AFTER_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_CASE_COUNT_FIELD_NUMBER: _ClassVar[int]
     BINS_BEFORE_FIELD_NUMBER: _ClassVar[int]
     BINS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    ECE_AFTER_NOISE_FLOOR_FIELD_NUMBER: _ClassVar[int]
     ece_before: float
     ece_after: float
     temperature: float
     calibration_case_count: int
     bins_before: _containers.RepeatedCompositeFieldContainer[ReliabilityBin]
     bins_after: _containers.RepeatedCompositeFieldContainer[ReliabilityBin]
-    def __init__(self, ece_before: _Optional[float] = ..., ece_after: _Optional[float] = ..., temperature: _Optional[float] = ..., calibration_case_count: _Optional[int] = ..., bins_before: _Optional[_Iterable[_Union[ReliabilityBin, _Mapping]]] = ..., bins_after: _Optional[_Iterable[_Union[ReliabilityBin, _Mapping]]] = ...) -> None: ...
+    ece_after_noise_floor: EceNoiseFloor
+    def __init__(self, ece_before: _Optional[float] = ..., ece_after: _Optional[float] = ..., temperature: _Optional[float] = ..., calibration_case_count: _Optional[int] = ..., bins_before: _Optional[_Iterable[_Union[ReliabilityBin, _Mapping]]] = ..., bins_after: _Optional[_Iterable[_Union[ReliabilityBin, _Mapping]]] = ..., ece_after_noise_floor: _Optional[_Union[EceNoiseFloor, _Mapping]] = ...) -> None: ...
+
+class EceNoiseFloor(_message.Message):
+    __slots__ = ("median", "p95", "answers")
+    MEDIAN_FIELD_NUMBER: _ClassVar[int]
+    P95_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    median: float
+    p95: float
+    answers: int
+    def __init__(self, median: _Optional[float] = ..., p95: _Optional[float] = ..., answers: _Optional[int] = ...) -> None: ...
 
 class PerturbationResult(_message.Message):
     __slots__ = ("name", "case_count", "exact_set_accuracy", "accuracy_delta", "schema_valid_rate", "out_of_taxonomy_count")
