@@ -183,7 +183,8 @@ def test_choose_calibrator_picks_on_held_out_cases_and_round_trips():
     identity = next(s for s in choice.scores if s.kind == "identity")
     best = min(s.ece for s in choice.scores)
     chosen = next(s for s in choice.scores if s.kind == choice.description["kind"])
-    assert chosen.ece <= best + calibrators.ECE_TOLERANCE
+    floor, _ = calibration.ece_noise_floor([0.5] * round(len(c) * 0.3))
+    assert chosen.ece <= best + 0.1 and floor < 0.1  # tied only within chance
     assert chosen.ece < identity.ece
     assert choice.description["kind"] in ("category_temperature", "histogram")
     # The description is JSON and rebuilds the same apply function.
@@ -333,7 +334,7 @@ def test_agreement_with_the_first_candidate_is_calibrated_apart():
     assert choice.description["kind"] == "agreement_histogram"
     pooled = next(s for s in choice.scores if s.kind == "histogram")
     chosen = next(s for s in choice.scores if s.kind == "agreement_histogram")
-    assert chosen.brier < pooled.brier and chosen.ece <= pooled.ece + calibrators.ECE_TOLERANCE
+    assert chosen.brier < pooled.brier and chosen.ece <= pooled.ece + 0.03
     rebuilt = calibrators.calibrator_from_description(json.loads(json.dumps(choice.description)))
     assert rebuilt(0.6, "pii.email_address", True) == pytest.approx(0.95, abs=0.05)
     assert rebuilt(0.6, "pii.email_address", False) == pytest.approx(0.4, abs=0.07)

@@ -22,6 +22,7 @@ from llama_mapper.domain.calibration import (
     apply_temperature,
     brier_score,
     check_pairs,
+    ece_noise_floor,
     expected_calibration_error,
     fit_temperature,
 )
@@ -375,14 +376,15 @@ def _fit(
     return None
 
 
-# Kinds whose held-out ECE is within this of the best count as tied, and the Brier score decides.
-# ECE on the ~400 held-out answers of a calibration split moves by 0.01-0.02 with the split's seed
-# alone (histogram 0.039 / 0.056 / 0.052, by agreement 0.059 / 0.046 / 0.064 over seeds 0-2 on the
-# mapper's 1,134 answers) while the Brier score ranks the kinds the same way every time (0.139 /
-# 0.127 / 0.136 by agreement against 0.154 / 0.139 / 0.143): a tighter tolerance picks on noise.
-# Brier is a proper score (calibration and resolution); ECE alone is lowest for a calibrator that
-# answers the base rate for everything.
-ECE_TOLERANCE = 0.02
+# Kinds whose held-out ECE is within chance of the best count as tied, and the Brier score decides.
+# "Within chance" is the ECE a perfectly calibrated scorer with the best kind's confidences shows on
+# that many held-out answers (calibration.ece_noise_floor, its median: ~0.035 on 400 answers).
+# A fixed tolerance picks on noise: on the mapper's 1,134 calibration answers the held-out ECE
+# moves by 0.01-0.02 with the split's seed alone (histogram 0.039 / 0.056 / 0.052, by agreement
+# 0.059 / 0.046 / 0.064 over seeds 0-2) while the Brier score ranks the kinds the same way every
+# time (0.139 / 0.127 / 0.136 by agreement against 0.154 / 0.139 / 0.143). Brier is a proper score
+# (calibration and resolution); ECE alone is lowest for a calibrator that answers the base rate.
+ECE_TOLERANCE = None
 
 
 def choose_calibrator(
@@ -393,7 +395,7 @@ def choose_calibrator(
     holdout_fraction: float = 0.3,
     seed: int = 0,
     n_bins: int = DEFAULT_BINS,
-    ece_tolerance: float = ECE_TOLERANCE,
+    ece_tolerance: float | None = ECE_TOLERANCE,
     min_category_count: int = DEFAULT_MIN_CATEGORY_COUNT,
     histogram_bins: int = DEFAULT_HISTOGRAM_BINS,
     min_bin_count: int = DEFAULT_MIN_BIN_COUNT,
@@ -403,9 +405,9 @@ def choose_calibrator(
     """Fits every kind (identity, temperature, per-category temperature, histogram binning, and
     with `agreements` histogram binning apart by agreement with the lexical index's first
     candidate) on a seeded split stratified by category, measures each on the held-out rest,
-    and keeps the lowest ECE; kinds within `ece_tolerance` of it count as tied (ECE is noisy on a
-    few hundred cases: ECE_TOLERANCE) and the lowest Brier score among them wins, the simpler kind
-    on an exact tie. The winner is refitted on all cases unless `refit` is False. `categories` are the
+    and keeps the lowest ECE; kinds within `ece_tolerance` of it count as tied (None: within the
+    ECE chance alone makes on that many answers, ECE_TOLERANCE) and the lowest Brier score among
+    them wins, the simpler kind on an exact tie. The winner is refitted on all cases unless `refit` is False. `categories` are the
     categories (or labels) the model answered, one per case; `agreements` whether each answer
     was its shortlist's first candidate. Too few cases for a split: identity."""
     check_pairs(confidences, correct)
@@ -441,11 +443,12 @@ def choose_calibrator(
         sum(1 for a in fit_a if a), sum(1 for a in fit_a if not a)
     ) >= max(min_bin_count, 1):
         kinds.append(AGREEMENT_HISTOGRAM)
-    scores = []
+    scores, held_out = [], {}
     for kind in kinds:
         fitted = _fit(kind, fit_c, fit_y, fit_k, options, fit_a)
         apply = calibrator_from_description(describe(fitted))
         calibrated = [apply(c, k, a) for c, k, a in zip(held_c, held_k, held_a, strict=True)]
+        held_out[kind] = calibrated
         scores.append(
             CandidateScore(
                 kind,
@@ -453,8 +456,10 @@ def choose_calibrator(
                 brier_score(calibrated, held_y),
             )
         )
-    best_ece = min(s.ece for s in scores)
-    tied = [s for s in scores if s.ece <= best_ece + ece_tolerance]
+    best = min(scores, key=lambda s: s.ece)
+    if ece_tolerance is None:
+        ece_tolerance = ece_noise_floor(held_out[best.kind], n_bins, seed=seed)[0]
+    tied = [s for s in scores if s.ece <= best.ece + ece_tolerance]
     winner = min(tied, key=lambda s: (s.brier, KINDS.index(s.kind)))
     fitted = (
         _fit(winner.kind, confidences, correct, categories, options, agreed)
