@@ -210,7 +210,7 @@ def ece_noise_floor(
     """(median, 95th percentile) of the ECE a perfectly calibrated scorer with these confidences
     shows on this many answers by chance alone: each answer right with exactly its confidence,
     `draws` seeded draws. An ECE inside this range says nothing against the calibration; on 66
-    answers in 10 bins the median is near 0.10, so an ECE goal of 0.05 cannot be shown there."""
+    answers in 15 bins the median is near 0.10, so an ECE goal of 0.05 cannot be shown there."""
     if not confidences:
         return 0.0, 0.0
     rng = random.Random(seed)  # noqa: S311 - a reproducible simulation, not cryptography
