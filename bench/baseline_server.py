@@ -66,11 +66,14 @@ def main() -> None:
     parser.add_argument(
         "--dtype", default="float32", help="float32 is faster than bf16 on these CPUs"
     )
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when torch sees it), cpu or cuda[:N]"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    model = HFMapperModel(args.base_dir, args.adapter_dir, dtype=args.dtype)
+    model = HFMapperModel(args.base_dir, args.adapter_dir, dtype=args.dtype, device=args.device)
     uvicorn.run(build_app(model), host=args.host, port=args.port, log_level="warning")
 
 

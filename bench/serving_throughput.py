@@ -10,12 +10,17 @@ closed-loop concurrency. Phases run one after the other so they never share the 
    request at a time with bench/router_serve.py);
 4. rules-only through the router: payloads the rules answer (the router's own cost).
 
-The compute ceiling is measured in the same run (llama_mapper/bench/compute.py): a float32 matmul probe before
-the first phase and after the last, and each model-bound phase's FLOPs from its requests' tokens
+The compute ceiling is measured in the same run (llama_mapper/bench/compute.py): a matmul probe
+where the engine computes, in its dtype, before the first phase and after the last, and each model-bound phase's FLOPs from its requests' tokens
 (prompt tokens the prefix cache did not serve, generated tokens, attention, LoRA). Each phase's
 share is its achieved GFLOP/s over the lower of the two probes.
 
     .venv/bin/python bench/serving_throughput.py --requests 96 --concurrency 16 [--block-size 32]
+
+The same bench runs unchanged on a GPU host (`--device auto` finds it): both servers and the probe
+run on the first CUDA device in bfloat16, the engine with the GPU profile and a GPU reserved for
+its replica; `--base meta-llama/Meta-Llama-3-8B-Instruct` (or microsoft/Phi-3-mini-4k-instruct)
+where the weights can be had, else the bundled base. Every figure is labelled with the device.
 """
 
 from __future__ import annotations
@@ -117,19 +122,29 @@ async def closed_loop(
         return latencies, time.perf_counter() - started, errors, methods
 
 
-def make_adapter(base_dir: Path, out: Path, seed: int = 7) -> Path:
+def attention_projections(model: Any) -> list[str]:
+    """The attention projections this architecture names: q/k/v/o (Llama, SmolLM2, Qwen) or the
+    fused qkv + o (Phi-3)."""
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    for wanted in (["q_proj", "k_proj", "v_proj", "o_proj"], ["qkv_proj", "o_proj"]):
+        if set(wanted) <= names:
+            return wanted
+    raise SystemExit(f"no q/k/v/o or qkv/o projections in {type(model).__name__}")
+
+
+def make_adapter(base_dir: Path, out: Path, seed: int = 7, dtype: str = "float32") -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype))
     peft = get_peft_model(
         model,
         LoraConfig(
             r=8,
             lora_alpha=16,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            target_modules=attention_projections(model),
             task_type="CAUSAL_LM",
         ),
     )
@@ -154,7 +169,7 @@ def wait_http(url: str, timeout_s: float = 300) -> None:
 
 
 def run_baseline(
-    base: Path, adapter: Path, bodies: list[dict[str, Any]], concurrency: int
+    base: Path, adapter: Path, bodies: list[dict[str, Any]], concurrency: int, engine: Any
 ) -> dict[str, Any]:
     port = free_port()
     proc = subprocess.Popen(
@@ -167,6 +182,10 @@ def run_baseline(
             str(adapter),
             "--port",
             str(port),
+            "--device",
+            "cuda" if engine.device_profile == "gpu" else "cpu",
+            "--dtype",
+            engine.dtype,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -185,7 +204,7 @@ def run_baseline(
 
 
 def run_stack(
-    adapter: Path, bodies: list[dict[str, Any]], concurrency: int, block_size: int | None = None
+    adapter: Path, bodies: list[dict[str, Any]], concurrency: int, engine: Any
 ) -> list[dict[str, Any]]:
     import ray
     from ray import serve
@@ -203,11 +222,8 @@ def run_stack(
         rate_limit_rps=0,
         deadline_s=600,
         threshold=0.0,  # keep every valid model label: the point is that the model answers
+        engine=engine,
     )
-    if block_size:
-        settings = settings.model_copy(
-            update={"engine": settings.engine.model_copy(update={"block_size": block_size})}
-        )
     # "local": a Ray of its own, never a cluster someone else started on this machine.
     ray_serve_env()  # as the shipped Ray images set it
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
@@ -285,6 +301,29 @@ def run_stack(
     return results
 
 
+# vLLM's block size when none is given (the CPU platform's, the GPU's).
+VLLM_DEFAULT_BLOCK = {"cpu": 128, "gpu": 16}
+
+
+def bench_engine(device: str, base_model: str, dtype: str | None, block_size: int | None) -> Any:
+    """The engine both servers run: the CPU profile (float32) or, on a GPU host, the GPU profile
+    (bfloat16): the same bench unchanged, its figures labelled by device."""
+    import torch
+
+    from llama_mapper.inference.vllm_engine.config import VllmEngineConfig
+
+    if device == "auto":
+        device = "gpu" if torch.cuda.is_available() else "cpu"
+    if device == "gpu" and not torch.cuda.is_available():
+        raise SystemExit("--device gpu: torch sees no CUDA device on this machine")
+    return VllmEngineConfig(
+        base_model=base_model,
+        device_profile=device,
+        dtype=dtype or ("bfloat16" if device == "gpu" else "float32"),
+        block_size=block_size,
+    )
+
+
 def phase_costs(
     base: Path, adapter: Path, bodies: list[dict[str, Any]], labels: list[str], block_size: int
 ) -> dict[str, Any]:
@@ -297,8 +336,7 @@ def phase_costs(
     from llama_mapper.domain.readers.generic import extract_generic
 
     tokenizer = AutoTokenizer.from_pretrained(str(base))
-    rank = json.loads((adapter / "adapter_config.json").read_text()).get("r", 0)
-    shape = ModelShape.from_config(base, lora_rank=rank)
+    shape = ModelShape.from_adapter(base, adapter)
     prompts = []
     for body in bodies:
         (finding,) = extract_generic(body["detector"], body["output"])
@@ -339,23 +377,44 @@ def main() -> int:
         default=None,
         help="the engine's KV block size (default: VllmEngineConfig's)",
     )
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="base model: the bundled id (default), a transformers directory or a hub id "
+        "(meta-llama/Meta-Llama-3-8B-Instruct, microsoft/Phi-3-mini-4k-instruct on a GPU host)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "gpu"],
+        default="auto",
+        help="auto: the GPU when torch sees one; both servers run there",
+    )
+    parser.add_argument(
+        "--dtype", default=None, help="weights dtype (default: float32 on CPU, bfloat16 on GPU)"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
 
-    from llama_mapper.bench.compute import engine_probe
-    from llama_mapper.inference.base_model import prepare_base_model
+    from llama_mapper.bench.compute import ModelShape, engine_probe
+    from llama_mapper.inference.base_model import DEFAULT_MODEL_ID, prepare_base_model
+    from llama_mapper.inference.vllm_engine.config import kv_block_size
 
-    base = prepare_base_model()
-    probe_before = engine_probe()
+    engine = bench_engine(args.device, args.base or DEFAULT_MODEL_ID, args.dtype, args.block_size)
+    base = prepare_base_model(engine.base_model, dtype=engine.dtype)
+    # The stack serves the prepared directory (one copy of the weights for both servers).
+    engine = engine.model_copy(update={"base_model": str(base.path)})
+    probe_shape = ModelShape.from_config(base.path)
+    probe_before = engine_probe(config=engine, shape=probe_shape)
+    print(f"device: {probe_before['label']} ({engine.dtype})", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        adapter = args.adapter_dir or make_adapter(base.path, Path(tmp) / "adapter")
+        adapter = args.adapter_dir or make_adapter(
+            base.path, Path(tmp) / "adapter", dtype=engine.dtype
+        )
         bodies = payloads(args.requests, "measured")
-        rows = [run_baseline(base.path, adapter, bodies, args.concurrency)]
-        rows += run_stack(adapter, bodies, args.concurrency, args.block_size)
-        probe_after = engine_probe()
-        from llama_mapper.inference.vllm_engine.config import VllmEngineConfig, kv_block_size
-
-        block = kv_block_size(VllmEngineConfig(block_size=args.block_size)) or 128
+        rows = [run_baseline(base.path, adapter, bodies, args.concurrency, engine)]
+        rows += run_stack(adapter, bodies, args.concurrency, engine)
+        probe_after = engine_probe(config=engine, shape=probe_shape)
+        block = kv_block_size(engine) or VLLM_DEFAULT_BLOCK[engine.device_profile]
         costs = phase_costs(base.path, adapter, bodies, ANSWERED.get(id(bodies), []), block)
     peak = min(probe_before["peak"], probe_after["peak"])
     baseline, stack, direct = rows[:3]
@@ -381,7 +440,8 @@ def main() -> int:
             f"| {r['p95_ms']:.0f} | {gflops} | {share} |"
         )
     print(
-        f"\nmatmul probe: {probe_before['peak']:.1f} GFLOP/s before, {probe_after['peak']:.1f} "
+        f"\ndevice: {probe_before['label']}, {engine.dtype}, base {args.base or 'bundled'}; "
+        f"matmul probe: {probe_before['peak']:.1f} GFLOP/s before, {probe_after['peak']:.1f} "
         f"after ({probe_before['threads']} threads); per request: {costs['prompt_tokens']:.1f} "
         f"prompt tokens ({costs['cached_tokens']} served by the prefix cache at block size "
         f"{costs['block_size']}), {costs['generated_tokens']:.1f} generated; "
@@ -409,6 +469,12 @@ def main() -> int:
                     "rows": rows,
                     "ratios": ratios,
                     "load": load,
+                    "device": {
+                        "label": probe_before["label"],
+                        "profile": engine.device_profile,
+                        "dtype": engine.dtype,
+                        "base": args.base or "bundled",
+                    },
                     "probe": {"before": probe_before, "after": probe_after},
                     "costs": costs,
                 },

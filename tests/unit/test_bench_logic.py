@@ -369,3 +369,57 @@ def test_the_benches_model_only_prompts_all_reach_the_model():
     for body in bodies:
         plan = hybrid.plan(body["detector"], body["output"])
         assert plan.ruled == [] and len(plan.pending) == 1, body
+
+
+def test_the_serving_bench_runs_where_the_engine_can_and_says_where():
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from serving_throughput import VLLM_DEFAULT_BLOCK, attention_projections, bench_engine
+
+    cpu = bench_engine("cpu", "smollm2-135m-instruct", None, None)
+    assert (cpu.device_profile, cpu.dtype, cpu.block_size) == ("cpu", "float32", None)
+    assert VLLM_DEFAULT_BLOCK["gpu"] == 16
+    if not torch.cuda.is_available():
+        assert bench_engine("auto", "smollm2-135m-instruct", None, 32).device_profile == "cpu"
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            bench_engine("gpu", "meta-llama/Meta-Llama-3-8B-Instruct", None, None)
+    else:
+        gpu = bench_engine("auto", "smollm2-135m-instruct", None, None)
+        assert (gpu.device_profile, gpu.dtype) == ("gpu", "bfloat16")
+
+    class Named:
+        def __init__(self, *names: str) -> None:
+            self.names = names
+
+        def named_modules(self):
+            return [(f"model.layers.0.self_attn.{n}", None) for n in self.names]
+
+    assert attention_projections(Named("q_proj", "k_proj", "v_proj", "o_proj", "up_proj")) == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+    ]
+    assert attention_projections(Named("qkv_proj", "o_proj", "gate_up_proj")) == [
+        "qkv_proj",
+        "o_proj",
+    ]
+    with pytest.raises(SystemExit, match="no q/k/v/o"):
+        attention_projections(Named("c_attn", "c_proj"))
+
+
+def test_the_baseline_model_refuses_a_device_it_cannot_reach():
+    import torch
+
+    from llama_mapper.inference.transformers_engine import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="expected auto, cpu or cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda:0")

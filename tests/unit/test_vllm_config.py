@@ -22,3 +22,27 @@ def test_the_gpu_engine_keeps_vllms_block_size_unless_told():
     assert "block_size" not in engine_kwargs(VllmEngineConfig(device_profile="gpu"), Path("/m"))
     gpu = VllmEngineConfig(device_profile="gpu", block_size=16)
     assert engine_kwargs(gpu, Path("/m"))["block_size"] == 16
+
+
+def test_a_gpu_engine_replica_reserves_a_gpu_and_a_cpu_one_none():
+    from llama_mapper.platform.settings.serving import ServingSettings
+
+    assert ServingSettings().engine_actor_options() == {"num_cpus": 1.0}
+    gpu = ServingSettings(engine=VllmEngineConfig(device_profile="gpu", dtype="bfloat16"))
+    # Ray hides every GPU from an actor that reserves none: vLLM would find no CUDA device.
+    assert gpu.engine_actor_options() == {"num_cpus": 1.0, "num_gpus": 1.0}
+    assert gpu.engine_actor_options(treatment=True) == {"num_cpus": 1.0, "num_gpus": 1.0}
+    shared = gpu.model_copy(update={"engine_num_gpus": 0.5, "treatment_engine_num_gpus": 0.5})
+    assert shared.engine_actor_options()["num_gpus"] == 0.5
+    assert shared.engine_actor_options(treatment=True)["num_gpus"] == 0.5
+    # A treatment overridden onto the CPU profile reserves no GPU.
+    mixed = gpu.model_copy(update={"treatment_engine_overrides": {"device_profile": "cpu"}})
+    assert mixed.engine_actor_options(treatment=True) == {"num_cpus": 1.0}
+
+
+def test_a_misspelled_device_profile_is_refused_not_read_as_cpu():
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError, match="device_profile"):
+        VllmEngineConfig(device_profile="GPU")

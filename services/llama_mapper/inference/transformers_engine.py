@@ -59,6 +59,20 @@ class LabelTrie:
         return self.labels.get(tuple(ids))
 
 
+def resolve_device(device: str) -> str:
+    """'auto': the first CUDA device when torch sees one, else the CPU; 'cpu' / 'cuda[:N]' as
+    given (a CUDA device torch cannot see is refused here, not at the first request)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: torch sees no CUDA device on this machine")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device {device!r}: expected auto, cpu or cuda[:N]")
+    return device
+
+
 class HFMapperModel:
     """Base model (+ LoRA adapter, merged for speed) with label-constrained greedy decoding."""
 
@@ -71,11 +85,13 @@ class HFMapperModel:
         labels: Sequence[str] | None = None,
         description: Mapping[str, Any] | None = None,
         dtype: str = "float32",
+        device: str = "cpu",
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._torch = torch
+        self.device = resolve_device(device)
         self.taxonomy = taxonomy or default_taxonomy()
         self.tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
         self.tokenizer.padding_side = "left"
@@ -86,7 +102,7 @@ class HFMapperModel:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-        self.model = model.eval()
+        self.model = model.to(self.device).eval()
         end = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
         self.end_token = (
             end
@@ -100,6 +116,7 @@ class HFMapperModel:
         self.max_label_tokens = max(len(ids) for ids in self.trie.labels)
         self._description = {
             "engine": "transformers",
+            "device": self.device,
             "base_model": str(base_dir),
             **(description or {}),
         }
@@ -134,7 +151,7 @@ class HFMapperModel:
         started = time.perf_counter()
         batch = self.tokenizer(
             self._prompts(queries), return_tensors="pt", padding=True, add_special_tokens=False
-        )
+        ).to(self.device)
         prompt_len = batch.input_ids.shape[1]
         tries = [self._trie(q.candidates) for q in queries]
 

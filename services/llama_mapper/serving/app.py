@@ -39,14 +39,14 @@ def build(settings: ServingSettings) -> Any:
     engine = treatment = None
     deployments = engine_deployments(settings)
     if MAIN_DEPLOYMENT in deployments:
-        engine = MapperEngine.options(
-            ray_actor_options={"num_cpus": settings.engine_num_cpus}
-        ).bind(config)
+        engine = MapperEngine.options(ray_actor_options=settings.engine_actor_options()).bind(
+            config
+        )
     if TREATMENT_DEPLOYMENT in deployments:
         # The same replica class under its own name: its own process, restarts and health checks.
         treatment = MapperEngine.options(
             name=TREATMENT_DEPLOYMENT,
-            ray_actor_options={"num_cpus": settings.treatment_engine_num_cpus},
+            ray_actor_options=settings.engine_actor_options(treatment=True),
         ).bind(settings.treatment_engine_settings().model_dump(mode="python"))
     router = MapperRouter.options(ray_actor_options={"num_cpus": 0.25})
     if treatment is None:

@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -27,8 +27,10 @@ class VllmEngineConfig(BaseModel):
     cache_dir: Path | None = Field(
         None, description="Where prepared base models live; unset: MAPPER_CACHE_DIR's default."
     )
-    device_profile: str = Field(
-        "cpu", description="'cpu' applies the CPU tuning below; 'gpu' skips it."
+    device_profile: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description="'cpu' applies the CPU tuning below; 'gpu' skips it and reserves a GPU for "
+        "the engine replica (anything else is refused).",
     )
     dtype: str = Field(
         "float32", description="Weights dtype. float32 runs ~2x faster than bf16 on these CPUs."

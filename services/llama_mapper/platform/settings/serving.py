@@ -112,6 +112,13 @@ class ServingSettings(BaseSettings):
         description="vLLM engine (MAPPER_SERVING_ENGINE__<FIELD>).",
     )
     engine_num_cpus: float = Field(1.0, description="Ray CPUs reserved by the engine replica.")
+    engine_num_gpus: float | None = Field(
+        None,
+        ge=0,
+        description="Ray GPUs reserved by the engine replica; unset: 1 when "
+        "engine.device_profile is 'gpu' (Ray hides every GPU from an actor that reserves none, "
+        "so vLLM would find no CUDA device), else 0.",
+    )
     isolate_treatment: bool = Field(
         False,
         description="Serve a rollout's treatment from an engine deployment of its own "
@@ -120,6 +127,12 @@ class ServingSettings(BaseSettings):
     )
     treatment_engine_num_cpus: float = Field(
         1.0, description="Ray CPUs reserved by the treatment engine replica (isolate_treatment)."
+    )
+    treatment_engine_num_gpus: float | None = Field(
+        None,
+        ge=0,
+        description="Ray GPUs reserved by the treatment engine replica; unset: as engine_num_gpus "
+        "decides for the treatment's device profile.",
     )
     treatment_probe_s: float = Field(
         1.0,
@@ -205,6 +218,18 @@ class ServingSettings(BaseSettings):
         except ValidationError as exc:
             raise ValueError(f"treatment_engine_overrides: {exc}") from None
         return self.model_copy(update={"engine": engine})
+
+    def engine_actor_options(self, *, treatment: bool = False) -> dict[str, float]:
+        """Ray resources of an engine replica: its CPUs and, on a GPU profile, its GPUs."""
+        if treatment:
+            profile = self.treatment_engine_settings().engine.device_profile
+            cpus, gpus = self.treatment_engine_num_cpus, self.treatment_engine_num_gpus
+        else:
+            profile = self.engine.device_profile
+            cpus, gpus = self.engine_num_cpus, self.engine_num_gpus
+        if gpus is None:
+            gpus = 1.0 if profile == "gpu" else 0.0
+        return {"num_cpus": cpus, **({"num_gpus": gpus} if gpus else {})}
 
     def token_table(self) -> TokenTable | None:
         token = self.auth_token.get_secret_value() if self.auth_token else None
