@@ -249,6 +249,8 @@ def test_openguardrails_rollup_whitelist_and_unjudged(mapper: RulesMapper) -> No
         ("openguardrails", {"decision": CANARY}, "decision must be allow or block"),
         ("openguardrails", {"decision": "block", "findings": [{"category": CANARY}]}, "dotted id"),
         ("openguardrails", {"decision": "block", "findings": [{"category": "safety.toxicity", "severity": CANARY}]}, "severity"),
+        # An unhashable severity was a TypeError (a 500), not a path-named refusal.
+        ("openguardrails", {"decision": "block", "findings": [{"category": "safety.toxicity", "severity": [CANARY]}]}, "severity"),
         ("openguardrails", {"decision": "block", "findings": [{"category": "safety.toxicity", "start": 5, "end": 1}]}, "is after end"),
     ],
 )  # fmt: skip

@@ -364,6 +364,7 @@ class SwitchableSource(StaticSource):
 
 
 def test_a_hung_registry_never_delays_a_request_and_healthz_says_stale():
+    import gc
     import time
 
     engine = TableEngine({"mapper-v1": {"ACME_CUSTOMER_NO": "financial.bank_account"}})
@@ -377,15 +378,22 @@ def test_a_hung_registry_never_delays_a_request_and_healthz_says_stale():
             source.release.clear()  # the registry stops answering
             await asyncio.sleep(0.5)  # several refreshes time out in the background
             slowest = 0.0
-            for i in range(20):
-                started = time.perf_counter()
-                r = await client.post(
-                    "/v1/map",
-                    json={"detector": "presidio", "output": UNMAPPED, "request_id": f"h{i}"},
-                )
-                slowest = max(slowest, time.perf_counter() - started)
-                assert r.status_code == 200
-                assert r.json()["adapter_version"] == 1  # the last-known-good champion
+            # A full suite's heap makes one garbage collection take longer than the registry's
+            # timeout: collect first, and keep the collector out of what is timed.
+            gc.collect()
+            gc.disable()
+            try:
+                for i in range(20):
+                    started = time.perf_counter()
+                    r = await client.post(
+                        "/v1/map",
+                        json={"detector": "presidio", "output": UNMAPPED, "request_id": f"h{i}"},
+                    )
+                    slowest = max(slowest, time.perf_counter() - started)
+                    assert r.status_code == 200
+                    assert r.json()["adapter_version"] == 1  # the last-known-good champion
+            finally:
+                gc.enable()
             assert slowest < 0.2, slowest
             health = (await client.get("/healthz")).json()["registry"]
             assert (
@@ -397,7 +405,10 @@ def test_a_hung_registry_never_delays_a_request_and_healthz_says_stale():
             await asyncio.sleep(0.3)
             assert (await client.get("/healthz")).json()["registry"]["state"] == "fresh"
 
-    run(go())
+    try:
+        run(go())
+    finally:
+        source.release.set()
 
 
 def test_after_a_promotion_every_answer_names_the_new_champion():

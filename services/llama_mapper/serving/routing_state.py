@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +29,58 @@ class RolloutSource(Protocol):
     def temperature(self, model: str, version: int) -> float: ...
 
     def calibration(self, model: str, version: int) -> tuple[float, str, float | None]: ...
+
+
+class DaemonExecutor(Executor):
+    """One daemon thread working a queue of calls. A registry call that never returns (a
+    SIGSTOPped registry) holds this thread and nothing else: unlike ThreadPoolExecutor's
+    workers, which the interpreter joins at exit, it never keeps the process from exiting."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._calls.put((future, fn, args, kwargs))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+                self._thread.start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn, args, kwargs = self._calls.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while queued (its caller timed out)
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to the caller, as an executor does
+                future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No new calls; queued ones cancelled when asked. `wait` waits for the queue to drain
+        (never for a call that hangs: wait=False is what a router closing on a hung registry
+        wants)."""
+        with self._lock:
+            self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    future, *_ = self._calls.get_nowait()
+                except queue.Empty:
+                    break
+                future.cancel()
+        if wait and self._thread is not None:
+            done: Future[None] = Future()
+            self._calls.put((done, lambda: None, (), {}))
+            done.result()
 
 
 @dataclass(frozen=True)
@@ -62,8 +116,8 @@ class RoutingState:
         self.failing_since: float | None = None
         self.last_error = ""
         # Registry calls run on their own thread: one that hangs holds this thread, never the
-        # event loop or the threads the engines' handles use.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-refresh")
+        # event loop, the threads the engines' handles use, or the process's exit.
+        self._executor = DaemonExecutor("registry-refresh")
 
     def _read(self) -> RoutingSnapshot:
         assert self.source is not None

@@ -77,7 +77,7 @@ def read_openguardrails(output: Any) -> DetectorReport:
                 attributes[key] = item[key]
         severity = item.get("severity")
         expect(
-            severity is None or severity in SEVERITIES,
+            severity is None or (isinstance(severity, str) and severity in SEVERITIES),
             DETECTOR,
             f"{where}.severity must be one of {', '.join(SEVERITIES)}",
         )
