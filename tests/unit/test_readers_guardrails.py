@@ -160,6 +160,28 @@ def test_model_armor_snake_case_and_deidentify(mapper: RulesMapper) -> None:
     assert labels(mapper, "model-armor", out) == ["pii.email_address", "sexual.minors"]
 
 
+@pytest.mark.parametrize("start", [float("inf"), float("-inf"), float("nan"), "x", [1], None])
+def test_model_armor_a_span_that_is_no_integer_is_dropped_not_a_crash(start: Any) -> None:
+    # read() is called by library users without the router's JSON check (which refuses inf).
+    location = {"codepointRange": {"start": start, "end": "9"}}
+    finding = {"infoType": "EMAIL_ADDRESS", "location": location}
+    out = {
+        "sanitizationResult": {
+            "filterMatchState": "MATCH_FOUND",
+            "filterResults": {
+                "sdp": {
+                    "sdpFilterResult": {
+                        "inspectResult": {"matchState": "MATCH_FOUND", "findings": [finding]}
+                    }
+                }
+            },
+        }
+    }
+    (only,) = read("model-armor", out).findings
+    assert only.raw_label == "EMAIL_ADDRESS"
+    assert only.span is None
+
+
 def test_model_armor_no_match_and_unexplained_match(mapper: RulesMapper) -> None:
     clean = {"sanitizationResult": {"filterMatchState": "NO_MATCH_FOUND", "filterResults": {}}}
     assert labels(mapper, "model-armor", clean) == ["other.no_finding"]

@@ -33,7 +33,6 @@ from llama_mapper.training.tokenize import IGNORE_INDEX, collate, encode_all, lo
 
 log = logging.getLogger(__name__)
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 STATE_FILE = "training_state.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
 # Fault-injection for the recovery test: worker rank 1 exits hard at this optimizer step, once

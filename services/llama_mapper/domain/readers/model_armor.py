@@ -158,7 +158,7 @@ def _span(location: Any) -> Span | None:
     try:
         # int64 fields arrive as JSON strings, as in DLP.
         start, end = int(rng.get("start", 0)), int(rng["end"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         return None
     return Span(start, end) if 0 <= start <= end else None
 
