@@ -153,6 +153,35 @@ def test_documented_outputs_with_one_part_replaced(data, seed, new):
     _check_report(detector, _replace(output, path, new))
 
 
+# Every part of every documented output, replaced by each value of a kind a reader must not trip
+# on (unhashable where a string is compared with a set, non-finite where an int is taken, a lone
+# surrogate, a planted secret): deterministic, so a crash the random draws miss is still found.
+TRIP_VALUES = [
+    [],
+    {},
+    [SECRETS[0]],
+    {"k": [SECRETS[0]]},
+    float("inf"),
+    float("nan"),
+    2**70,
+    "\ud800",
+]
+
+
+def test_every_part_of_every_documented_output_replaced_by_a_tripping_value():
+    crashes = []
+    for detector, output in SEEDS:
+        for path in _paths(output):
+            for value in TRIP_VALUES:
+                try:
+                    _check_report(detector, _replace(output, path, value))
+                except InvalidArgument:
+                    continue  # refused with a path: what bad input gets
+                except Exception as exc:
+                    crashes.append(f"{detector} {path} {value!r}: {type(exc).__name__}: {exc}")
+    assert not crashes, "\n".join(crashes[:20])
+
+
 @SETTINGS
 @given(output=json_values, detector=st.sampled_from(["acme", "my-dlp", "x"]))
 def test_the_generic_reader_on_arbitrary_json(output, detector):
