@@ -72,11 +72,12 @@ def main() -> None:
     del hf
 
     if not args.skip_vllm:
-        from llama_mapper.inference.vllm_engine import AdapterRef, VllmEngine, VllmEngineConfig
+        from llama_mapper.inference.vllm_engine import AdapterRef, VllmEngine
+        from llama_mapper.platform.settings.serving import served_engine_config
 
         started = time.perf_counter()
         adapters = [AdapterRef("bench", adapter)] if adapter else []
-        engine = VllmEngine(VllmEngineConfig(base_model=str(base.path)), adapters)
+        engine = VllmEngine(served_engine_config(str(base.path)), adapters)
         model = engine.model("bench" if adapter else None)
         model.predict(queries[:2])  # warm-up: grammar compilation
         startup = time.perf_counter() - started

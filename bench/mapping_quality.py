@@ -121,10 +121,11 @@ def main() -> None:
     if not args.no_rules:
         run("rules", HybridSubject(HybridMapper(RulesMapper(taxonomy))), None)
     if args.adapter:
-        from llama_mapper.inference.vllm_engine import AdapterRef, VllmEngine, VllmEngineConfig
+        from llama_mapper.inference.vllm_engine import AdapterRef, VllmEngine
+        from llama_mapper.platform.settings.serving import served_engine_config
 
         base = prepare_base_model()
-        engine = VllmEngine(VllmEngineConfig(base_model=str(base.path)))
+        engine = VllmEngine(served_engine_config(str(base.path)))
         try:
             for spec in args.adapter:
                 name, _, directory = spec.partition("=")

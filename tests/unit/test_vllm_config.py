@@ -46,3 +46,19 @@ def test_a_misspelled_device_profile_is_refused_not_read_as_cpu():
 
     with pytest.raises(pydantic.ValidationError, match="device_profile"):
         VllmEngineConfig(device_profile="GPU")
+
+
+def test_the_evaluation_builds_the_engine_serving_builds(monkeypatch):
+    from llama_mapper.evaluation import models
+    from llama_mapper.platform.settings.serving import served_engine_config
+
+    monkeypatch.setenv("MAPPER_SERVING_ENGINE__DTYPE", "bfloat16")
+    monkeypatch.setenv("MAPPER_SERVING_ENGINE__BLOCK_SIZE", "64")
+    config = served_engine_config("/models/base")
+    assert (config.base_model, config.dtype, config.block_size) == ("/models/base", "bfloat16", 64)
+    built = []
+    monkeypatch.setattr(
+        "llama_mapper.inference.vllm_engine.VllmEngine", lambda config: built.append(config)
+    )
+    models._vllm_engine(Path("/models/base"), keep=False)
+    assert built == [config]

@@ -41,14 +41,16 @@ _WARM_LOCK = threading.Lock()
 
 
 def _vllm_engine(base_path: Path, keep: bool) -> Any:
-    from llama_mapper.inference.vllm_engine import VllmEngine, VllmEngineConfig
+    """The engine serving runs (its MAPPER_SERVING_ENGINE__* settings) on this base."""
+    from llama_mapper.inference.vllm_engine import VllmEngine
+    from llama_mapper.platform.settings.serving import served_engine_config
 
     if not keep:
-        return VllmEngine(VllmEngineConfig(base_model=str(base_path)))
+        return VllmEngine(served_engine_config(str(base_path)))
     with _WARM_LOCK:
         engine = _WARM_ENGINES.get(str(base_path))
         if engine is None:
-            engine = VllmEngine(VllmEngineConfig(base_model=str(base_path)))
+            engine = VllmEngine(served_engine_config(str(base_path)))
             _WARM_ENGINES[str(base_path)] = engine
         return engine
 

@@ -238,6 +238,13 @@ class ServingSettings(BaseSettings):
         )
 
 
+def served_engine_config(base_model: str) -> VllmEngineConfig:
+    """The engine serving builds (MAPPER_SERVING_ENGINE__*: dtype, block size, threads, ...) on
+    `base_model`: what the evaluation and the benches run, so that a figure is the served
+    engine's (a bfloat16 engine is evaluated in bfloat16)."""
+    return ServingSettings().engine.model_copy(update={"base_model": base_model})
+
+
 class ServingClientSettings(BaseSettings):
     """How mapperctl, the bench and scripts reach the router: MAPPER_SERVING_URL / _AUTH_TOKEN."""
 
