@@ -1,7 +1,7 @@
 """What this machine can compute, and what a served request costs: the same-run compute ceiling.
 
-`matmul_probe` measures matmul GFLOP/s with torch where the engine computes (the CPU's threads as
-vLLM binds them in float32, or the GPU in the engine's dtype), at the model's own shapes (a batch
+`matmul_probe` measures matmul GFLOP/s with torch where the engine computes and in its dtype (the
+CPU's threads as vLLM binds them, or the GPU), at the model's own shapes (a batch
 of tokens through the MLP and attention projections) and at large square sizes, and keeps the
 best: the peak a dense forward pass could reach on this machine now. `device_label` names the
 device for the figures' label.
