@@ -11,7 +11,8 @@ closed-loop concurrency. Phases run one after the other so they never share the 
 4. rules-only through the router: payloads the rules answer (the router's own cost).
 
 The compute ceiling is measured in the same run (llama_mapper/bench/compute.py): a matmul probe
-where the engine computes, in its dtype, before the first phase and after the last, and each model-bound phase's FLOPs from its requests' tokens
+where the engine computes, in its dtype, before the first phase and after the last, and each
+model-bound phase's FLOPs from its requests' tokens
 (prompt tokens the prefix cache did not serve, generated tokens, attention, LoRA). Each phase's
 share is its achieved GFLOP/s over the lower of the two probes.
 
@@ -400,7 +401,9 @@ def main() -> int:
     from llama_mapper.inference.vllm_engine.config import kv_block_size
 
     engine = bench_engine(args.device, args.base or DEFAULT_MODEL_ID, args.dtype, args.block_size)
-    base = prepare_base_model(engine.base_model, dtype=engine.dtype)
+    # Prepared as every other user prepares it (the cache keeps one copy per model, whatever the
+    # dtype asked): the engine and the baseline cast to theirs when they load it.
+    base = prepare_base_model(engine.base_model)
     # The stack serves the prepared directory (one copy of the weights for both servers).
     engine = engine.model_copy(update={"base_model": str(base.path)})
     probe_shape = ModelShape.from_config(base.path)
