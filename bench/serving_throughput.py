@@ -172,6 +172,8 @@ def wait_http(url: str, timeout_s: float = 300) -> None:
 def run_baseline(
     base: Path, adapter: Path, bodies: list[dict[str, Any]], concurrency: int, engine: Any
 ) -> dict[str, Any]:
+    from llama_mapper.inference.vllm_engine.config import engine_dtype
+
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -186,7 +188,7 @@ def run_baseline(
             "--device",
             "cuda" if engine.device_profile == "gpu" else "cpu",
             "--dtype",
-            engine.dtype,
+            engine_dtype(engine),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -398,14 +400,16 @@ def main() -> int:
 
     from llama_mapper.bench.compute import ModelShape, engine_probe
     from llama_mapper.inference.base_model import DEFAULT_MODEL_ID, prepare_base_model
-    from llama_mapper.inference.vllm_engine.config import kv_block_size
+    from llama_mapper.inference.vllm_engine.config import engine_dtype, kv_block_size
 
     engine = bench_engine(args.device, args.base or DEFAULT_MODEL_ID, args.dtype, args.block_size)
     # Prepared as every other user prepares it (the cache keeps one copy per model, whatever the
     # dtype asked): the engine and the baseline cast to theirs when they load it.
     base = prepare_base_model(engine.base_model)
     # The stack serves the prepared directory (one copy of the weights for both servers).
-    engine = engine.model_copy(update={"base_model": str(base.path)})
+    engine = engine.model_copy(
+        update={"base_model": str(base.path), "dtype": engine_dtype(engine)}  # 'auto' resolved
+    )
     probe_shape = ModelShape.from_config(base.path)
     probe_before = engine_probe(config=engine, shape=probe_shape)
     print(f"device: {probe_before['label']} ({engine.dtype})", file=sys.stderr)

@@ -62,3 +62,22 @@ def test_the_evaluation_builds_the_engine_serving_builds(monkeypatch):
     )
     models._vllm_engine(Path("/models/base"), keep=False)
     assert built == [config]
+
+
+def test_auto_dtype_is_bfloat16_where_the_hardware_multiplies_it_fastest(tmp_path):
+    from llama_mapper.inference.vllm_engine.config import cpu_flags, engine_dtype
+
+    auto = VllmEngineConfig(dtype="auto")
+    assert engine_dtype(auto, frozenset({"avx512f", "amx_bf16", "amx_tile"})) == "bfloat16"
+    assert engine_dtype(auto, frozenset({"avx512f", "avx2"})) == "float32"
+    assert engine_dtype(VllmEngineConfig(dtype="auto", device_profile="gpu"), frozenset()) == (
+        "bfloat16"
+    )
+    # Set explicitly, it is what the engine gets, whatever the CPU.
+    assert engine_dtype(VllmEngineConfig(), frozenset({"amx_bf16"})) == "float32"
+    assert engine_kwargs(VllmEngineConfig(dtype="float16"), Path("/m"))["dtype"] == "float16"
+    assert engine_kwargs(auto, Path("/m"))["dtype"] in {"bfloat16", "float32"}  # never 'auto'
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse", "avx512f", "amx_bf16"}
+    assert cpu_flags(tmp_path / "missing") == frozenset()

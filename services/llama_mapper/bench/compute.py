@@ -107,14 +107,18 @@ def engine_probe(
     import subprocess
     import sys
 
-    from llama_mapper.inference.vllm_engine.config import VllmEngineConfig, cpu_environment
+    from llama_mapper.inference.vllm_engine.config import (
+        VllmEngineConfig,
+        cpu_environment,
+        engine_dtype,
+    )
 
     config = config or VllmEngineConfig()
     env = {**os.environ, **cpu_environment(config)}
     request = {
         "seconds": seconds,
         "device": "cuda" if config.device_profile == "gpu" else "cpu",
-        "dtype": config.dtype,
+        "dtype": engine_dtype(config),
         "shape": asdict(shape) if shape else None,
     }
     proc = subprocess.run(

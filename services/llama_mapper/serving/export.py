@@ -23,6 +23,7 @@ from llama_mapper.domain.taxonomy import default_taxonomy
 from llama_mapper.inference.base_model import BaseModelInfo, file_sha256, prepare_base_model
 from llama_mapper.inference.compat import check_adapter_dir
 from llama_mapper.inference.vllm_engine import VllmEngineConfig
+from llama_mapper.inference.vllm_engine.config import engine_dtype
 from llama_mapper.platform.settings.common import common
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def launch_command(
             "vllm", "serve", str(model),
             "--tokenizer", str(bundle / "tokenizer"),
             "--served-model-name", name if merged else str(base.model_id),
-            "--dtype", config.dtype,
+            "--dtype", engine_dtype(config),
             "--max-model-len", str(config.max_model_len),
             "--max-num-seqs", str(config.max_num_seqs),
             "--enable-prefix-caching",
