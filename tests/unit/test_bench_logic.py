@@ -390,25 +390,24 @@ def test_the_serving_bench_runs_where_the_engine_can_and_says_where():
         gpu = bench_engine("auto", "smollm2-135m-instruct", None, None)
         assert (gpu.device_profile, gpu.dtype) == ("gpu", "bfloat16")
 
-    class Named:
-        def __init__(self, *names: str) -> None:
-            self.names = names
+    # Real (tiny, randomly initialized) transformers models of each architecture family: the
+    # names the adapter would target are read off the model, not a list.
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Phi3Config
 
-        def named_modules(self):
-            return [(f"model.layers.0.self_attn.{n}", None) for n in self.names]
-
-    assert attention_projections(Named("q_proj", "k_proj", "v_proj", "o_proj", "up_proj")) == [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-    ]
-    assert attention_projections(Named("qkv_proj", "o_proj", "gate_up_proj")) == [
-        "qkv_proj",
-        "o_proj",
-    ]
+    tiny = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4}
+    llama = AutoModelForCausalLM.from_config(
+        LlamaConfig(**tiny, num_hidden_layers=1, num_key_value_heads=2, vocab_size=64)
+    )
+    phi3 = AutoModelForCausalLM.from_config(
+        Phi3Config(**tiny, num_hidden_layers=1, vocab_size=64, pad_token_id=0)
+    )
+    gpt2 = AutoModelForCausalLM.from_config(
+        GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=64)
+    )
+    assert attention_projections(llama) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert attention_projections(phi3) == ["qkv_proj", "o_proj"]
     with pytest.raises(SystemExit, match="no q/k/v/o"):
-        attention_projections(Named("c_attn", "c_proj"))
+        attention_projections(gpt2)
 
 
 def test_the_baseline_model_refuses_a_device_it_cannot_reach():

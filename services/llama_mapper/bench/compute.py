@@ -32,14 +32,9 @@ def device_label(device: str = "cpu") -> str:
         return f"{torch.cuda.get_device_name(index)} (CUDA {torch.version.cuda})"
     import platform
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from llama_mapper.inference.vllm_engine.config import cpuinfo_value
+
+    name = cpuinfo_value(("model name",)) or platform.processor() or platform.machine()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{name}, {cores} cores"
 

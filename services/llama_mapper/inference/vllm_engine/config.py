@@ -147,15 +147,20 @@ def apply_cpu_environment(config: VllmEngineConfig) -> dict[str, str]:
 CPU_BLOCK_SIZE = 32
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo cannot be read)."""
+def cpuinfo_value(keys: tuple[str, ...], cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The first /proc/cpuinfo value under one of `keys` (None where it cannot be read)."""
     try:
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return frozenset(line.split(":", 1)[1].split())
+            if line.startswith(keys) and ":" in line:
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo cannot be read)."""
+    return frozenset((cpuinfo_value(("flags", "Features"), cpuinfo) or "").split())
 
 
 def engine_dtype(config: VllmEngineConfig, flags: frozenset[str] | None = None) -> str:
