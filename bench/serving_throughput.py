@@ -91,8 +91,8 @@ def summary(name: str, latencies: list[float], wall: float, errors: int) -> dict
     }
 
 
-# Labels of the findings answered, per phase: the generated tokens of the compute count.
-ANSWERED: dict[int, list[str]] = {}
+# Labels of the findings answered, per phase and request: the generated tokens of the compute count.
+ANSWERED: dict[int, dict[int, list[str]]] = {}
 
 
 async def closed_loop(
@@ -101,11 +101,11 @@ async def closed_loop(
     sem = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     methods: list[str] = []
-    labels = ANSWERED.setdefault(id(bodies), [])
+    answers = ANSWERED.setdefault(id(bodies), {})
     errors = 0
     async with httpx.AsyncClient(timeout=600) as client:
 
-        async def one(body: dict[str, Any]) -> None:
+        async def one(index: int, body: dict[str, Any]) -> None:
             nonlocal errors
             async with sem:
                 started = time.perf_counter()
@@ -116,10 +116,10 @@ async def closed_loop(
                 else:
                     findings = r.json()["result"]["findings"]
                     methods.extend(f["method"] for f in findings)
-                    labels.extend(f["label"] for f in findings)
+                    answers[index] = [f["label"] for f in findings]
 
         started = time.perf_counter()
-        await asyncio.gather(*(one(b) for b in bodies))
+        await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
         return latencies, time.perf_counter() - started, errors, methods
 
 
@@ -327,16 +327,40 @@ def bench_engine(device: str, base_model: str, dtype: str | None, block_size: in
     )
 
 
+def generated_tokens(tokenizer: Any, label: str, choice: tuple[str, ...], decisive: bool) -> int:
+    """Tokens generated for `label` chosen among `choice`: its tokens and the end token, or, when
+    decoding stops at the decisive prefix, its tokens up to the one that completes that prefix.
+    (The engine step in flight when the stop is seen computes one more token for the request,
+    which is thrown away and not counted: the share is then a lower bound.)"""
+    from llama_mapper.inference.vllm_engine.decoding import decisive_prefixes
+
+    ids = tokenizer(label, add_special_tokens=False).input_ids
+    stop = next((s for s, chosen in decisive_prefixes(choice).items() if chosen == label), None)
+    if decisive and stop is not None:
+        for count in range(1, len(ids) + 1):
+            if tokenizer.decode(ids[:count]).startswith(stop):
+                return count
+    return len(ids) + 1
+
+
 def phase_costs(
-    base: Path, adapter: Path, bodies: list[dict[str, Any]], labels: list[str], block_size: int
+    base: Path,
+    adapter: Path,
+    bodies: list[dict[str, Any]],
+    answers: dict[int, list[str]],
+    block_size: int,
+    decisive: bool,
 ) -> dict[str, Any]:
-    """Mean FLOPs per request of `bodies` answered with `labels`: with the prefix cache of
-    `block_size`-token blocks (the stack) and without it (the baseline computes every token)."""
+    """Mean FLOPs per request of `bodies` answered with `answers` (labels by request): with the
+    prefix cache of `block_size`-token blocks (the stack, decoding as the engine is configured)
+    and without it (the baseline computes every token and decodes every label to its end)."""
     from transformers import AutoTokenizer
 
     from llama_mapper.bench.compute import ModelShape, cached_prefix, request_cost
     from llama_mapper.domain.prompt import finding_payload, mapper_messages
     from llama_mapper.domain.readers.generic import extract_generic
+    from llama_mapper.domain.taxonomy import default_taxonomy
+    from llama_mapper.inference.hybrid import HybridMapper
 
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     shape = ModelShape.from_adapter(base, adapter)
@@ -350,18 +374,30 @@ def phase_costs(
         )
         prompts.append(tokenizer(text, add_special_tokens=False).input_ids)
     cached = cached_prefix(prompts, block_size)
-    generated = [len(tokenizer(label, add_special_tokens=False).input_ids) + 1 for label in labels]
-    mean_generated = sum(generated) / len(generated) if generated else 6.0
+    # The shortlist each finding was chosen in: the router's own plan (the same code).
+    hybrid, everything = HybridMapper(threshold=0.0), tuple(default_taxonomy().names)
+    generated: dict[str, dict[int, int]] = {"stack": {}, "baseline": {}}
+    for index, body in enumerate(bodies):
+        queries = hybrid.plan(body["detector"], body["output"]).queries
+        for query, label in zip(queries, answers.get(index, [])[: len(queries)], strict=False):
+            choice = tuple(query.candidates) or everything
+            for name, cut in (("stack", decisive), ("baseline", False)):
+                generated[name][index] = generated_tokens(tokenizer, label, choice, cut)
+    mean = {name: sum(g.values()) / len(g) if g else 6.0 for name, g in generated.items()}
     out: dict[str, Any] = {"block_size": block_size, "cached_tokens": cached}
     for name, cache in (("stack", cached), ("baseline", 0)):
-        costs = [request_cost(shape, len(p), cache, round(mean_generated)) for p in prompts]
+        costs = [
+            request_cost(shape, len(p), cache, generated[name].get(i, round(mean[name])))
+            for i, p in enumerate(prompts)
+        ]
         out[name] = {
             "flops_per_request": sum(c.total for c in costs) / len(costs),
             "prefill_share": sum(c.prefill_flops for c in costs) / sum(c.total for c in costs),
             "lora_share": sum(c.lora_flops for c in costs) / sum(c.total for c in costs),
         }
     out["prompt_tokens"] = sum(map(len, prompts)) / len(prompts)
-    out["generated_tokens"] = mean_generated
+    out["generated_tokens"] = mean["stack"]
+    out["baseline_generated_tokens"] = mean["baseline"]
     return out
 
 
@@ -395,6 +431,11 @@ def main() -> int:
     parser.add_argument(
         "--dtype", default=None, help="weights dtype (default: float32 on CPU, bfloat16 on GPU)"
     )
+    parser.add_argument(
+        "--full-label-decoding",
+        action="store_true",
+        help="decode every label to its end token (the engine before decisive_stop)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
 
@@ -403,6 +444,8 @@ def main() -> int:
     from llama_mapper.inference.vllm_engine.config import engine_dtype, kv_block_size
 
     engine = bench_engine(args.device, args.base or DEFAULT_MODEL_ID, args.dtype, args.block_size)
+    if args.full_label_decoding:
+        engine = engine.model_copy(update={"decisive_stop": False})
     # Prepared as every other user prepares it (the cache keeps one copy per model, whatever the
     # dtype asked): the engine and the baseline cast to theirs when they load it.
     base = prepare_base_model(engine.base_model)
@@ -422,7 +465,9 @@ def main() -> int:
         rows += run_stack(adapter, bodies, args.concurrency, engine)
         probe_after = engine_probe(config=engine, shape=probe_shape)
         block = kv_block_size(engine) or VLLM_DEFAULT_BLOCK[engine.device_profile]
-        costs = phase_costs(base.path, adapter, bodies, ANSWERED.get(id(bodies), []), block)
+        costs = phase_costs(
+            base.path, adapter, bodies, ANSWERED.get(id(bodies), {}), block, engine.decisive_stop
+        )
     peak = min(probe_before["peak"], probe_after["peak"])
     baseline, stack, direct = rows[:3]
     for row, side in ((baseline, "baseline"), (stack, "stack"), (direct, "stack")):
@@ -451,7 +496,9 @@ def main() -> int:
         f"matmul probe: {probe_before['peak']:.1f} GFLOP/s before, {probe_after['peak']:.1f} "
         f"after ({probe_before['threads']} threads); per request: {costs['prompt_tokens']:.1f} "
         f"prompt tokens ({costs['cached_tokens']} served by the prefix cache at block size "
-        f"{costs['block_size']}), {costs['generated_tokens']:.1f} generated; "
+        f"{costs['block_size']}), {costs['generated_tokens']:.1f} generated "
+        f"({costs['baseline_generated_tokens']:.1f} by the baseline, decisive stop "
+        f"{'on' if engine.decisive_stop else 'off'}); "
         f"{costs['stack']['flops_per_request'] / 1e9:.2f} GFLOP (stack, prefill "
         f"{100 * costs['stack']['prefill_share']:.0f} %, LoRA "
         f"{100 * costs['stack']['lora_share']:.1f} %) vs "

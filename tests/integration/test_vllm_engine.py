@@ -66,6 +66,39 @@ def test_constrained_labels_stay_inside_the_taxonomy_with_logprob_confidence(eng
     assert answers["mapper-1"] != answers["mapper-2"]
 
 
+def test_stopping_at_the_decisive_prefix_answers_what_full_decoding_answers(engine):
+    """The same greedy path, cut where one label is left: the same labels (on the whole label set
+    and on shortlists), a path probability at least the full one's (the forced rest of a label
+    only multiplies in factors <= 1), and fewer generated tokens."""
+    from llama_mapper.domain.prompt import mapper_messages
+    from llama_mapper.inference.vllm_engine import mapper_sampling_params
+    from llama_mapper.inference.vllm_engine.decoding import render_prompt
+
+    shortlist = ("pii.email_address", "pii.phone_number", "other.no_finding", "other.unknown")
+    queries = QUERIES + [MapperQuery(q.detector, q.finding, shortlist) for q in QUERIES]
+    config = engine.config
+    try:
+        answers = {}
+        for decisive in (True, False):
+            engine.config = config.model_copy(update={"decisive_stop": decisive})
+            answers[decisive] = engine.model("mapper-1").predict(queries)
+    finally:
+        engine.config = config
+    for cut, full in zip(answers[True], answers[False], strict=True):
+        assert (cut.label, cut.valid) == (full.label, full.valid)
+        if full.valid:
+            assert cut.logprob >= full.logprob - 1e-6
+    prompts = [
+        render_prompt(engine.tokenizer, mapper_messages(q.detector, q.finding)) for q in QUERIES
+    ]
+    generated = {}
+    for decisive in (True, False):
+        params = mapper_sampling_params(engine.labels, engine.max_tokens, decisive)
+        outs = engine.llm.generate(prompts, params, lora_request=engine._lora("mapper-1"))
+        generated[decisive] = sum(len(o.outputs[0].token_ids) for o in outs)
+    assert generated[True] < generated[False]
+
+
 def test_token_budget_covers_the_longest_label_walked_one_character_at_a_time(engine):
     longest = max(len(label) for label in engine.labels)
     assert engine.max_tokens >= longest + 1

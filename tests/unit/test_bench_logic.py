@@ -422,3 +422,35 @@ def test_the_baseline_model_refuses_a_device_it_cannot_reach():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda:0")
+
+
+def test_the_serving_bench_counts_the_tokens_decoding_stops_at():
+    """A label cut at its decisive prefix is counted up to the token completing that prefix; the
+    baseline, and the engine without the stop, to the end token."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from llama_mapper.domain.taxonomy import default_taxonomy
+    from llama_mapper.inference.base_model import prepare_base_model
+    from llama_mapper.inference.vllm_engine.decoding import decisive_prefixes
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from serving_throughput import generated_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(str(prepare_base_model().path))
+    labels = tuple(default_taxonomy().names)
+    stops = {label: stop for stop, label in decisive_prefixes(labels).items()}
+    for label in labels:
+        full = len(tokenizer(label, add_special_tokens=False).input_ids) + 1
+        assert generated_tokens(tokenizer, label, labels, decisive=False) == full
+        cut = generated_tokens(tokenizer, label, labels, decisive=True)
+        assert 1 <= cut < full
+        ids = tokenizer(label, add_special_tokens=False).input_ids
+        assert tokenizer.decode(ids[:cut]).startswith(stops[label])
+        assert not tokenizer.decode(ids[: cut - 1]).startswith(stops[label])
+    # On a shortlist whose labels differ in their first character, the first token decides.
+    pair = ("pii.email_address", "financial.credit_card")
+    assert generated_tokens(tokenizer, pair[0], pair, True) < generated_tokens(
+        tokenizer, pair[0], labels, True
+    )

@@ -81,6 +81,12 @@ class VllmEngineConfig(BaseModel):
         "is also never below the longest label's character count + 1 (a constrained model can "
         "walk a label one short token at a time).",
     )
+    decisive_stop: bool = Field(
+        True,
+        description="End a label's decoding at its first decisive prefix, where the text names "
+        "one label of the choice alone (decoding.decisive_prefixes): the same label and its "
+        "probability among the labels in fewer engine steps (docs/BENCHMARKS.md).",
+    )
     grouped_lora_ops: bool = Field(
         True,
         description="CPU only: replace vLLM's per-token LoRA gather with one matmul per adapter "

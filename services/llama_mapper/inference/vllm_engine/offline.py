@@ -98,8 +98,10 @@ class VllmEngine:
         prompts = [
             render_prompt(self.tokenizer, mapper_messages(q.detector, q.finding)) for q in queries
         ]
+        choices = [q.candidates or self.labels for q in queries]
         params = [
-            mapper_sampling_params(q.candidates or self.labels, self.max_tokens) for q in queries
+            mapper_sampling_params(labels, self.max_tokens, self.config.decisive_stop)
+            for labels in choices
         ]
         started = time.perf_counter()
         try:
@@ -114,9 +116,9 @@ class VllmEngine:
         per_query = (time.perf_counter() - started) / len(prompts)
         return [
             prediction_from_completion(
-                out.outputs[0] if out.outputs else None, self.taxonomy, per_query
+                out.outputs[0] if out.outputs else None, self.taxonomy, per_query, labels
             )
-            for out in outputs
+            for out, labels in zip(outputs, choices, strict=True)
         ]
 
     def generate_json(

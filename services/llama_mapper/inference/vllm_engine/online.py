@@ -161,7 +161,8 @@ class AsyncVllmEngine:
 
         async def one(query: MapperQuery) -> Prediction:
             started = time.perf_counter()
-            params = mapper_sampling_params(query.candidates or self.labels, self.max_tokens)
+            labels = query.candidates or self.labels
+            params = mapper_sampling_params(labels, self.max_tokens, self.config.decisive_stop)
             prompt = render_prompt(self.tokenizer, mapper_messages(query.detector, query.finding))
             try:
                 output = await self._generate(prompt, params, adapter)
@@ -172,7 +173,7 @@ class AsyncVllmEngine:
                 return invalid_prediction(time.perf_counter() - started)
             completion = output.outputs[0] if output is not None and output.outputs else None
             return prediction_from_completion(
-                completion, self.taxonomy, time.perf_counter() - started
+                completion, self.taxonomy, time.perf_counter() - started, labels
             )
 
         return list(await asyncio.gather(*(one(q) for q in queries)))
