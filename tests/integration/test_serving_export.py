@@ -55,7 +55,13 @@ def test_vllm_bundle_launch_args_and_tampering(adapter, tmp_path):
     base, adapter_dir = adapter
     bundle = tmp_path / "vllm"
     export_bundle("vllm", adapter_dir, bundle, name="mapper-v5")
-    command = json.loads((bundle / "launch.json").read_text())["command"]
+    launch = json.loads((bundle / "launch.json").read_text())
+    command = launch["command"]
+    # The decisive prefixes a client passes as `stop`: each names one label, every label has one.
+    stops = json.loads((bundle / launch["stop"]["strings"]).read_text())
+    labels = json.loads((bundle / "labels.json").read_text())
+    assert sorted(stops.values()) == sorted(labels) and launch["stop"]["include_stop_str_in_output"]
+    assert all(label.startswith(stop) for stop, label in stops.items())
     assert command[:3] == ["vllm", "serve", str(base.path)]
     assert f"mapper-v5={bundle / 'adapter'}" in command and "--enable-lora" in command
     assert (bundle / "launch.sh").stat().st_mode & 0o111

@@ -22,7 +22,7 @@ def openai_server(answers):
     @app.post("/v1/chat/completions")
     async def complete(body: dict):
         seen.append(body)
-        content, logprobs, finish = answers[
+        content, logprobs, finish, *stop = answers[
             body["messages"][-1]["content"].split('"label": "')[1].split('"')[0]
         ]
         return {
@@ -30,6 +30,7 @@ def openai_server(answers):
                 {
                     "message": {"role": "assistant", "content": content},
                     "finish_reason": finish,
+                    "stop_reason": stop[0] if stop else None,
                     "logprobs": {"content": [{"token": "x", "logprob": lp} for lp in logprobs]},
                 }
             ],
@@ -68,6 +69,30 @@ def test_predictions_are_validated_and_confidence_is_exp_sum():
     assert (c.valid, c.label) == (False, "other.unknown")  # truncated
     assert len(seen[0]["structured_outputs"]["choice"]) == 67 and seen[0]["logprobs"] is True
     assert description["adapter"] == "mapper-v4"
+
+
+def test_the_client_asks_among_the_shortlist_and_reads_an_answer_cut_at_its_decisive_prefix():
+    """As the in-cluster engine decodes: the query's candidates as the choice, their decisive
+    prefixes as stop strings, an answer cut at one read as the label it decides."""
+    from llama_mapper.inference.vllm_engine.decoding import decisive_prefixes
+
+    shortlist = ("pii.email_address", "pii.phone_number", "other.no_finding", "other.unknown")
+    stops = decisive_prefixes(shortlist)
+    cut = next(stop for stop, label in stops.items() if label == "pii.phone_number")
+    app, seen = openai_server(
+        {
+            "A": (cut, [-0.05, -0.1], "stop", cut),
+            "B": ("pii.ph", [-0.05], "stop", "pii.ph"),  # not a stop string of this choice
+        }
+    )
+    engine = OpenAIEngine("http://ext", transport=httpx.ASGITransport(app=app))
+    queries = [MapperQuery("d", {"label": x}, shortlist) for x in "AB"]
+    (a, b), _ = asyncio.run(engine.predict("mapper-v4", queries))
+    assert a.valid and a.label == "pii.phone_number"
+    assert a.confidence == pytest.approx(math.exp(-0.15))
+    assert (b.valid, b.label) == (False, "other.unknown")
+    assert seen[0]["structured_outputs"] == {"choice": list(shortlist)}
+    assert set(seen[0]["stop"]) == set(stops) and seen[0]["include_stop_str_in_output"] is True
 
 
 def test_the_analyst_grammar_is_compact_json_without_keywords_vllm_refuses():

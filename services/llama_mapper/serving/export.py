@@ -7,6 +7,8 @@
 # - `launch.json` / `launch.sh`: the server's command line, with the tuned engine settings;
 # - `labels.json`: the taxonomy labels to pass as structured-output `choice` (guided_choice on TGI's
 #   grammar) so the external server stays inside the taxonomy too;
+# - `stops.json`: each label's decisive prefix -> the label (decoding.decisive_prefixes), to pass as
+#   `stop` with `include_stop_str_in_output`: an answer cut at one names that label, in fewer steps;
 # - `manifest.json`: sha256 of every file, the base model's hash and the registry provenance.
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from llama_mapper.inference.base_model import BaseModelInfo, file_sha256, prepar
 from llama_mapper.inference.compat import check_adapter_dir
 from llama_mapper.inference.vllm_engine import VllmEngineConfig
 from llama_mapper.inference.vllm_engine.config import engine_dtype
+from llama_mapper.inference.vllm_engine.decoding import decisive_prefixes
 from llama_mapper.platform.settings.common import common
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,8 @@ def export_bundle(
         merge_adapter(base, adapter_dir, out / "merged")
     labels = default_taxonomy().names
     (out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
+    stops = dict(decisive_prefixes(tuple(labels)))
+    (out / "stops.json").write_text(json.dumps(stops, indent=1) + "\n")
     command = launch_command(target, out, name=name, base=base, merged=merged, config=config)
     launch = {
         "target": target,
@@ -131,6 +136,7 @@ def export_bundle(
         "served_model": name if merged or target == "tgi" else str(base.model_id),
         "lora_module": None if merged else name,
         "structured_output": {"choice": "labels.json"},
+        "stop": {"strings": "stops.json", "include_stop_str_in_output": True},
         "environment": {k: v for k, v in _cpu_env(config).items()},
     }
     (out / "launch.json").write_text(json.dumps(launch, indent=2) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -19,13 +20,19 @@ from llama_mapper.domain.prompt import mapper_messages
 from llama_mapper.domain.taxonomy import Taxonomy, default_taxonomy
 from llama_mapper.inference.model import MapperQuery, Prediction
 from llama_mapper.inference.vllm_engine import grammar_schema, invalid_prediction
+from llama_mapper.inference.vllm_engine.decoding import decided_label, decisive_prefixes
 
 
-def prediction_from_chat(body: dict[str, Any], taxonomy: Taxonomy, latency_s: float) -> Prediction:
-    """Validates one OpenAI chat completion as a label answer (fail closed)."""
+def prediction_from_chat(
+    body: dict[str, Any], taxonomy: Taxonomy, latency_s: float, labels: Sequence[str] = ()
+) -> Prediction:
+    """Validates one OpenAI chat completion as a label answer (fail closed); `labels`: the choice
+    it was asked with (an answer cut at a decisive prefix names the label it decides)."""
     try:
         choice = body["choices"][0]
-        text = (choice["message"]["content"] or "").strip()
+        text = decided_label(
+            (choice["message"]["content"] or "").strip(), choice.get("stop_reason"), labels
+        )
         tokens = choice["logprobs"]["content"]
         logprob = float(sum(t["logprob"] for t in tokens))
     except (KeyError, IndexError, TypeError, ValueError):
@@ -40,7 +47,9 @@ def prediction_from_chat(body: dict[str, Any], taxonomy: Taxonomy, latency_s: fl
 
 
 class OpenAIEngine:
-    """`flavor="vllm"` sends `structured_outputs.choice`; `"tgi"` relies on validation alone."""
+    """`flavor="vllm"` sends `structured_outputs.choice` over the query's candidates (all labels
+    without any) with its decisive prefixes as `stop`, as the in-cluster engine decodes;
+    `"tgi"` relies on validation alone."""
 
     def __init__(
         self,
@@ -72,16 +81,19 @@ class OpenAIEngine:
     async def predict(
         self, adapter: str, queries: list[MapperQuery]
     ) -> tuple[list[Prediction], dict[str, Any]]:
-        extra: dict[str, Any] = {"max_tokens": self.max_tokens, "logprobs": True}
-        if self.flavor == "vllm":
-            extra["structured_outputs"] = {"choice": self.taxonomy.names}
-
         async def one(query: MapperQuery) -> Prediction:
+            labels = tuple(query.candidates or self.taxonomy.names)
+            extra: dict[str, Any] = {"max_tokens": self.max_tokens, "logprobs": True}
+            if self.flavor == "vllm":
+                extra["structured_outputs"] = {"choice": list(labels)}
+                extra["stop"] = list(decisive_prefixes(labels))
+                extra["include_stop_str_in_output"] = True
             started = time.perf_counter()
             body = await self._complete(
                 adapter, mapper_messages(query.detector, query.finding), **extra
             )
-            return prediction_from_chat(body, self.taxonomy, time.perf_counter() - started)
+            asked = labels if self.flavor == "vllm" else ()
+            return prediction_from_chat(body, self.taxonomy, time.perf_counter() - started, asked)
 
         predictions = list(await asyncio.gather(*(one(q) for q in queries)))
         return predictions, {"base_model": f"external:{self.http.base_url}", "adapter": adapter}

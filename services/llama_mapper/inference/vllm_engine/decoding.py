@@ -51,6 +51,15 @@ def decisive_prefixes(labels: tuple[str, ...]) -> Mapping[str, str]:
     return MappingProxyType(stops)
 
 
+def decided_label(text: str, stop_reason: Any, labels: Sequence[str]) -> str:
+    """The label an answer names: `text` itself, or, for an answer cut at one of the decisive
+    prefixes of `labels` (stop_reason is that string), the one label it decides. The stop string
+    occurs in no label past its start, so an answer cut at it is exactly that string."""
+    if isinstance(stop_reason, str) and labels and text == stop_reason:
+        return decisive_prefixes(tuple(labels)).get(stop_reason, text)
+    return text
+
+
 def mapper_sampling_params(
     labels: Sequence[str], max_tokens: int, decisive_stop: bool = True
 ) -> Any:
@@ -113,13 +122,11 @@ def prediction_from_completion(
     `labels`: the set the answer was chosen in; a completion stopped at one of its decisive
     prefixes answers the one label that prefix decides.
     """
-    text = (getattr(completion, "text", None) or "").strip()
-    stop = getattr(completion, "stop_reason", None)
-    if isinstance(stop, str) and labels:
-        decided = decisive_prefixes(tuple(labels)).get(stop)
-        # The stop string occurs in no label past its start, so a text cut at it is that string.
-        if decided is not None and text == stop:
-            text = decided
+    text = decided_label(
+        (getattr(completion, "text", None) or "").strip(),
+        getattr(completion, "stop_reason", None),
+        labels,
+    )
     finished = getattr(completion, "finish_reason", None) == "stop"
     token_logprobs = _token_logprobs(completion)
     if not finished or text not in taxonomy or token_logprobs is None:
