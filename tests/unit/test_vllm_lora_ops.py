@@ -50,3 +50,44 @@ def test_prefill_path_goes_through_the_grouped_ops(grouped):
     grouped.sgmv_shrink(x, a, got, None, torch.tensor([3, 4]), torch.tensor([1, 2]), 2, 4, 7, 0.5)
     ORIGINAL["bgmv_shrink"](x, a, want, torch.tensor([1, 1, 1, 2, 2, 2, 2]), 0.5)
     assert torch.allclose(want, got, atol=1e-5)
+
+
+def cpu_wrapper(indices):
+    """vLLM's CPU punica wrapper on these token indices, decoding (no engine)."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    wrapper = PunicaWrapperCPU.__new__(PunicaWrapperCPU)
+    wrapper.is_prefill = False
+    wrapper._token_lora_indices = torch.tensor(indices)
+    wrapper.indices_len = [len(indices)]
+    return wrapper
+
+
+@pytest.mark.parametrize(
+    "indices", [[0] * 9, [1, 1, 0, 2, 2, 2, 0, 1, 0], [2, -1, 0, -1, 2, 2, 0, 1, -1], [-1] * 9]
+)
+def test_the_fused_merged_layer_equals_vllms_slice_by_slice_linear(grouped, indices):
+    """q/k/v slices of different widths, three adapters of a four-slot stack; the last slot is
+    empty, as it is unless every slot is full (the torch ops index it with -1)."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    fused = PunicaWrapperCPU.add_lora_linear
+    original = fused.__wrapped__
+    torch.manual_seed(1)
+    slices, rank, width = (64, 16, 16), 8, 48
+    a = tuple(torch.randn(4, 1, rank, width) for _ in slices)
+    b = tuple(torch.randn(4, 1, size, rank) for size in slices)
+    for stacked in (*a, *b):
+        stacked[3].zero_()
+    x = torch.randn(9, width)
+    want = torch.randn(9, sum(slices))
+    got = want.clone()
+    wrapper = cpu_wrapper(indices)
+    original(wrapper, want, x, a, b, 0.5, slices)
+    assert fused(wrapper, got, x, a, b, 0.5, slices) is None
+    assert torch.allclose(want, got, atol=1e-4)
+    # Tokens without an adapter are left as the base layer computed them.
+    untouched = torch.tensor(indices) < 0
+    base = torch.zeros(9, sum(slices))
+    fused(wrapper, base, x, a, b, 0.5, slices)
+    assert torch.count_nonzero(base[untouched]) == 0
