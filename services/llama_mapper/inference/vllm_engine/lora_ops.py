@@ -8,9 +8,7 @@
 # vLLM imports `GroupedLoraOps` in its worker (engine argument `worker_extension_cls`), which imports
 # this module, which swaps the three bgmv functions the CPU punica wrapper calls. The semantics are
 # the originals' (negative indices included); shapes the grouped path does not cover fall through to
-# the original functions. `add_lora_linear` of the CPU wrapper is replaced too: one shrink for all
-# slices of a merged layer (vLLM loops over q, k and v, reading x three times), and tokens of index
-# -1 (no adapter) get nothing, as on GPU (the torch ops index the last slot with -1).
+# the original functions.
 
 from __future__ import annotations
 
@@ -111,64 +109,9 @@ def install() -> bool:
         module.bgmv_shrink = bgmv_shrink
         module.bgmv_expand = bgmv_expand
         module.bgmv_expand_slice = bgmv_expand_slice
-    wrapper = punica_cpu.PunicaWrapperCPU
-    wrapper.add_lora_linear = _fused_lora_linear(wrapper.add_lora_linear)
     lora_ops._llama_mapper_grouped = True
     log.info("grouped CPU LoRA ops installed")
     return True
-
-
-def _fused_lora_linear(original: Any) -> Any:
-    """PunicaWrapperCPU.add_lora_linear with the slices of a merged layer (q/k/v, gate/up) in one
-    shrink: x is read once for all of them (x @ [A_q; A_k; A_v]^T) instead of once per slice,
-    and each adapter's tokens once. Semantics as vLLM's: y[:, slice_j] += scale * (x @ A_j^T) @
-    B_j^T for the tokens of each adapter, nothing for index -1, the shrink in float32 (vLLM's
-    buffer); a caller's own buffer, or indices that do not cover x, go to the original."""
-
-    def add_lora_linear(
-        self: Any,
-        y: Any,
-        x: Any,
-        lora_a_stacked: Any,
-        lora_b_stacked: Any,
-        scale: float,
-        output_slices: Any,
-        *,
-        buffer: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        import torch
-
-        flat, out = x.view(-1, x.shape[-1]), y.view(-1, y.shape[-1])
-        indices = self.token_lora_indices
-        if buffer is not None or indices.dim() != 1 or indices.numel() != flat.shape[0]:
-            return original(
-                self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices,
-                buffer=buffer, **kwargs,
-            )  # fmt: skip
-        present = torch.unique(indices).tolist()
-        for index in present:
-            if index < 0:
-                continue
-            rows = None if len(present) == 1 else indices == index
-            tokens = flat if rows is None else flat[rows]
-            a = torch.cat([w[index].reshape(-1, w.shape[-1]) for w in lora_a_stacked])
-            shrunk = (tokens.to(torch.float32) @ a.to(torch.float32).t()) * scale
-            start = rank_start = 0
-            for b, size in zip(lora_b_stacked, output_slices, strict=True):
-                weight = b[index].reshape(-1, b.shape[-1])  # [size, rank]
-                rank = weight.shape[1]
-                part = shrunk[:, rank_start : rank_start + rank].to(y.dtype) @ weight.t()
-                if rows is None:
-                    out[:, start : start + size] += part[:, :size]
-                else:
-                    out[rows, start : start + size] += part[:, :size]
-                start += size
-                rank_start += rank
-        return None
-
-    add_lora_linear.__wrapped__ = original  # type: ignore[attr-defined]
-    return add_lora_linear
 
 
 class GroupedLoraOps:
