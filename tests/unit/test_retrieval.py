@@ -43,6 +43,9 @@ def test_words_split_case_separators_and_drop_frames():
         ("ab", "abuse", False),  # too short to stand for anything
         ("xyz", "password", False),
         ("card", "cardinal", True),
+        ("disabilities", "disability", True),  # a plural in -ies meets its word in -y
+        ("identities", "identity", True),
+        ("addresses", "address", True),
     ],
 )
 def test_similarity(query, term, matches):
@@ -68,6 +71,7 @@ def test_similarity(query, term, matches):
             {"reason": "Misinformation about elections and voting."},
             "misinformation.elections",
         ),
+        ("FLAG", {"reason": "mocking people with disabilities"}, "hate.disability"),
     ],
 )
 def test_the_right_label_is_among_the_candidates(index, raw, attributes, expected):

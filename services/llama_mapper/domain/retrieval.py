@@ -132,6 +132,10 @@ def words(text: str) -> list[str]:
 
 
 def _stem(word: str) -> str:
+    """A crude English stem, enough for plurals and verb forms to meet their word:
+    `disabilities` / `disability`, `addresses` / `address`, `mocking` / `mock`."""
+    if len(word) > 5 and word.endswith("ies"):
+        return word[:-3] + "y"
     for suffix in ("ing", "es", "s", "ed"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
             return word[: -len(suffix)]
