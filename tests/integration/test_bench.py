@@ -100,9 +100,11 @@ def test_pass_then_fail_both_recorded(router, registry, tmp_path, capsys):
     for name in ("locust_stats.csv", "locust_stats_history.csv", "report.html", "latency.png"):
         assert (report_dir / name).stat().st_size > 0, name
 
-    # A target below the measured p95: exit 1, recorded as a failure on the same version.
+    # A target below any p95 a second run can measure: exit 1, recorded as a failure on the same
+    # version. Not a share of the first run's p95: that run starts cold, and a warm second run
+    # measured a quarter of it in CI (72 -> 16 ms), passing a target of measured / 4.
     with RegistryClient(registry, token=TOKEN) as client:
-        client.set_targets("mapper", "cpu-2core", p95_latency_ms=max(measured_p95 / 4, 0.5))
+        client.set_targets("mapper", "cpu-2core", p95_latency_ms=min(measured_p95 / 4, 1.0))
     code = bench(registry, "--host", router, "--report-dir", str(tmp_path), *SHORT, *TASKS)
     out = capsys.readouterr().out
     assert code == 1, out
